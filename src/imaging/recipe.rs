@@ -1,0 +1,250 @@
+//! The typed description of one transformation: what the URL asked for, nothing more.
+//!
+//! `edge::url` is the only producer of a `Recipe` from user input; `imaging::render` is its
+//! consumer. Every field is already validated, so nothing downstream re-checks ranges. All
+//! types are `Eq + Hash` (decimals are fixed-point `Milli`), so equal recipes mean equal
+//! output and the canonical print of a recipe is the variant cache key.
+
+use std::fmt;
+
+/// A non-negative or signed decimal stored in thousandths, so recipes stay `Eq + Hash`.
+/// `Milli(1500)` is 1.5. Parsing accepts at most three decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Milli(pub i32);
+
+impl Milli {
+    pub fn as_f32(self) -> f32 {
+        self.0 as f32 / 1000.0
+    }
+}
+
+impl fmt::Display for Milli {
+    /// Canonical form: no trailing zeros, no trailing dot (`1.5`, `2`, `-0.25`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let (int, frac) = (abs / 1000, abs % 1000);
+        if frac == 0 {
+            write!(f, "{sign}{int}")
+        } else {
+            let digits = format!("{frac:03}");
+            write!(f, "{sign}{int}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+/// One requested output dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Dim {
+    /// `0` or omitted: derived from the other dimension keeping the aspect ratio.
+    #[default]
+    Auto,
+    /// `orig`: the source's own size on that axis (after crop/trim).
+    Orig,
+    /// An explicit size in pixels (>= 1).
+    Px(u32),
+}
+
+/// How the source is fitted to the requested box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fit {
+    /// No fit-in: cover the box, then crop to exactly WxH (alignment / smart / focal).
+    #[default]
+    Crop,
+    /// `fit-in`: fit inside the box, never crop.
+    FitIn,
+    /// `full-fit-in`: cover the box (the smaller side reaches it), never crop.
+    FullFitIn,
+    /// `adaptive-fit-in`: `fit-in` with W/H swapped when that suits the source orientation.
+    AdaptiveFitIn,
+    /// `adaptive-full-fit-in`.
+    AdaptiveFullFitIn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HAlign {
+    Left,
+    #[default]
+    Center,
+    Right,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VAlign {
+    Top,
+    #[default]
+    Middle,
+    Bottom,
+}
+
+/// Which corner's colour defines the border that `trim` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TrimCorner {
+    #[default]
+    TopLeft,
+    BottomRight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Trim {
+    pub corner: TrimCorner,
+    /// Maximum Euclidean RGB distance still counted as border colour (0..=442).
+    pub tolerance: u16,
+}
+
+/// A rectangle given by its edges, in source pixels: left/top inclusive, right/bottom exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rect {
+    pub left: u32,
+    pub top: u32,
+    pub right: u32,
+    pub bottom: u32,
+}
+
+impl Rect {
+    pub fn width(&self) -> u32 {
+        self.right.saturating_sub(self.left)
+    }
+    pub fn height(&self) -> u32 {
+        self.bottom.saturating_sub(self.top)
+    }
+}
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+    Avif,
+    Gif,
+}
+
+impl Format {
+    pub fn mime(self) -> &'static str {
+        match self {
+            Format::Jpeg => "image/jpeg",
+            Format::Png => "image/png",
+            Format::Webp => "image/webp",
+            Format::Avif => "image/avif",
+            Format::Gif => "image/gif",
+        }
+    }
+    /// The canonical filter argument (`format(jpeg)`); `jpg` parses to `Jpeg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+            Format::Avif => "avif",
+            Format::Gif => "gif",
+        }
+    }
+    /// Whether the encoding can carry an alpha channel.
+    pub fn has_alpha(self) -> bool {
+        !matches!(self, Format::Jpeg)
+    }
+}
+
+/// An 8-bit RGBA colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Color {
+    pub r: u8,
+    pub g: u8,
+    pub b: u8,
+    pub a: u8,
+}
+
+impl Color {
+    pub const WHITE: Color = Color { r: 255, g: 255, b: 255, a: 255 };
+    pub const BLACK: Color = Color { r: 0, g: 0, b: 0, a: 255 };
+}
+
+/// What fills the area around a fitted image (`fill(...)`), making the output exactly WxH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fill {
+    Color(Color),
+    Transparent,
+    /// The most common edge colour of the image.
+    Auto,
+    /// A blurred, cover-scaled copy of the image itself.
+    Blur,
+}
+
+/// Upscaling policy. `Default` means: crop modes may upscale, fit-in modes may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Upscale {
+    #[default]
+    Default,
+    /// `no_upscale()`: never enlarge the source.
+    Never,
+    /// `upscale()`: fit-in modes may enlarge too.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rotation {
+    R90,
+    R180,
+    R270,
+}
+
+/// Pixel filters, applied after resizing in the order the URL gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PixelFilter {
+    /// `blur(radius[,sigma])`: Gaussian blur; radius 0..=150, sigma defaults to radius.
+    Blur { radius: u32, sigma: Option<Milli> },
+    /// `sharpen(amount,radius,luminance_only)`: unsharp mask; amount 0..=10, radius 0..=10.
+    Sharpen { amount: Milli, radius: Milli, luminance_only: bool },
+    Grayscale,
+    /// -100..=100
+    Brightness(i8),
+    /// -100..=100
+    Contrast(i8),
+    /// `rotate(90|180|270)`; `rotate(0)` parses to no filter at all.
+    Rotate(Rotation),
+    /// `round_corner(a[|b],r,g,b[,transparent])`: rounded corners with radii a (horizontal)
+    /// and b (vertical, defaults to a), painted with the colour or left transparent.
+    RoundCorner { rx: u32, ry: u32, color: Color, transparent: bool },
+}
+
+/// Everything the `filters:` segment can say. Settings are last-one-wins; pixel filters keep
+/// URL order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Filters {
+    /// 1..=100
+    pub quality: Option<u8>,
+    pub format: Option<Format>,
+    pub fill: Option<Fill>,
+    /// Background for flattening alpha onto JPEG and for fit-in padding without `fill`.
+    pub background: Option<Color>,
+    pub upscale: Upscale,
+    pub strip_exif: bool,
+    pub strip_icc: bool,
+    /// Re-encode with lower quality until the output is at most this many bytes (>= 1).
+    pub max_bytes: Option<u64>,
+    /// Scale the final output dimensions by this factor, 0 < p <= 1 (Milli 1..=1000).
+    pub proportion: Option<Milli>,
+    /// A region of interest in source pixels used to place crops.
+    pub focal: Option<Rect>,
+    /// Lowers Cache-Control max-age for this response.
+    pub max_age: Option<u32>,
+    pub pixel: Vec<PixelFilter>,
+}
+
+/// A full transformation recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Recipe {
+    pub trim: Option<Trim>,
+    /// Manual crop in source pixels, applied before resizing (clamped to the image).
+    pub crop: Option<Rect>,
+    pub fit: Fit,
+    pub width: Dim,
+    pub height: Dim,
+    pub flip_h: bool,
+    pub flip_v: bool,
+    pub halign: HAlign,
+    pub valign: VAlign,
+    pub smart: bool,
+    pub filters: Filters,
+}
