@@ -1,0 +1,109 @@
+//! Shared handles, built once at start-up: configuration, storage, metadata store, caches,
+//! the CPU pool, metrics, and the pre-computed policies the edge reads on every request.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::cache::{CacheSizes, Caches};
+use crate::config::{Config, StorageKind};
+use crate::cpu::CpuPool;
+use crate::db::{Db, DbError};
+use crate::edge::access::Signing;
+use crate::edge::negotiate::Policy;
+use crate::imaging;
+use crate::storage::{FsStorage, Storage, StorageError};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage at {path}: {source}")]
+    StorageOpen {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage is not usable: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot open metadata store {url}: {source}")]
+    Db { url: String, source: DbError },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub storage: Storage,
+    pub db: Db,
+    pub caches: Caches,
+    pub cpu: CpuPool,
+    pub metrics: Arc<Metrics>,
+    pub signing: Signing,
+    pub negotiation: Policy,
+    pub imaging_limits: imaging::Limits,
+    /// Set at shutdown: `/readyz` fails and responses ask clients to close.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    /// Opens storage and the metadata store (running migrations) and builds every handle.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let storage = match config.storage {
+            StorageKind::Fs => {
+                let path = config.data_dir.join("objects");
+                let fs = FsStorage::open(&path)
+                    .map_err(|source| StartError::StorageOpen { path, source })?;
+                Storage::Fs(fs)
+            }
+        };
+        storage.check().await?;
+        let url = config.database_url();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(parent).map_err(|source| StartError::StorageOpen {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+        }
+        let db = Db::open(&url)
+            .await
+            .map_err(|source| StartError::Db { url, source })?;
+        let metrics = Arc::new(Metrics::new());
+        let caches = Caches::new(CacheSizes {
+            variant_bytes: config.variant_cache_bytes,
+            variant_ttl: Duration::from_secs(config.variant_cache_ttl_secs),
+            original_bytes: config.original_cache_bytes,
+            visibility_ttl: Duration::from_millis(config.visibility_ttl_ms),
+        });
+        let cpu = CpuPool::new(
+            config.transform_concurrency(),
+            config.queue_length,
+            metrics.clone(),
+        );
+        let signing = Signing::new(&config.security_key, config.require_signature);
+        let negotiation = Policy {
+            auto_webp: config.auto_webp,
+            auto_avif: config.auto_avif,
+        };
+        let imaging_limits = imaging::Limits {
+            max_source_pixels: config.max_source_pixels,
+            max_output_side: config.max_output_side,
+        };
+        Ok(App {
+            config,
+            storage,
+            db,
+            caches,
+            cpu,
+            metrics,
+            signing,
+            negotiation,
+            imaging_limits,
+            draining: AtomicBool::new(false),
+        })
+    }
+}

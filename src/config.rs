@@ -1,0 +1,391 @@
+//! The typed configuration tree and the only place that reads the environment.
+//!
+//! Precedence, lowest to highest: built-in defaults < TOML file (`--config`) <
+//! `IMGEDGE_*` environment variables < command-line flags. Every setting is a flat key:
+//! `variant_cache_bytes` in TOML is `IMGEDGE_VARIANT_CACHE_BYTES` in the environment.
+//! `Config::load` takes the environment as a map so tests can fill it without touching
+//! the process environment. Invalid configuration is refused with a message naming the
+//! setting; nothing downstream re-validates.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+const ENV_PREFIX: &str = "IMGEDGE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown setting {name} (see README, section Configuration)")]
+    UnknownSetting { name: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Which object store holds the originals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Fs,
+}
+
+impl FromStr for StorageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fs" | "local" => Ok(StorageKind::Fs),
+            other => Err(format!("unknown storage `{other}`, expected `fs`")),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format `{other}`, expected `text` or `json`")),
+        }
+    }
+}
+
+/// Every setting of the service. Field names are the TOML keys; upper-cased with the
+/// `IMGEDGE_` prefix they are the environment variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// CDN (image edge) listener.
+    #[serde(deserialize_with = "flex")]
+    pub cdn_addr: SocketAddr,
+    /// Storage API + health + metrics listener.
+    #[serde(deserialize_with = "flex")]
+    pub api_addr: SocketAddr,
+    /// Root of embedded state: SQLite database and local object storage.
+    pub data_dir: PathBuf,
+    /// Metadata store URL; empty means `sqlite://<data_dir>/imgedge.db`.
+    pub database_url: String,
+    #[serde(deserialize_with = "flex")]
+    pub storage: StorageKind,
+    /// Thumbor security key; empty disables signature checking.
+    pub security_key: String,
+    /// Refuse unsigned (bare or `unsafe/`) URLs.
+    #[serde(deserialize_with = "flex")]
+    pub require_signature: bool,
+    /// Largest original accepted, in bytes (413 beyond).
+    #[serde(deserialize_with = "flex")]
+    pub max_source_bytes: u64,
+    /// Largest original accepted, in pixels, checked from the header (422 beyond).
+    #[serde(deserialize_with = "flex")]
+    pub max_source_pixels: u64,
+    /// Largest output side in pixels (400 beyond).
+    #[serde(deserialize_with = "flex")]
+    pub max_output_side: u32,
+    /// Concurrent transforms; 0 means the number of cores.
+    #[serde(deserialize_with = "flex")]
+    pub transform_concurrency: usize,
+    /// Transforms allowed to wait for a CPU slot before new ones get 503.
+    #[serde(deserialize_with = "flex")]
+    pub queue_length: usize,
+    /// Whole-request deadline for a transform, in milliseconds (504 beyond).
+    #[serde(deserialize_with = "flex")]
+    pub request_deadline_ms: u64,
+    /// Storage read timeout, in milliseconds (504 beyond).
+    #[serde(deserialize_with = "flex")]
+    pub storage_timeout_ms: u64,
+    /// Variant cache capacity in bytes; 0 turns the cache off.
+    #[serde(deserialize_with = "flex")]
+    pub variant_cache_bytes: u64,
+    /// Variant time to live in seconds.
+    #[serde(deserialize_with = "flex")]
+    pub variant_cache_ttl_secs: u64,
+    /// Originals cache capacity in bytes; 0 turns it off.
+    #[serde(deserialize_with = "flex")]
+    pub original_cache_bytes: u64,
+    /// How long a visibility lookup may be reused, in milliseconds. Changes made through
+    /// this node purge it at once; this bounds how stale other nodes can be.
+    #[serde(deserialize_with = "flex")]
+    pub visibility_ttl_ms: u64,
+    /// `Cache-Control: public, max-age=` for images (the `max_age` filter may lower it).
+    #[serde(deserialize_with = "flex")]
+    pub cache_max_age_secs: u32,
+    /// JPEG/WebP/AVIF quality when the URL gives none.
+    #[serde(deserialize_with = "flex")]
+    pub default_quality: u8,
+    /// Choose WebP automatically when the client's Accept allows it.
+    #[serde(deserialize_with = "flex")]
+    pub auto_webp: bool,
+    /// Choose AVIF automatically when Accept allows it (slow to encode: off by default).
+    #[serde(deserialize_with = "flex")]
+    pub auto_avif: bool,
+    /// Grace period for draining in-flight requests at shutdown, in milliseconds.
+    #[serde(deserialize_with = "flex")]
+    pub shutdown_grace_ms: u64,
+    /// Maximum concurrent connections per listener.
+    #[serde(deserialize_with = "flex")]
+    pub max_connections: usize,
+    #[serde(deserialize_with = "flex")]
+    pub log_format: LogFormat,
+    /// Public base URL of the CDN, used in printed links (demo mode, API `cdnUrl`).
+    pub public_cdn_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cdn_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            data_dir: PathBuf::from("./data"),
+            database_url: String::new(),
+            storage: StorageKind::Fs,
+            security_key: String::new(),
+            require_signature: false,
+            max_source_bytes: 50 * 1024 * 1024,
+            max_source_pixels: 100_000_000,
+            max_output_side: 8192,
+            transform_concurrency: 0,
+            queue_length: 64,
+            request_deadline_ms: 15_000,
+            storage_timeout_ms: 5_000,
+            variant_cache_bytes: 256 * 1024 * 1024,
+            variant_cache_ttl_secs: 3600,
+            original_cache_bytes: 64 * 1024 * 1024,
+            visibility_ttl_ms: 2_000,
+            cache_max_age_secs: 86_400,
+            default_quality: 80,
+            auto_webp: true,
+            auto_avif: false,
+            shutdown_grace_ms: 10_000,
+            max_connections: 4096,
+            log_format: LogFormat::Text,
+            public_cdn_url: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from an optional TOML file, the environment (only its
+    /// `IMGEDGE_*` entries are read) and flag overrides given as `(setting, value)` pairs.
+    pub fn load<'a>(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: impl IntoIterator<Item = (&'a str, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        let known = known_settings();
+        for (name, value) in env {
+            let Some(setting) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let setting = setting.to_ascii_lowercase();
+            if !known.contains_key(&setting) {
+                return Err(ConfigError::UnknownSetting { name });
+            }
+            table.insert(setting, toml::Value::String(value));
+        }
+        for (setting, value) in flags {
+            table.insert(setting.to_owned(), toml::Value::String(value));
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the real process environment. The binary calls this; tests call `load`.
+    pub fn from_process(
+        file: Option<&Path>,
+        flags: Vec<(&str, String)>,
+    ) -> Result<Config, ConfigError> {
+        Config::load(file, std::env::vars(), flags)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if !(1..=100).contains(&self.default_quality) {
+            return bad("default_quality must be 1..=100");
+        }
+        if self.max_output_side == 0 || self.max_output_side > 65_535 {
+            return bad("max_output_side must be 1..=65535");
+        }
+        if self.max_source_pixels == 0 || self.max_source_bytes == 0 {
+            return bad("max_source_pixels and max_source_bytes must be positive");
+        }
+        if self.request_deadline_ms == 0 || self.storage_timeout_ms == 0 {
+            return bad("request_deadline_ms and storage_timeout_ms must be positive");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be positive");
+        }
+        if self.require_signature && self.security_key.is_empty() {
+            return bad("require_signature needs security_key (IMGEDGE_SECURITY_KEY)");
+        }
+        if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
+            return bad("database_url must start with sqlite:// (PostgreSQL is not built in yet)");
+        }
+        Ok(())
+    }
+
+    /// The metadata store URL, defaulting to SQLite inside the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("imgedge.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// Concurrent transforms, resolving 0 to the number of cores.
+    pub fn transform_concurrency(&self) -> usize {
+        match self.transform_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_millis(self.request_deadline_ms)
+    }
+
+    pub fn storage_timeout(&self) -> Duration {
+        Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    /// The base URL printed in links: `public_cdn_url` or `http://<cdn_addr>`.
+    pub fn cdn_base_url(&self) -> String {
+        if self.public_cdn_url.is_empty() {
+            format!("http://{}", self.cdn_addr)
+        } else {
+            self.public_cdn_url.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Every setting name, taken from the serialized defaults plus the optional ones.
+fn known_settings() -> BTreeMap<String, ()> {
+    let defaults = toml::Table::try_from(Config::default())
+        .expect("invariant: the default Config serializes to a TOML table");
+    defaults.into_iter().map(|(k, _)| (k, ())).collect()
+}
+
+/// Accepts a value either in its native TOML type or as a string parsed with `FromStr`,
+/// so that environment variables and flags (always strings) and TOML share one schema.
+fn flex<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Str(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let text = match Raw::deserialize(deserializer)? {
+        Raw::Str(s) => s,
+        Raw::Int(i) => i.to_string(),
+        Raw::Float(f) => f.to_string(),
+        Raw::Bool(b) => b.to_string(),
+    };
+    text.trim()
+        .parse::<T>()
+        .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[]), []).unwrap();
+        assert_eq!(c.cdn_addr.port(), 8080);
+        assert_eq!(c.api_addr.port(), 8081);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imgedge.toml");
+        std::fs::write(&file, "variant_cache_bytes = 10\nauto_avif = true\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("IMGEDGE_VARIANT_CACHE_BYTES", "0"),
+                ("IMGEDGE_CDN_ADDR", "127.0.0.1:9000"),
+                ("PATH", "/bin"),
+            ]),
+            [("cdn_addr", "127.0.0.1:9001".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(c.variant_cache_bytes, 0);
+        assert!(c.auto_avif);
+        assert_eq!(c.cdn_addr.port(), 9001);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("IMGEDGE_CDN_ADRR", "x")], "IMGEDGE_CDN_ADRR"),
+            (&[("IMGEDGE_CDN_ADDR", "nope")], "nope"),
+            (&[("IMGEDGE_DEFAULT_QUALITY", "0")], "default_quality"),
+            (&[("IMGEDGE_REQUIRE_SIGNATURE", "true")], "security_key"),
+            (&[("IMGEDGE_AUTO_WEBP", "maybe")], "maybe"),
+        ];
+        for (vars, needle) in cases {
+            let err = Config::load(None, env(vars), []).unwrap_err().to_string();
+            assert!(err.contains(needle), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_toml_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "cdn_adr = \"1.2.3.4:1\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[]), []).unwrap_err();
+        assert!(err.to_string().contains("cdn_adr"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The image edge (CDN listener): Thumbor-style URL in, optimized image out.
+//!
+//! `handle` is the data path, readable top to bottom:
+//! parse URL → check signature → check limits → visibility (per request, cache hits
+//! included) → negotiate format → variant cache (coalesced) → on miss: fetch original
+//! (originals cache) → render on the CPU pool → respond.
+
+pub mod access;
+pub mod negotiate;
+pub mod respond;
+pub mod url;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::cache::Variant;
+use crate::db::Visibility;
+use crate::error::EdgeError;
+use crate::imaging::{self, FormatChoice, Job};
+use crate::server::{Body, full};
+use url::{ObjectKey, ParsedUrl};
+
+/// Answers one CDN request. Never panics on input; every failure becomes an `EdgeError`.
+pub async fn handle<B>(app: &App, req: Request<B>, request_id: &str) -> Response<Body> {
+    match serve(app, &req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(request_id),
+    }
+}
+
+async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(EdgeError::MethodNotAllowed);
+    }
+    let deadline = Instant::now() + app.config.request_deadline();
+    let parsed = url::parse(req.uri().path())?;
+    access::authorize_url(&app.signing, &parsed)?;
+    check_requested_size(app, &parsed)?;
+    ensure_public(app, &parsed.key).await?;
+    let negotiated = negotiate::negotiate(
+        &parsed.recipe,
+        req.headers().get(header::ACCEPT),
+        app.negotiation,
+    );
+    if parsed.meta {
+        return describe(app, &parsed, negotiated.choice, deadline).await;
+    }
+    let cache_key = format!(
+        "{}|{}",
+        url::canonical(&parsed.recipe, false, &parsed.key),
+        negotiated.cache_tag()
+    );
+    let hit = app.caches.has_variant(&cache_key);
+    app.metrics.cache_lookup("variant", hit);
+    let render = render_variant(app, &parsed, negotiated.choice, deadline);
+    let variant = tokio::time::timeout_at(deadline, app.caches.variant(cache_key, render))
+        .await
+        .map_err(|_| EdgeError::Deadline)?
+        .map_err(unshare)?;
+    let max_age = parsed
+        .recipe
+        .filters
+        .max_age
+        .map_or(app.config.cache_max_age_secs, |m| {
+            m.min(app.config.cache_max_age_secs)
+        });
+    let caching = respond::Caching {
+        max_age,
+        vary_accept: negotiated.vary,
+    };
+    Ok(respond::image(req.method(), req.headers(), &variant, caching))
+}
+
+/// Refuses explicit output sizes over the limit before any I/O.
+fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> {
+    use crate::imaging::recipe::Dim;
+    let limit = app.config.max_output_side;
+    let px = |d: Dim| match d {
+        Dim::Px(n) => n,
+        Dim::Auto | Dim::Orig => 0,
+    };
+    let (w, h) = (px(parsed.recipe.width), px(parsed.recipe.height));
+    if w > limit || h > limit {
+        return Err(EdgeError::OutputTooLarge {
+            width: w,
+            height: h,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// Only `public` files are served; everything else is indistinguishable from missing.
+async fn ensure_public(app: &App, key: &ObjectKey) -> Result<(), EdgeError> {
+    let db = app.db.clone();
+    let lookup_key = key.clone();
+    let visibility = app
+        .caches
+        .visibility(key, async move { db.visibility_of(&lookup_key).await })
+        .await
+        .map_err(|e| EdgeError::Internal(format!("metadata lookup: {e}")))?;
+    match visibility {
+        Some(Visibility::Public) => Ok(()),
+        _ => Err(EdgeError::NotFound),
+    }
+}
+
+async fn fetch_original(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
+    let storage = app.storage.clone();
+    let limit = app.config.max_source_bytes;
+    let timeout = app.config.storage_timeout();
+    let metrics = app.metrics.clone();
+    let fetch_key = key.clone();
+    let fetch = async move {
+        metrics.storage_fetches.inc();
+        match tokio::time::timeout(timeout, storage.get(&fetch_key, limit)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::storage::StorageError::Timeout),
+        }
+        .map_err(EdgeError::from)
+    };
+    app.caches.original(key, fetch).await.map_err(unshare)
+}
+
+async fn render_variant(
+    app: &App,
+    parsed: &ParsedUrl,
+    choice: FormatChoice,
+    deadline: Instant,
+) -> Result<Arc<Variant>, EdgeError> {
+    let original = fetch_original(app, &parsed.key).await?;
+    let recipe = parsed.recipe.clone();
+    let limits = app.imaging_limits.clone();
+    let quality = app.config.default_quality;
+    let encoded = app
+        .cpu
+        .submit(deadline, move |cancel| {
+            imaging::render(&Job {
+                bytes: &original,
+                recipe: &recipe,
+                output: choice,
+                default_quality: quality,
+                limits: &limits,
+                cancel,
+            })
+        })
+        .await??;
+    let m = &app.metrics;
+    m.renders.inc();
+    m.observe_stage("decode", encoded.timings.decode);
+    m.observe_stage("transform", encoded.timings.transform);
+    m.observe_stage("encode", encoded.timings.encode);
+    let digest = Sha256::digest(&encoded.bytes);
+    let etag = format!("\"{}\"", hex(&digest[..16]));
+    Ok(Arc::new(Variant {
+        key: parsed.key.clone(),
+        bytes: Bytes::from(encoded.bytes),
+        format: encoded.format,
+        width: encoded.width,
+        height: encoded.height,
+        etag,
+    }))
+}
+
+/// `meta/`: JSON describing the source, the operations and the output; never cached.
+async fn describe(
+    app: &App,
+    parsed: &ParsedUrl,
+    choice: FormatChoice,
+    deadline: Instant,
+) -> Result<Response<Body>, EdgeError> {
+    let original = fetch_original(app, &parsed.key).await?;
+    let recipe = parsed.recipe.clone();
+    let limits = app.imaging_limits.clone();
+    let quality = app.config.default_quality;
+    let mut doc = app
+        .cpu
+        .submit(deadline, move |cancel| {
+            imaging::describe(&Job {
+                bytes: &original,
+                recipe: &recipe,
+                output: choice,
+                default_quality: quality,
+                limits: &limits,
+                cancel,
+            })
+        })
+        .await??;
+    doc["key"] = serde_json::json!(parsed.key.as_str());
+    doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
+    let mut resp = Response::new(full(doc.to_string()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Errors shared between coalesced waiters arrive as `Arc<EdgeError>`.
+fn unshare(e: Arc<EdgeError>) -> EdgeError {
+    Arc::unwrap_or_clone(e)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

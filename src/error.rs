@@ -1,0 +1,218 @@
+//! The one place that turns a failure into an HTTP status and body.
+//!
+//! Every failure is classified by who is at fault: the client (4xx, with a message saying
+//! exactly what is wrong), the origin storage (502/504), overload (503 + Retry-After), or
+//! us (500, body says only "internal error"; the cause is logged once, here).
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::cpu::CpuError;
+use crate::edge::url::UrlError;
+use crate::imaging::ImagingError;
+use crate::server::{Body, full};
+use crate::storage::StorageError;
+
+/// Everything that can go wrong on the image edge's data path.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}")]
+    Url(#[from] UrlError),
+    #[error("method not allowed: the image edge answers GET and HEAD")]
+    MethodNotAllowed,
+    #[error("this server requires signed URLs")]
+    SignatureRequired,
+    #[error("URL signature does not match")]
+    BadSignature,
+    #[error("no such image")]
+    NotFound,
+    #[error("output {width}x{height} exceeds the limit of {limit} pixels per side")]
+    OutputTooLarge { width: u32, height: u32, limit: u32 },
+    #[error("source image is {size} bytes, over the limit of {limit}")]
+    SourceTooLarge { size: u64, limit: u64 },
+    #[error("{0}")]
+    Imaging(ImagingError),
+    #[error("server busy: transform queue is full")]
+    Overloaded,
+    #[error("storage did not answer in time")]
+    StorageTimeout,
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("the transform did not finish before the deadline")]
+    Deadline,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<ImagingError> for EdgeError {
+    fn from(e: ImagingError) -> Self {
+        match e {
+            ImagingError::OutputTooLarge {
+                width,
+                height,
+                limit,
+            } => EdgeError::OutputTooLarge {
+                width,
+                height,
+                limit,
+            },
+            ImagingError::Cancelled => EdgeError::Deadline,
+            other => EdgeError::Imaging(other),
+        }
+    }
+}
+
+impl From<CpuError> for EdgeError {
+    fn from(e: CpuError) -> Self {
+        match e {
+            CpuError::Overloaded => EdgeError::Overloaded,
+            CpuError::Deadline => EdgeError::Deadline,
+            CpuError::Panicked => EdgeError::Internal("transform thread panicked".into()),
+        }
+    }
+}
+
+impl From<StorageError> for EdgeError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => EdgeError::NotFound,
+            StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge { size, limit },
+            StorageError::Timeout => EdgeError::StorageTimeout,
+            StorageError::Io(io) => EdgeError::Storage(io.to_string()),
+        }
+    }
+}
+
+impl EdgeError {
+    /// The status table: the only place statuses are chosen for edge failures.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::Url(_) | EdgeError::OutputTooLarge { .. } => StatusCode::BAD_REQUEST,
+            EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::SignatureRequired | EdgeError::BadSignature => StatusCode::FORBIDDEN,
+            EdgeError::NotFound => StatusCode::NOT_FOUND,
+            EdgeError::SourceTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::Imaging(e) => match e {
+                ImagingError::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ImagingError::TooManyPixels { .. } | ImagingError::Undecodable(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                ImagingError::OutputTooLarge { .. } => StatusCode::BAD_REQUEST,
+                ImagingError::Cancelled => StatusCode::GATEWAY_TIMEOUT,
+                ImagingError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            EdgeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::StorageTimeout | EdgeError::Deadline => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Storage(_) => StatusCode::BAD_GATEWAY,
+            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EdgeError::Url(_) => "url/invalid",
+            EdgeError::MethodNotAllowed => "http/method-not-allowed",
+            EdgeError::SignatureRequired => "url/signature-required",
+            EdgeError::BadSignature => "url/bad-signature",
+            EdgeError::NotFound => "image/not-found",
+            EdgeError::OutputTooLarge { .. } => "image/output-too-large",
+            EdgeError::SourceTooLarge { .. } => "image/source-too-large",
+            EdgeError::Imaging(e) => match e {
+                ImagingError::UnsupportedFormat => "image/unsupported-format",
+                ImagingError::TooManyPixels { .. } => "image/too-many-pixels",
+                ImagingError::Undecodable(_) => "image/undecodable",
+                ImagingError::OutputTooLarge { .. } => "image/output-too-large",
+                ImagingError::Cancelled => "image/deadline",
+                ImagingError::Encode(_) => "internal",
+            },
+            EdgeError::Overloaded => "server/overloaded",
+            EdgeError::StorageTimeout => "storage/timeout",
+            EdgeError::Storage(_) => "storage/failed",
+            EdgeError::Deadline => "image/deadline",
+            EdgeError::Internal(_) => "internal",
+        }
+    }
+
+    /// The response, logging server-side faults once with their cause.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(request_id, error = %self, "request failed");
+            match status {
+                StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_owned(),
+                _ => self.to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut body = json!({ "status": status.as_u16(), "code": self.code(), "message": message });
+        if let EdgeError::Url(u) = &self {
+            body["segment"] = json!(u.segment);
+            body["reason"] = json!(u.reason);
+        }
+        let mut resp = Response::new(full(json!({ "error": body }).to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec() {
+        let cases: Vec<(EdgeError, u16)> = vec![
+            (
+                EdgeError::Url(UrlError {
+                    segment: "x".into(),
+                    reason: "y".into(),
+                }),
+                400,
+            ),
+            (EdgeError::BadSignature, 403),
+            (EdgeError::NotFound, 404),
+            (EdgeError::SourceTooLarge { size: 2, limit: 1 }, 413),
+            (EdgeError::Imaging(ImagingError::UnsupportedFormat), 415),
+            (
+                EdgeError::Imaging(ImagingError::TooManyPixels {
+                    width: 1,
+                    height: 1,
+                    limit: 0,
+                }),
+                422,
+            ),
+            (EdgeError::Imaging(ImagingError::Undecodable("x".into())), 422),
+            (EdgeError::Overloaded, 503),
+            (EdgeError::Storage("x".into()), 502),
+            (EdgeError::StorageTimeout, 504),
+            (EdgeError::Deadline, 504),
+            (EdgeError::from(ImagingError::Cancelled), 504),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_cause_and_overload_says_when_to_retry() {
+        use http_body_util::BodyExt;
+        let resp = EdgeError::Internal("secret path /etc".into()).into_response("r1");
+        assert_eq!(resp.status(), 500);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("internal error") && !text.contains("/etc"), "{text}");
+        let resp = EdgeError::Overloaded.into_response("r2");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,241 @@
+//! Logs and metrics: tracing set-up, every metric the service exports (names live here and
+//! nowhere else), and the Prometheus text rendering behind `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber. `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    // A second init (tests start many servers in one process) is harmless: ignore it.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Which listener served a request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub listener: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheName {
+    pub cache: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Every metric of the process, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<StatusLabels, Counter>,
+    pub latency: Family<ListenerLabel, Histogram>,
+    pub cache_lookups: Family<CacheLabels, Counter>,
+    pub cache_bytes: Family<CacheName, Gauge>,
+    pub stage_seconds: Family<StageLabel, Histogram>,
+    pub queue_depth: Gauge,
+    pub transforms_running: Gauge,
+    pub renders: Counter,
+    pub storage_fetches: Counter,
+    pub storage_errors: Family<KindLabel, Counter>,
+    pub shed: Counter,
+    request_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("imgedge");
+        let requests = Family::<StatusLabels, Counter>::default();
+        let latency = Family::<ListenerLabel, Histogram>::new_with_constructor(latency_histogram
+            as fn() -> Histogram);
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let cache_bytes = Family::<CacheName, Gauge>::default();
+        let stage_seconds =
+            Family::<StageLabel, Histogram>::new_with_constructor(latency_histogram
+                as fn() -> Histogram);
+        let queue_depth = Gauge::default();
+        let transforms_running = Gauge::default();
+        let renders = Counter::default();
+        let storage_fetches = Counter::default();
+        let storage_errors = Family::<KindLabel, Counter>::default();
+        let shed = Counter::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by listener and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request head to response head",
+            latency.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by cache and result (hit|miss)",
+            cache_lookups.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Approximate bytes held per cache",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "transform_stage_seconds",
+            "Transform time by stage (decode|transform|encode)",
+            stage_seconds.clone(),
+        );
+        registry.register(
+            "transform_queue_depth",
+            "Transforms admitted and waiting for a CPU slot",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "transforms_running",
+            "Transforms running on CPU threads",
+            transforms_running.clone(),
+        );
+        registry.register("renders", "Completed image renders", renders.clone());
+        registry.register(
+            "storage_fetches",
+            "Originals read from storage",
+            storage_fetches.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "Storage failures by kind (timeout|io)",
+            storage_errors.clone(),
+        );
+        registry.register(
+            "load_shed",
+            "Transforms refused with 503 because the queue was full",
+            shed.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            cache_lookups,
+            cache_bytes,
+            stage_seconds,
+            queue_depth,
+            transforms_running,
+            renders,
+            storage_fetches,
+            storage_errors,
+            shed,
+            request_ids: AtomicU64::new(1),
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("invariant: writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_request(&self, listener: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&StatusLabels { listener, status })
+            .inc();
+        self.latency
+            .get_or_create(&ListenerLabel { listener })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
+    }
+
+    pub fn observe_stage(&self, stage: &'static str, elapsed: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabel { stage })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A process-unique request id, short enough to read in logs.
+    pub fn next_request_id(&self) -> String {
+        format!("{:x}", self.request_ids.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family() {
+        let m = Metrics::new();
+        m.observe_request("cdn", 200, Duration::from_millis(3));
+        m.cache_lookup("variant", true);
+        m.observe_stage("decode", Duration::from_millis(1));
+        m.renders.inc();
+        let text = m.render();
+        for name in [
+            "imgedge_http_requests_total{listener=\"cdn\",status=\"200\"} 1",
+            "imgedge_http_request_duration_seconds_bucket",
+            "imgedge_cache_lookups_total{cache=\"variant\",result=\"hit\"} 1",
+            "imgedge_transform_stage_seconds_count{stage=\"decode\"} 1",
+            "imgedge_transform_queue_depth",
+            "imgedge_renders_total 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
