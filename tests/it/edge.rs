@@ -1,0 +1,402 @@
+//! The image edge over HTTP: resize modes, filters, formats, headers, access rules and
+//! error statuses.
+
+use image::{GenericImageView, ImageFormat};
+use imgedge::db::Visibility;
+
+use crate::support::{TestServer, fixture};
+
+async fn server_with_landscape() -> TestServer {
+    let s = TestServer::start().await;
+    s.add("photos/landscape.jpg", "landscape.jpg", Visibility::Public)
+        .await;
+    s
+}
+
+#[tokio::test]
+async fn resize_modes_give_the_documented_dimensions() {
+    let s = server_with_landscape().await;
+    // landscape.jpg is 640x427.
+    let cases: &[(&str, (u32, u32))] = &[
+        ("/photos/landscape.jpg", (640, 427)),
+        ("/300x200/photos/landscape.jpg", (300, 200)),
+        ("/unsafe/300x200/photos/landscape.jpg", (300, 200)),
+        ("/100x100/photos/landscape.jpg", (100, 100)),
+        ("/300x0/photos/landscape.jpg", (300, 200)),
+        ("/x100/photos/landscape.jpg", (150, 100)),
+        ("/0x100/photos/landscape.jpg", (150, 100)),
+        ("/origx100/photos/landscape.jpg", (640, 100)),
+        ("/-300x200/photos/landscape.jpg", (300, 200)),
+        ("/300x-200/photos/landscape.jpg", (300, 200)),
+        ("/fit-in/300x300/photos/landscape.jpg", (300, 200)),
+        ("/fit-in/1000x1000/photos/landscape.jpg", (640, 427)),
+        (
+            "/fit-in/1000x1000/filters:upscale()/photos/landscape.jpg",
+            (1000, 667),
+        ),
+        ("/full-fit-in/300x300/photos/landscape.jpg", (450, 300)),
+        ("/adaptive-fit-in/300x600/photos/landscape.jpg", (450, 300)),
+        ("/fit-in/300x600/photos/landscape.jpg", (300, 200)),
+        (
+            "/adaptive-full-fit-in/200x100/photos/landscape.jpg",
+            (200, 133),
+        ),
+        ("/10x10:330x223/photos/landscape.jpg", (320, 213)),
+        ("/10x10:330x226/160x0/photos/landscape.jpg", (160, 108)),
+        ("/300x200/left/top/photos/landscape.jpg", (300, 200)),
+        ("/300x200/right/bottom/photos/landscape.jpg", (300, 200)),
+        ("/300x200/smart/photos/landscape.jpg", (300, 200)),
+        ("/trim/photos/landscape.jpg", (640, 427)),
+        (
+            "/fit-in/100x100/filters:fill(white)/photos/landscape.jpg",
+            (100, 100),
+        ),
+        (
+            "/fit-in/300x300/filters:rotate(90)/photos/landscape.jpg",
+            (200, 300),
+        ),
+        (
+            "/1000x1000/filters:no_upscale()/photos/landscape.jpg",
+            (427, 427),
+        ),
+    ];
+    for (path, (w, h)) in cases {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        let img = r.image();
+        assert_eq!(img.dimensions(), (*w, *h), "{path}");
+        assert_eq!(r.format(), ImageFormat::Jpeg, "{path}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_filter_renders() {
+    let s = server_with_landscape().await;
+    let filters = [
+        "quality(40)",
+        "blur(3)",
+        "blur(2,1.5)",
+        "sharpen(1.5,1,true)",
+        "grayscale()",
+        "brightness(30)",
+        "contrast(-20)",
+        "rotate(180)",
+        "fill(red)",
+        "fill(transparent):format(png)",
+        "fill(auto)",
+        "fill(blur)",
+        "background_color(00ff00)",
+        "no_upscale()",
+        "upscale()",
+        "strip_exif()",
+        "strip_icc()",
+        "max_bytes(4000)",
+        "proportion(0.5)",
+        "focal(100x100:200x200)",
+        "round_corner(20,255,255,255)",
+        "round_corner(20|10,0,0,0,transparent):format(png)",
+        "max_age(60)",
+    ];
+    for f in filters {
+        let path = format!("/fit-in/200x200/filters:{f}/photos/landscape.jpg");
+        let r = s.get(&path).await;
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        r.image();
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn filters_change_pixels_as_documented() {
+    let s = server_with_landscape().await;
+    let gray = s
+        .get("/fit-in/100x100/filters:grayscale():format(png)/photos/landscape.jpg")
+        .await
+        .image()
+        .to_rgb8();
+    assert!(gray.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+    let r = s
+        .get("/fit-in/200x200/filters:max_bytes(3000)/photos/landscape.jpg")
+        .await;
+    assert!(r.body.len() <= 3000, "{} bytes", r.body.len());
+    let half = s
+        .get("/300x200/filters:proportion(0.5)/photos/landscape.jpg")
+        .await
+        .image();
+    assert_eq!(half.dimensions(), (150, 100));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn output_formats_follow_filter_then_accept_then_source() {
+    let s = server_with_landscape().await;
+    s.add("alpha.png", "alpha.png", Visibility::Public).await;
+    s.add("anim.gif", "animated.gif", Visibility::Public).await;
+    s.add("photo.webp", "photo.webp", Visibility::Public).await;
+    let chrome = "image/avif,image/webp,image/apng,*/*;q=0.8";
+    let cases: &[(&str, &str, ImageFormat, bool)] = &[
+        ("/fit-in/100x100/photos/landscape.jpg", "*/*", ImageFormat::Jpeg, true),
+        ("/fit-in/100x100/photos/landscape.jpg", chrome, ImageFormat::WebP, true),
+        ("/fit-in/100x100/filters:format(png)/photos/landscape.jpg", chrome, ImageFormat::Png, false),
+        ("/fit-in/100x100/filters:format(jpg)/alpha.png", chrome, ImageFormat::Jpeg, false),
+        ("/fit-in/100x100/filters:format(gif)/photos/landscape.jpg", "*/*", ImageFormat::Gif, false),
+        ("/fit-in/100x100/filters:format(avif)/photos/landscape.jpg", "*/*", ImageFormat::Avif, false),
+        ("/fit-in/100x100/filters:format(webp)/alpha.png", "*/*", ImageFormat::WebP, false),
+        ("/fit-in/100x100/alpha.png", "*/*", ImageFormat::Png, true),
+        ("/fit-in/100x100/anim.gif", "*/*", ImageFormat::Gif, true),
+        ("/fit-in/100x100/photo.webp", "*/*", ImageFormat::WebP, true),
+    ];
+    for (path, accept, format, vary) in cases {
+        let r = s.get_with(path, &[("accept", accept)]).await;
+        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.format(), *format, "{path} with {accept}");
+        assert_eq!(r.header("vary") == "Accept", *vary, "{path}");
+        assert_eq!(r.header("content-type"), format.to_mime_type(), "{path}");
+    }
+    // AVIF is never chosen from Accept alone unless the operator enables it.
+    let r = s
+        .get_with("/fit-in/100x100/photos/landscape.jpg", &[("accept", chrome)])
+        .await;
+    assert_ne!(r.format(), ImageFormat::Avif);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn auto_avif_when_enabled() {
+    let s = TestServer::start_with(|c| c.auto_avif = true).await;
+    s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
+    let r = s
+        .get_with("/fit-in/64x64/a.jpg", &[("accept", "image/avif,image/webp")])
+        .await;
+    assert_eq!(r.format(), ImageFormat::Avif);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn exif_orientation_is_applied_before_geometry() {
+    let s = TestServer::start().await;
+    s.add("r.jpg", "exif_rotated.jpg", Visibility::Public).await;
+    // Stored 300x200 with Orientation=6: displays 200x300, red at the top.
+    let img = s.get("/r.jpg").await.image();
+    assert_eq!(img.dimensions(), (200, 300));
+    let img = s.get("/fit-in/100x100/r.jpg").await.image().to_rgb8();
+    assert_eq!(img.dimensions(), (67, 100));
+    let top = img.get_pixel(33, 3);
+    assert!(top[0] > 180 && top[1] < 80 && top[2] < 80, "top is {top:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cmyk_jpeg_keeps_its_colours() {
+    let s = TestServer::start().await;
+    s.add("cmyk.jpg", "cmyk.jpg", Visibility::Public).await;
+    let img = s.get("/cmyk.jpg").await.image().to_rgb8();
+    let (w, h) = img.dimensions();
+    let left = img.get_pixel(w / 4, h / 2);
+    let right = img.get_pixel(3 * w / 4, h / 2);
+    assert!(left[0] > 150 && left[2] < 100, "left should be red, is {left:?}");
+    assert!(right[2] > 150 && right[0] < 100, "right should be blue, is {right:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn alpha_is_flattened_on_the_background_for_jpeg() {
+    let s = TestServer::start().await;
+    s.add("alpha.png", "alpha.png", Visibility::Public).await;
+    let src = image::load_from_memory(&fixture("alpha.png")).unwrap().to_rgba8();
+    let (tx, ty) = src
+        .enumerate_pixels()
+        .find(|(_, _, p)| p[3] == 0)
+        .map(|(x, y, _)| (x, y))
+        .expect("alpha.png has a transparent pixel");
+    let white = s.get("/filters:format(jpeg)/alpha.png").await.image().to_rgb8();
+    let p = white.get_pixel(tx, ty);
+    assert!(p.0.iter().all(|&c| c > 240), "expected white, got {p:?}");
+    let red = s
+        .get("/filters:format(jpeg):background_color(ff0000)/alpha.png")
+        .await
+        .image()
+        .to_rgb8();
+    let p = red.get_pixel(tx, ty);
+    assert!(p[0] > 230 && p[1] < 30 && p[2] < 30, "expected red, got {p:?}");
+    // PNG keeps the alpha channel.
+    let png = s.get("/alpha.png").await.image();
+    assert!(png.color().has_alpha());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sixteen_bit_png_is_served() {
+    let s = TestServer::start().await;
+    s.add("g.png", "gray16.png", Visibility::Public).await;
+    let r = s.get("/fit-in/50x50/g.png").await;
+    assert_eq!(r.format(), ImageFormat::Png);
+    r.image();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn http_caching_headers_304_and_head() {
+    let s = server_with_landscape().await;
+    let path = "/fit-in/120x120/photos/landscape.jpg";
+    let first = s.get(path).await;
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
+    assert_eq!(first.header("cache-control"), "public, max-age=86400");
+    assert_eq!(first.header("content-length"), first.body.len().to_string());
+    assert!(!first.header("x-request-id").is_empty());
+    let again = s.get(path).await;
+    assert_eq!(again.header("etag"), etag);
+    assert_eq!(again.body, first.body);
+    let not_modified = s.get_with(path, &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    let other = s.get_with(path, &[("if-none-match", "\"nope\"")]).await;
+    assert_eq!(other.status, 200);
+    let head = s.head(path).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), first.body.len().to_string());
+    let short = s
+        .get("/fit-in/120x120/filters:max_age(60)/photos/landscape.jpg")
+        .await;
+    assert_eq!(short.header("cache-control"), "public, max-age=60");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn only_public_files_are_served_and_private_ones_look_missing() {
+    let s = TestServer::start().await;
+    for (key, vis) in [
+        ("pub.jpg", Visibility::Public),
+        ("priv.jpg", Visibility::Private),
+        ("prot.jpg", Visibility::Protected),
+        ("shared.jpg", Visibility::Shared),
+    ] {
+        s.add(key, "landscape.jpg", vis).await;
+    }
+    assert_eq!(s.get("/fit-in/50x50/pub.jpg").await.status, 200);
+    let missing = s.get("/fit-in/50x50/nope.jpg").await;
+    assert_eq!(missing.status, 404);
+    for key in ["priv.jpg", "prot.jpg", "shared.jpg"] {
+        let r = s.get(&format!("/fit-in/50x50/{key}")).await;
+        assert_eq!(r.status, 404, "{key}");
+        // Indistinguishable from a key that does not exist.
+        assert_eq!(r.body, missing.body, "{key}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn visibility_change_applies_to_cached_variants_at_once() {
+    let s = TestServer::start().await;
+    s.add("flip.jpg", "landscape.jpg", Visibility::Public).await;
+    let path = "/fit-in/80x80/flip.jpg";
+    assert_eq!(s.get(path).await.status, 200);
+    assert_eq!(s.get(path).await.status, 200); // now a cache hit
+    s.set_visibility("flip.jpg", Visibility::Private).await;
+    assert_eq!(s.get(path).await.status, 404);
+    s.set_visibility("flip.jpg", Visibility::Public).await;
+    assert_eq!(s.get(path).await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn signatures_are_checked() {
+    let s = TestServer::start_with(|c| c.security_key = "MY_SECURE_KEY".into()).await;
+    s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
+    let signed = s.app.signing.sign_path("fit-in/60x60/a.jpg");
+    assert_eq!(s.get(&format!("/{signed}")).await.status, 200);
+    let (sig, rest) = signed.split_once('/').unwrap();
+    let tampered = format!("/{sig}/fit-in/61x60/a.jpg");
+    let r = s.get(&tampered).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "url/bad-signature");
+    let mut bad_sig = sig.to_owned();
+    bad_sig.replace_range(0..1, if sig.starts_with('A') { "B" } else { "A" });
+    assert_eq!(s.get(&format!("/{bad_sig}/{rest}")).await.status, 403);
+    // Unsigned URLs are still accepted unless signatures are required.
+    assert_eq!(s.get("/unsafe/fit-in/60x60/a.jpg").await.status, 200);
+    assert_eq!(s.get("/fit-in/60x60/a.jpg").await.status, 200);
+    s.stop().await;
+
+    let s = TestServer::start_with(|c| {
+        c.security_key = "MY_SECURE_KEY".into();
+        c.require_signature = true;
+    })
+    .await;
+    s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
+    assert_eq!(s.get("/unsafe/fit-in/60x60/a.jpg").await.status, 403);
+    assert_eq!(s.get("/fit-in/60x60/a.jpg").await.status, 403);
+    let signed = s.app.signing.sign_path("fit-in/60x60/a.jpg");
+    assert_eq!(s.get(&format!("/{signed}")).await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_urls_are_400_naming_the_segment() {
+    let s = server_with_landscape().await;
+    let cases: &[(&str, &str)] = &[
+        ("/fit-in/300x200/filters:quality(150)/photos/landscape.jpg", "quality"),
+        ("/fit-in/300x200/filters:nosuch(1)/photos/landscape.jpg", "nosuch"),
+        ("/fit-in/300x200/filters:format(bmp)/photos/landscape.jpg", "bmp"),
+        ("/../etc/passwd", ".."),
+        ("/%2e%2e/etc/passwd", ".."),
+        ("/fit-in/10x10/a//b.jpg", ""),
+        ("/fit-in/10x10/a%00b.jpg", ""),
+    ];
+    for (path, needle) in cases {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 400, "{path}: {}", String::from_utf8_lossy(&r.body));
+        let body = r.json();
+        assert_eq!(body["error"]["code"], "url/invalid", "{path}");
+        let text = body.to_string();
+        assert!(text.contains(needle), "{path}: {text}");
+        assert!(body["error"]["segment"].is_string(), "{path}");
+    }
+    let r = s.get("/fit-in/20000x200/photos/landscape.jpg").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "image/output-too-large");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sources_get_clean_client_errors() {
+    let s = TestServer::start_with(|c| c.max_source_bytes = 200_000).await;
+    s.add("trunc.jpg", "truncated.jpg", Visibility::Public).await;
+    s.add("corrupt.png", "corrupt.png", Visibility::Public).await;
+    s.add("text.jpg", "not_an_image.txt", Visibility::Public).await;
+    s.add("bomb.png", "bomb.png", Visibility::Public).await;
+    s.add_bytes("huge.jpg", vec![0xff; 300_000], Visibility::Public)
+        .await;
+    let cases: &[(&str, u16, &str)] = &[
+        ("/fit-in/50x50/trunc.jpg", 422, "image/undecodable"),
+        ("/fit-in/50x50/corrupt.png", 422, "image/undecodable"),
+        ("/fit-in/50x50/text.jpg", 415, "image/unsupported-format"),
+        ("/fit-in/50x50/bomb.png", 422, "image/too-many-pixels"),
+        ("/fit-in/50x50/huge.jpg", 413, "image/source-too-large"),
+    ];
+    for (path, status, code) in cases {
+        let r = s.get(path).await;
+        assert_eq!(r.status, *status, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"]["code"], *code, "{path}");
+    }
+    // The service is still healthy afterwards.
+    assert_eq!(s.api_get("/healthz").await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn meta_describes_the_operations() {
+    let s = server_with_landscape().await;
+    let r = s.get("/meta/fit-in/300x300/photos/landscape.jpg").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), "application/json");
+    let text = r.json().to_string();
+    for needle in ["640", "427", "300", "200", "jpeg"] {
+        assert!(text.contains(needle), "{needle} missing in {text}");
+    }
+    s.stop().await;
+}

@@ -1,0 +1,248 @@
+//! The test harness: a real server on ephemeral ports, fixtures registered with a chosen
+//! visibility, and a small HTTP client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use imgedge::db::{NewFile, OwnerType, Visibility};
+use imgedge::edge::url::ObjectKey;
+use imgedge::{App, Config, Listeners};
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// Decodes the body as an image, asserting the format it claims.
+    pub fn image(&self) -> image::DynamicImage {
+        assert_eq!(self.status, 200, "body: {}", String::from_utf8_lossy(&self.body));
+        image::load_from_memory(&self.body).expect("body decodes as an image")
+    }
+
+    pub fn format(&self) -> image::ImageFormat {
+        image::guess_format(&self.body).expect("body is a known image format")
+    }
+}
+
+pub struct TestServer {
+    pub cdn: SocketAddr,
+    pub api: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let no_env: Vec<(String, String)> = Vec::new();
+    let mut config = Config::load(None, no_env, []).unwrap();
+    config.data_dir = dir.to_owned();
+    config.transform_concurrency = 2;
+    config.shutdown_grace_ms = 5_000;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        TestServer::start_in(dir, config).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+        let listeners = Listeners {
+            cdn: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            api: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let cdn = listeners.cdn.local_addr().unwrap();
+        let api = listeners.api.local_addr().unwrap();
+        let app = Arc::new(App::build(config).await.unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(imgedge::serve(app.clone(), listeners, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            cdn,
+            api,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _dir: dir,
+        }
+    }
+
+    /// Stores fixture `name` under `key` and registers it with `visibility`.
+    pub async fn add(&self, key: &str, name: &str, visibility: Visibility) {
+        self.add_bytes(key, fixture(name), visibility).await;
+    }
+
+    pub async fn add_bytes(&self, key: &str, bytes: Vec<u8>, visibility: Visibility) {
+        let key = ObjectKey::parse(key).unwrap();
+        let size = bytes.len() as u64;
+        self.app.storage.put(&key, Bytes::from(bytes)).await.unwrap();
+        self.app
+            .db
+            .insert_file(NewFile {
+                project: "default".into(),
+                key,
+                original_name: "fixture".into(),
+                mime_type: "application/octet-stream".into(),
+                size,
+                width: None,
+                height: None,
+                visibility,
+                owner_id: "test".into(),
+                owner_type: OwnerType::Service,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn set_visibility(&self, key: &str, visibility: Visibility) {
+        let key = ObjectKey::parse(key).unwrap();
+        assert!(self.app.db.set_visibility(&key, visibility).await.unwrap());
+        self.app.caches.purge(&key).await;
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, self.cdn, path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request(Method::GET, self.cdn, path, headers).await
+    }
+
+    pub async fn head(&self, path: &str) -> Resp {
+        self.request(Method::HEAD, self.cdn, path, &[]).await
+    }
+
+    pub async fn api_get(&self, path: &str) -> Resp {
+        self.request(Method::GET, self.api, path, &[]).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Empty::new()).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("request {path}: {e}"));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Triggers graceful shutdown and waits for the server to finish draining.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn stopped(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// Occupies every CPU slot of the server until the returned sender is dropped or sent to.
+pub async fn occupy_cpu(app: &App, slots: usize) -> std::sync::mpsc::Sender<()> {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    for _ in 0..slots {
+        let (started_tx, started_rx) = oneshot::channel();
+        let cpu = app.cpu.clone();
+        let rx = release_rx.clone();
+        tokio::spawn(async move {
+            let _ = cpu
+                .submit(far, move |_| {
+                    let _ = started_tx.send(());
+                    let _ = rx.lock().unwrap().recv();
+                })
+                .await;
+        });
+        started_rx.await.unwrap();
+    }
+    release_tx
+}
+
+/// Waits (without sleeping a fixed time) until `cond` holds, polling on the runtime.
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    for _ in 0..200_000 {
+        if cond() {
+            return;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("condition never held");
+}
