@@ -35,12 +35,32 @@ fn parse(c: &mut Criterion) {
 fn render(c: &mut Criterion) {
     let dir = bench_images();
     let workloads = [
-        ("w1_phone_12mp_fit300x200_q80", "phone_12mp.jpg", "/fit-in/300x200/filters:quality(80)/k"),
-        ("w1_kleiber_20mp_fit300x200_q80", "kleiber.jpg", "/fit-in/300x200/filters:quality(80)/k"),
-        ("w2_phone_12mp_fit800x0_q85", "phone_12mp.jpg", "/fit-in/800x0/filters:quality(85)/k"),
-        ("w3_storm_fit400x300_webp", "storm.jpg", "/fit-in/400x300/filters:quality(80):format(webp)/k"),
+        (
+            "w1_phone_12mp_fit300x200_q80",
+            "phone_12mp.jpg",
+            "/fit-in/300x200/filters:quality(80)/k",
+        ),
+        (
+            "w1_kleiber_20mp_fit300x200_q80",
+            "kleiber.jpg",
+            "/fit-in/300x200/filters:quality(80)/k",
+        ),
+        (
+            "w2_phone_12mp_fit800x0_q85",
+            "phone_12mp.jpg",
+            "/fit-in/800x0/filters:quality(85)/k",
+        ),
+        (
+            "w3_storm_fit400x300_webp",
+            "storm.jpg",
+            "/fit-in/400x300/filters:quality(80):format(webp)/k",
+        ),
         ("w4_storm_80x80_smart", "storm.jpg", "/80x80/smart/k"),
-        ("w5_emerald_fit200x200_webp", "emerald_logo.png", "/fit-in/200x200/filters:format(webp)/k"),
+        (
+            "w5_emerald_fit200x200_webp",
+            "emerald_logo.png",
+            "/fit-in/200x200/filters:format(webp)/k",
+        ),
     ];
     let limits = Limits {
         max_source_pixels: 100_000_000,

@@ -20,7 +20,10 @@ const ENV_PREFIX: &str = "IMGEDGE_";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("unknown setting {name} (see README, section Configuration)")]
@@ -60,7 +63,9 @@ impl FromStr for LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format `{other}`, expected `text` or `json`")),
+            other => Err(format!(
+                "unknown log format `{other}`, expected `text` or `json`"
+            )),
         }
     }
 }

@@ -146,7 +146,8 @@ impl EdgeError {
         } else {
             self.to_string()
         };
-        let mut body = json!({ "status": status.as_u16(), "code": self.code(), "message": message });
+        let mut body =
+            json!({ "status": status.as_u16(), "code": self.code(), "message": message });
         if let EdgeError::Url(u) = &self {
             body["segment"] = json!(u.segment);
             body["reason"] = json!(u.reason);
@@ -192,7 +193,10 @@ mod tests {
                 }),
                 422,
             ),
-            (EdgeError::Imaging(ImagingError::Undecodable("x".into())), 422),
+            (
+                EdgeError::Imaging(ImagingError::Undecodable("x".into())),
+                422,
+            ),
             (EdgeError::Overloaded, 503),
             (EdgeError::Storage("x".into()), 502),
             (EdgeError::StorageTimeout, 504),
@@ -211,7 +215,10 @@ mod tests {
         assert_eq!(resp.status(), 500);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&body);
-        assert!(text.contains("internal error") && !text.contains("/etc"), "{text}");
+        assert!(
+            text.contains("internal error") && !text.contains("/etc"),
+            "{text}"
+        );
         let resp = EdgeError::Overloaded.into_response("r2");
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
     }

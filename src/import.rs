@@ -77,7 +77,11 @@ enum Outcome {
     Skipped(String),
 }
 
-async fn import_one(app: &App, options: &ImportOptions, path: &Path) -> Result<Outcome, ImportError> {
+async fn import_one(
+    app: &App,
+    options: &ImportOptions,
+    path: &Path,
+) -> Result<Outcome, ImportError> {
     let relative = path
         .strip_prefix(&options.dir)
         .expect("invariant: walked paths are under the root");

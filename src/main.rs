@@ -18,7 +18,11 @@ use imgedge::{App, Listeners, telemetry};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "imgedge", version, about = "Image-optimization CDN edge with a storage API")]
+#[command(
+    name = "imgedge",
+    version,
+    about = "Image-optimization CDN edge with a storage API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,7 +178,10 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             common,
             security_key,
         } => {
-            let flags = security_key.map(|k| ("security_key", k)).into_iter().collect();
+            let flags = security_key
+                .map(|k| ("security_key", k))
+                .into_iter()
+                .collect();
             let config = load(&common, flags)?;
             let signing =
                 imgedge::edge::access::Signing::new(&config.security_key, config.require_signature);

@@ -33,7 +33,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 pub fn empty() -> Body {
-    Empty::new().map_err(|never: Infallible| match never {}).boxed()
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 /// Which face of the service a listener shows.
@@ -53,12 +55,7 @@ impl Role {
 }
 
 /// Accepts connections until `shutdown` is cancelled, then drains for at most `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    role: Role,
-    app: Arc<App>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, role: Role, app: Arc<App>, shutdown: CancellationToken) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -92,13 +92,14 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("imgedge");
         let requests = Family::<StatusLabels, Counter>::default();
-        let latency = Family::<ListenerLabel, Histogram>::new_with_constructor(latency_histogram
-            as fn() -> Histogram);
+        let latency = Family::<ListenerLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let cache_bytes = Family::<CacheName, Gauge>::default();
-        let stage_seconds =
-            Family::<StageLabel, Histogram>::new_with_constructor(latency_histogram
-                as fn() -> Histogram);
+        let stage_seconds = Family::<StageLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let queue_depth = Gauge::default();
         let transforms_running = Gauge::default();
         let renders = Counter::default();

@@ -25,7 +25,9 @@ pub async fn handle<B>(app: &App, req: Request<B>, _request_id: &str) -> Respons
             let mut resp = text(StatusCode::OK, app.metrics.render());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             resp
         }

@@ -306,8 +306,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, DbError>
         owner_id: row.get("owner_id"),
         owner_type: parse_enum(row.get("owner_type"))?,
         metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
-        shared_with: serde_json::from_str(&shared_with)
-            .map_err(|e| corrupt("shared_with", &e))?,
+        shared_with: serde_json::from_str(&shared_with).map_err(|e| corrupt("shared_with", &e))?,
         created_at: time_of("created_at")?,
         updated_at: time_of("updated_at")?,
     })
@@ -344,13 +343,20 @@ mod tests {
         assert_eq!(rec.visibility, Visibility::Public);
         assert_eq!(rec.width, Some(4));
         let key = ObjectKey::parse("p/a.jpg").unwrap();
-        assert_eq!(db.visibility_of(&key).await.unwrap(), Some(Visibility::Public));
+        assert_eq!(
+            db.visibility_of(&key).await.unwrap(),
+            Some(Visibility::Public)
+        );
         assert!(db.set_visibility(&key, Visibility::Private).await.unwrap());
-        assert_eq!(db.visibility_of(&key).await.unwrap(), Some(Visibility::Private));
+        assert_eq!(
+            db.visibility_of(&key).await.unwrap(),
+            Some(Visibility::Private)
+        );
         let missing = ObjectKey::parse("p/none.jpg").unwrap();
         assert_eq!(db.visibility_of(&missing).await.unwrap(), None);
         assert!(matches!(
-            db.insert_file(new_file("p/a.jpg", Visibility::Public)).await,
+            db.insert_file(new_file("p/a.jpg", Visibility::Public))
+                .await,
             Err(DbError::DuplicateKey(_))
         ));
     }
@@ -366,6 +372,9 @@ mod tests {
         db.close().await;
         let db = Db::open(&url).await.unwrap();
         let key = ObjectKey::parse("k.jpg").unwrap();
-        assert_eq!(db.visibility_of(&key).await.unwrap(), Some(Visibility::Shared));
+        assert_eq!(
+            db.visibility_of(&key).await.unwrap(),
+            Some(Visibility::Shared)
+        );
     }
 }

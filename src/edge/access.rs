@@ -1,8 +1,19 @@
-//! Who may see a URL: Thumbor signatures (HMAC-SHA1 over the path after the signature).
-//! Visibility of the file itself is checked by the edge against the metadata store.
+//! Who may see an edge URL: today the Thumbor URL signature, later file visibility.
+//!
+//! A signature is `base64url(HMAC-SHA1(security_key, signed_path))` with `=` padding, exactly
+//! as Thumbor's `libthumbor`/`CryptoURL` computes it; `signed_path` is everything after the
+//! signature segment as received (still percent-encoded, see `edge::url::ParsedUrl`).
+//! `Signing` is the operator's policy built once from the configuration; `authorize_url`
+//! applies it to a parsed URL. File visibility is checked by the edge against the metadata
+//! store. This module does no I/O.
 
-use crate::error::EdgeError;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
 use super::url::{ParsedUrl, Signature};
+use crate::error::EdgeError;
 
 /// The operator's signing policy, built once from the configuration.
 #[derive(Clone)]
@@ -56,6 +67,80 @@ pub fn authorize_url(signing: &Signing, url: &ParsedUrl) -> Result<(), EdgeError
         (Signature::None | Signature::Unsafe, _) => Ok(()),
     }
 }
-// PLACEHOLDER BELOW until the helper's sign/verify merge.
-pub fn sign(security_key: &[u8], signed_path: &str) -> String { unimplemented!() }
-pub fn verify(security_key: &[u8], signed_path: &str, signature: &str) -> bool { unimplemented!() }
+type HmacSha1 = Hmac<Sha1>;
+
+/// Signs `signed_path` the way Thumbor does: padded base64url of HMAC-SHA1 (28 characters).
+pub fn sign(security_key: &[u8], signed_path: &str) -> String {
+    let mac = mac_over(security_key, signed_path);
+    URL_SAFE.encode(mac.finalize().into_bytes())
+}
+
+/// Whether `signature` is the Thumbor signature of `signed_path` under `security_key`.
+///
+/// The comparison is constant-time. A signature that is not canonical padded base64url
+/// (wrong length, bad padding, non-zero trailing bits) is rejected, so every accepted
+/// signature has exactly one spelling.
+pub fn verify(security_key: &[u8], signed_path: &str, signature: &str) -> bool {
+    let Ok(expected) = URL_SAFE.decode(signature) else {
+        return false;
+    };
+    mac_over(security_key, signed_path)
+        .verify_slice(&expected)
+        .is_ok()
+}
+
+fn mac_over(security_key: &[u8], signed_path: &str) -> HmacSha1 {
+    let mut mac = HmacSha1::new_from_slice(security_key).expect("HMAC accepts keys of any length");
+    mac.update(signed_path.as_bytes());
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"MY_SECURE_KEY";
+    const PATH: &str = "300x200/smart/thumbor.globo.com/img/logo.png";
+
+    /// Computed with Python's `hmac` + `base64.urlsafe_b64encode`, as libthumbor does.
+    #[test]
+    fn matches_thumbor_vectors() {
+        let cases = [
+            (PATH, "PHEMMIzCmPT6v5U_pUQs20_og0A="),
+            (
+                "fit-in/300x200/filters:quality(80):format(webp)/a/b%20c.jpg",
+                "a4wUCNleHW0UsWaLNZ3UxT13qwk=",
+            ),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(sign(KEY, path), expected, "{path}");
+            assert!(verify(KEY, path, expected), "{path}");
+        }
+    }
+
+    #[test]
+    fn rejects_tampering() {
+        let good = sign(KEY, PATH);
+        assert!(!verify(
+            KEY,
+            "300x201/smart/thumbor.globo.com/img/logo.png",
+            &good
+        ));
+        assert!(!verify(b"OTHER_KEY", PATH, &good));
+        assert!(!verify(KEY, PATH, "QHEMMIzCmPT6v5U_pUQs20_og0A="));
+        // Same bytes spelled differently: unpadded, standard alphabet, non-zero trailing bits.
+        assert!(!verify(KEY, PATH, "PHEMMIzCmPT6v5U_pUQs20_og0A"));
+        assert!(!verify(KEY, PATH, "PHEMMIzCmPT6v5U/pUQs20/og0A="));
+        assert!(!verify(KEY, PATH, "PHEMMIzCmPT6v5U_pUQs20_og0B="));
+        assert!(!verify(KEY, PATH, ""));
+        assert!(!verify(KEY, PATH, "not base64 at all!"));
+    }
+
+    #[test]
+    fn signature_has_thumbor_shape() {
+        let sig = sign(b"", "");
+        assert_eq!(sig.len(), 28);
+        assert!(sig.ends_with('='));
+        assert!(verify(b"", "", &sig));
+    }
+}

@@ -73,7 +73,12 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
         max_age,
         vary_accept: negotiated.vary,
     };
-    Ok(respond::image(req.method(), req.headers(), &variant, caching))
+    Ok(respond::image(
+        req.method(),
+        req.headers(),
+        &variant,
+        caching,
+    ))
 }
 
 /// Refuses explicit output sizes over the limit before any I/O.

@@ -28,7 +28,11 @@ impl Negotiated {
         match self.choice {
             FormatChoice::Explicit(f) => format!("f={}", f.name()),
             FormatChoice::Auto { webp, avif } => {
-                format!("a={}{}", if webp { "w" } else { "" }, if avif { "a" } else { "" })
+                format!(
+                    "a={}{}",
+                    if webp { "w" } else { "" },
+                    if avif { "a" } else { "" }
+                )
             }
         }
     }

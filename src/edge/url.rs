@@ -1,15 +1,2357 @@
-//! PLACEHOLDER until the url parser merges.
-#![allow(dead_code, unused_variables)]
-use crate::imaging::recipe::Recipe;
+//! The Thumbor URL grammar: a raw request path becomes a typed [`ParsedUrl`], and a
+//! [`Recipe`] prints back to its canonical path (the variant cache key).
+//!
+//! Pure: no I/O, no configuration, no signature checking (`edge::access` owns that) and no
+//! output-size limits (checked against config elsewhere). Every number is bounded here so
+//! arithmetic downstream cannot overflow.
+//!
+//! # Grammar
+//!
+//! ```text
+//! [SIGNATURE|unsafe/][meta/][trim[:top-left|:bottom-right][:TOLERANCE]/][AxB:CxD/]
+//! [fit-in/|full-fit-in/|adaptive-fit-in/|adaptive-full-fit-in/][-][W]x[-][H]/
+//! [left|center|right/][top|middle|bottom/][smart/][filters:NAME(ARGS)[:NAME(ARGS)...]/]<file key>
+//! ```
+//!
+//! The first segment is a signature when it is `unsafe` or has the shape of a Thumbor
+//! signature (27 base64url characters and `=`). Unpadded signatures are not recognised.
+//!
+//! # Where the options end and the key begins
+//!
+//! Segments are read left to right. Each one is either
+//! 1. a valid option: an exact keyword (`meta`, `fit-in`, `left`, `smart`, ...), `trim` or
+//!    `trim:...`, `filters:...`, a size such as `300x200`, `-x-`, `origx` or a crop `AxB:CxD`;
+//! 2. an attempted option, an error that says what is wrong and the expected form: anything
+//!    starting with `filters:` / `trim:` (or a misspelt `filter:` / `Filters:`), `unsafe`
+//!    after the first segment, a size look-alike (`[-]W x [-]H` where each side is empty,
+//!    starts with a digit, or is `orig`/`auto` in any case: `300X200`, `1.5x2`, `300x200px`,
+//!    `999999x1`) or a crop look-alike (a number, `x`, then a `:`: `10x10:5`, `-1x0:9x9`).
+//!    A segment ending in a file extension is never an attempt: `x.jpg`, `2x.png` and
+//!    `100x100.jpg` are keys, and so are `3xl` and `linux` (a side is not numeric);
+//! 3. anything else: the key starts here and runs to the end of the path, `/` included,
+//!    so `300x200/photos/smart/a.jpg` is the key `photos/smart/a.jpg`.
+//!
+//! Options must come in grammar order, each at most once; an option after a later one
+//! (`smart/300x200/k.jpg`) is an error naming both and the order. A path that ends while
+//! still reading options (`fit-in/300x200`, `300x200/`) has no key: an error.
+//!
+//! Options are matched on the raw text (the one exception: `filters%3A` reads as `filters:`)
+//! and only the key is percent-decoded. So a key whose first segment would read as an option
+//! (a folder called `smart`, `2x` or `4x4`) is written with its first character
+//! percent-encoded: `%73mart/a.jpg` is the key `smart/a.jpg`. [`canonical`] does this itself.
+//!
+//! # Filters
+//!
+//! Filter names are lowercase, as in Thumbor. The text after `filters:` is percent-decoded
+//! before parsing (browsers and tools encode `#`, `|`, spaces and sometimes `:`/`(`), spaces
+//! around arguments are ignored, empty entries (`filters:`, `a():`, `::`) are ignored, and
+//! filters without arguments may omit the parentheses (`grayscale`). Settings are
+//! last-one-wins; pixel filters keep URL order. `rotate` accepts any multiple of 90,
+//! normalised modulo 360 as Thumbor does; `rotate(0)` is no filter. `blur(r,s)` with `s == r`
+//! is `blur(r)`. Colour arguments and `format`/`fill` keywords are case-insensitive.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::LazyLock;
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use regex::{Captures, Regex};
+
+use crate::imaging::recipe::{
+    Color, Dim, Fill, Filters, Fit, Format, HAlign, Milli, PixelFilter, Recipe, Rect, Rotation,
+    Trim, TrimCorner, Upscale, VAlign,
+};
+
+/// Largest number of pixels accepted in a size, crop, focal or corner radius.
+pub const MAX_PIXELS: u32 = 100_000;
+/// Longest accepted file key, in bytes after percent-decoding.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Most filters one URL may list.
+pub const MAX_FILTERS: usize = 32;
+/// Longest accepted `filters:` segment, in bytes as received.
+pub const MAX_FILTERS_SEGMENT_BYTES: usize = 2048;
+/// Longest accepted path, in bytes as received.
+pub const MAX_PATH_BYTES: usize = 8192;
+
+const MAX_TRIM_TOLERANCE: u16 = 442;
+/// Longest segment text quoted back in an error.
+const MAX_QUOTED_BYTES: usize = 120;
+const ORDER: &str = "[SIGNATURE|unsafe/][meta/][trim/][AxB:CxD/][fit-in/][WxH/]\
+                     [left|center|right/][top|middle|bottom/][smart/][filters:.../]<file key>";
+
+/// How the URL claims to be authorised. Checking an HMAC is `edge::access`'s job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signature { None, Unsafe, Hmac(String) }
+pub enum Signature {
+    /// No signature segment: the bare form the original product uses.
+    None,
+    /// The literal `unsafe/` segment.
+    Unsafe,
+    /// A Thumbor signature segment, as received (28 characters, padded base64url).
+    Hmac(String),
+}
+
+/// A validated, percent-decoded storage key: relative, no `.`/`..`/empty segments, no control
+/// characters or backslashes, at most [`MAX_KEY_BYTES`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey(String);
-impl ObjectKey { pub fn parse(raw: &str) -> Result<ObjectKey, UrlError> { Ok(ObjectKey(raw.into())) } pub fn as_str(&self) -> &str { &self.0 } }
-impl std::fmt::Display for ObjectKey { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) } }
-pub struct ParsedUrl { pub signature: Signature, pub meta: bool, pub recipe: Recipe, pub key: ObjectKey, pub signed_path: String }
+
+impl ObjectKey {
+    /// Validates an already-decoded key coming from elsewhere (import, API).
+    pub fn parse(raw: &str) -> Result<ObjectKey, UrlError> {
+        validate_key(raw).map_err(|reason| UrlError::new(raw, reason))?;
+        Ok(ObjectKey(raw.to_owned()))
+    }
+
+    /// Decodes and validates the key part of a URL path.
+    fn from_url(encoded: &str) -> Result<ObjectKey, UrlError> {
+        let fail = |reason: String| UrlError::new(encoded, reason);
+        let decoded = decode_percent(encoded, "the file key").map_err(fail)?;
+        validate_key(&decoded).map_err(fail)?;
+        Ok(ObjectKey(decoded.into_owned()))
+    }
+
+    /// The decoded key, as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request path understood: who signed it, what to do, and to which object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedUrl {
+    pub signature: Signature,
+    /// `meta/`: answer with JSON describing the operations instead of the image.
+    pub meta: bool,
+    pub recipe: Recipe,
+    pub key: ObjectKey,
+    /// Everything after the signature segment exactly as received (still percent-encoded),
+    /// i.e. what the Thumbor HMAC covers.
+    pub signed_path: String,
+}
+
+/// A malformed URL: which segment (or filter call) and what was expected instead.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error("segment `{segment}`: {reason}")]
-pub struct UrlError { pub segment: String, pub reason: String }
-pub fn parse(path: &str) -> Result<ParsedUrl, UrlError> { unimplemented!() }
-pub fn canonical(recipe: &Recipe, meta: bool, key: &ObjectKey) -> String { unimplemented!() }
+pub struct UrlError {
+    /// The offending text as received, cut to a bounded length.
+    pub segment: String,
+    /// What was wrong and what was expected, for the person who wrote the URL.
+    pub reason: String,
+}
+
+impl UrlError {
+    fn new(segment: &str, reason: impl Into<String>) -> UrlError {
+        UrlError {
+            segment: quote(segment),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Cuts long text on a character boundary so error bodies stay small.
+fn quote(text: &str) -> String {
+    if text.len() <= MAX_QUOTED_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Parses a raw request path (with or without the leading `/`, without the query string).
+pub fn parse(path: &str) -> Result<ParsedUrl, UrlError> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    if path.len() > MAX_PATH_BYTES {
+        let reason = format!("the path is {} bytes; at most {MAX_PATH_BYTES}", path.len());
+        return Err(UrlError::new(path, reason));
+    }
+    let (signature, signed_path) = split_signature(path);
+    let options = parse_options(signed_path)?;
+    let key = ObjectKey::from_url(options.raw_key)?;
+    Ok(ParsedUrl {
+        signature,
+        meta: options.meta,
+        recipe: options.recipe,
+        key,
+        signed_path: signed_path.to_owned(),
+    })
+}
+
+fn split_signature(path: &str) -> (Signature, &str) {
+    let (first, rest) = path.split_once('/').unwrap_or((path, ""));
+    if first == "unsafe" {
+        (Signature::Unsafe, rest)
+    } else if is_signature_shaped(first) {
+        (Signature::Hmac(first.to_owned()), rest)
+    } else {
+        (Signature::None, path)
+    }
+}
+
+/// Thumbor signatures are 20 HMAC-SHA1 bytes in padded base64url: 27 characters and `=`.
+fn is_signature_shaped(segment: &str) -> bool {
+    segment.len() == 28
+        && segment.ends_with('=')
+        && segment[..27]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+// ---------------------------------------------------------------------------------------
+// Options: segment classification and order.
+// ---------------------------------------------------------------------------------------
+
+/// The grammar positions, in the order they must appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Meta,
+    Trim,
+    Crop,
+    Fit,
+    Size,
+    HAlign,
+    VAlign,
+    Smart,
+    Filters,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Meta => "meta",
+            Stage::Trim => "trim",
+            Stage::Crop => "crop (AxB:CxD)",
+            Stage::Fit => "fit-in mode",
+            Stage::Size => "size (WxH)",
+            Stage::HAlign => "horizontal alignment (left|center|right)",
+            Stage::VAlign => "vertical alignment (top|middle|bottom)",
+            Stage::Smart => "smart",
+            Stage::Filters => "filters",
+        }
+    }
+}
+
+/// The flip and dimensions of a size segment.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    width: Dim,
+    height: Dim,
+    flip_h: bool,
+    flip_v: bool,
+}
+
+/// One recognised option segment.
+#[derive(Debug)]
+enum UrlOption {
+    Meta,
+    Trim(Trim),
+    Crop(Rect),
+    Fit(Fit),
+    Size(Size),
+    HAlign(HAlign),
+    VAlign(VAlign),
+    Smart,
+    Filters(Filters),
+}
+
+impl UrlOption {
+    fn stage(&self) -> Stage {
+        match self {
+            UrlOption::Meta => Stage::Meta,
+            UrlOption::Trim(_) => Stage::Trim,
+            UrlOption::Crop(_) => Stage::Crop,
+            UrlOption::Fit(_) => Stage::Fit,
+            UrlOption::Size(_) => Stage::Size,
+            UrlOption::HAlign(_) => Stage::HAlign,
+            UrlOption::VAlign(_) => Stage::VAlign,
+            UrlOption::Smart => Stage::Smart,
+            UrlOption::Filters(_) => Stage::Filters,
+        }
+    }
+}
+
+/// The options read so far, and the last one (for order errors).
+#[derive(Default)]
+struct OptionReader<'a> {
+    recipe: Recipe,
+    meta: bool,
+    last: Option<(Stage, &'a str)>,
+}
+
+struct Options<'a> {
+    recipe: Recipe,
+    meta: bool,
+    raw_key: &'a str,
+}
+
+impl<'a> OptionReader<'a> {
+    fn accept(&mut self, segment: &'a str, option: UrlOption) -> Result<(), UrlError> {
+        let stage = option.stage();
+        if let Some((last_stage, last_segment)) = self.last
+            && stage <= last_stage
+        {
+            return Err(order_error(segment, stage, last_stage, last_segment));
+        }
+        self.last = Some((stage, segment));
+        let recipe = &mut self.recipe;
+        match option {
+            UrlOption::Meta => self.meta = true,
+            UrlOption::Trim(trim) => recipe.trim = Some(trim),
+            UrlOption::Crop(rect) => recipe.crop = Some(rect),
+            UrlOption::Fit(fit) => recipe.fit = fit,
+            UrlOption::Size(size) => {
+                (recipe.width, recipe.height) = (size.width, size.height);
+                (recipe.flip_h, recipe.flip_v) = (size.flip_h, size.flip_v);
+            }
+            UrlOption::HAlign(align) => recipe.halign = align,
+            UrlOption::VAlign(align) => recipe.valign = align,
+            UrlOption::Smart => recipe.smart = true,
+            UrlOption::Filters(filters) => recipe.filters = filters,
+        }
+        Ok(())
+    }
+
+    fn finish(self, raw_key: &'a str) -> Options<'a> {
+        Options {
+            recipe: self.recipe,
+            meta: self.meta,
+            raw_key,
+        }
+    }
+}
+
+fn order_error(segment: &str, stage: Stage, last: Stage, last_segment: &str) -> UrlError {
+    let reason = if stage == last {
+        format!(
+            "the {} is given twice (first as `{last_segment}`)",
+            stage.name()
+        )
+    } else {
+        format!(
+            "the {} must come before `{last_segment}` ({}); options go in this order: {ORDER}",
+            stage.name(),
+            last.name()
+        )
+    };
+    UrlError::new(segment, reason)
+}
+
+/// Reads option segments up to the first key segment (see the module docs).
+fn parse_options(path: &str) -> Result<Options<'_>, UrlError> {
+    let mut reader = OptionReader::default();
+    let mut rest = path;
+    loop {
+        let (segment, tail) = match rest.split_once('/') {
+            Some((segment, tail)) => (segment, Some(tail)),
+            None => (rest, None),
+        };
+        let Some(option) = classify(segment)? else {
+            return Ok(reader.finish(rest));
+        };
+        reader.accept(segment, option)?;
+        let Some(tail) = tail else {
+            let reason = "the file key is missing: this segment reads as an option, so put the \
+                          file key after it (a key that looks like an option is written with its \
+                          first character percent-encoded, e.g. `%73mart`)";
+            return Err(UrlError::new(segment, reason));
+        };
+        rest = tail;
+    }
+}
+
+/// `Ok(None)`: not an option, the key starts here. `Err`: an option written wrongly.
+fn classify(segment: &str) -> Result<Option<UrlOption>, UrlError> {
+    let fail = |reason: String| UrlError::new(segment, reason);
+    if let Some(option) = keyword(segment) {
+        return Ok(Some(option));
+    }
+    if segment == "unsafe" {
+        return Err(fail(
+            "`unsafe` must be the first segment of the path".into(),
+        ));
+    }
+    if segment == "trim" || segment.starts_with("trim:") {
+        return parse_trim(segment)
+            .map(|t| Some(UrlOption::Trim(t)))
+            .map_err(fail);
+    }
+    if let Some(body) = strip_filters_prefix(segment) {
+        return parse_filters(segment, body).map(|f| Some(UrlOption::Filters(f)));
+    }
+    if is_misspelt_filters(segment) {
+        return Err(fail(
+            "write the filters segment as `filters:` (lowercase, plural)".into(),
+        ));
+    }
+    if has_file_extension(segment) {
+        return Ok(None);
+    }
+    if CROP_LIKE.is_match(segment) {
+        return parse_rect(segment, "crop")
+            .map(|r| Some(UrlOption::Crop(r)))
+            .map_err(fail);
+    }
+    match SIZE_LIKE.captures(segment) {
+        Some(caps) if is_size_attempt(&caps) => parse_size(&caps)
+            .map(|s| Some(UrlOption::Size(s)))
+            .map_err(fail),
+        _ => Ok(None),
+    }
+}
+
+fn keyword(segment: &str) -> Option<UrlOption> {
+    Some(match segment {
+        "meta" => UrlOption::Meta,
+        "fit-in" => UrlOption::Fit(Fit::FitIn),
+        "full-fit-in" => UrlOption::Fit(Fit::FullFitIn),
+        "adaptive-fit-in" => UrlOption::Fit(Fit::AdaptiveFitIn),
+        "adaptive-full-fit-in" => UrlOption::Fit(Fit::AdaptiveFullFitIn),
+        "left" => UrlOption::HAlign(HAlign::Left),
+        "center" => UrlOption::HAlign(HAlign::Center),
+        "right" => UrlOption::HAlign(HAlign::Right),
+        "top" => UrlOption::VAlign(VAlign::Top),
+        "middle" => UrlOption::VAlign(VAlign::Middle),
+        "bottom" => UrlOption::VAlign(VAlign::Bottom),
+        "smart" => UrlOption::Smart,
+        _ => return None,
+    })
+}
+
+/// `filters:`, also forgiven as `filters%3A` (an encoded colon).
+fn strip_filters_prefix(segment: &str) -> Option<&str> {
+    ["filters:", "filters%3A", "filters%3a"]
+        .iter()
+        .find_map(|prefix| segment.strip_prefix(prefix))
+}
+
+fn is_misspelt_filters(segment: &str) -> bool {
+    let starts_with = |prefix: &str| {
+        segment
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    starts_with("filters:") || starts_with("filter:")
+}
+
+/// `name.ext` with a short alphanumeric extension starting with a letter.
+fn has_file_extension(segment: &str) -> bool {
+    segment.rsplit_once('.').is_some_and(|(_, ext)| {
+        (1..=8).contains(&ext.len())
+            && ext.starts_with(|c: char| c.is_ascii_alphabetic())
+            && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// A number followed by `x` and, later, a `:`: meant as `AxB:CxD`.
+static CROP_LIKE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^-?[0-9][0-9A-Za-z.]*[xX][0-9A-Za-z.:-]*:").expect("CROP_LIKE is a valid regex")
+});
+
+/// `[-]W x [-]H`, split at the first `x`, each side a word; [`is_size_attempt`] decides.
+static SIZE_LIKE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(-?)([0-9A-WYZa-wyz.]*)([xX])(-?)([0-9A-Za-z.]*)$")
+        .expect("SIZE_LIKE is a valid regex")
+});
+
+/// Both sides of the `x` look like dimensions (empty, a number, `orig`, `auto`), so
+/// `3xl` or `linux` stay keys while `300x200px` or `300X200` are reported.
+fn is_size_attempt(caps: &Captures<'_>) -> bool {
+    let numeric = |side: &str| {
+        side.is_empty()
+            || side.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+            || ["orig", "auto"]
+                .iter()
+                .any(|word| side.eq_ignore_ascii_case(word))
+    };
+    numeric(&caps[2]) && numeric(&caps[5])
+}
+
+fn parse_size(caps: &Captures<'_>) -> Result<Size, String> {
+    if &caps[3] == "X" {
+        return Err("write the size as WxH with a lowercase `x`".into());
+    }
+    Ok(Size {
+        width: parse_dim(&caps[2], "width")?,
+        height: parse_dim(&caps[5], "height")?,
+        flip_h: !caps[1].is_empty(),
+        flip_v: !caps[4].is_empty(),
+    })
+}
+
+fn parse_dim(text: &str, axis: &str) -> Result<Dim, String> {
+    match text {
+        "" => return Ok(Dim::Auto),
+        "orig" => return Ok(Dim::Orig),
+        _ => {}
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{axis} must be a whole number of pixels 0..={MAX_PIXELS}, `orig`, or empty \
+             (empty or 0 keeps the aspect ratio), got `{text}`"
+        ));
+    }
+    match pixels(text) {
+        Some(0) => Ok(Dim::Auto),
+        Some(n) => Ok(Dim::Px(n)),
+        None => Err(format!("{axis} {text} is too large; at most {MAX_PIXELS}")),
+    }
+}
+
+/// Decimal digits only (leading zeros allowed), at most [`MAX_PIXELS`].
+fn pixels(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match text.trim_start_matches('0') {
+        "" => Some(0),
+        digits if digits.len() <= 6 => digits.parse().ok().filter(|n| *n <= MAX_PIXELS),
+        _ => None,
+    }
+}
+
+fn parse_trim(segment: &str) -> Result<Trim, String> {
+    const SYNTAX: &str = "trim takes trim[:top-left|:bottom-right][:TOLERANCE]";
+    let mut parts = segment.split(':').skip(1);
+    let mut trim = Trim {
+        corner: TrimCorner::TopLeft,
+        tolerance: 0,
+    };
+    let mut next = parts.next();
+    if let Some(corner @ ("top-left" | "bottom-right")) = next {
+        if corner == "bottom-right" {
+            trim.corner = TrimCorner::BottomRight;
+        }
+        next = parts.next();
+    }
+    if let Some(text) = next {
+        trim.tolerance = int_in(text, "the tolerance", 0, MAX_TRIM_TOLERANCE.into())
+            .map_err(|reason| format!("{reason}; {SYNTAX}"))? as u16;
+    }
+    if let Some(extra) = parts.next() {
+        return Err(format!("unexpected `:{extra}`; {SYNTAX}"));
+    }
+    Ok(trim)
+}
+
+/// `AxB:CxD` as a rectangle with right > left and bottom > top.
+fn parse_rect(text: &str, what: &str) -> Result<Rect, String> {
+    let point = |part: &str| {
+        let (x, y) = part.split_once('x')?;
+        Some((pixels(x)?, pixels(y)?))
+    };
+    let corners = text
+        .split_once(':')
+        .and_then(|(a, b)| Some((point(a)?, point(b)?)));
+    let Some(((left, top), (right, bottom))) = corners else {
+        return Err(format!(
+            "{what} must be AxB:CxD (left x top : right x bottom, whole pixels \
+             0..={MAX_PIXELS}), got `{text}`"
+        ));
+    };
+    if right <= left {
+        return Err(format!(
+            "{what} right edge {right} must be greater than left edge {left}"
+        ));
+    }
+    if bottom <= top {
+        return Err(format!(
+            "{what} bottom edge {bottom} must be greater than top edge {top}"
+        ));
+    }
+    Ok(Rect {
+        left,
+        top,
+        right,
+        bottom,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Filters.
+// ---------------------------------------------------------------------------------------
+
+/// Every filter with its usage, for error messages.
+const FILTERS: &[(&str, &str)] = &[
+    ("quality", "quality(1..=100)"),
+    ("format", "format(jpeg|jpg|png|webp|avif|gif)"),
+    ("blur", "blur(radius 0..=150[,sigma])"),
+    (
+        "sharpen",
+        "sharpen(amount 0..=10,radius 0..=10,luminance_only true|false)",
+    ),
+    ("grayscale", "grayscale()"),
+    ("brightness", "brightness(-100..=100)"),
+    ("contrast", "contrast(-100..=100)"),
+    ("rotate", "rotate(0|90|180|270)"),
+    ("fill", "fill(colour|transparent|auto|blur)"),
+    ("background_color", "background_color(colour)"),
+    ("no_upscale", "no_upscale()"),
+    ("upscale", "upscale()"),
+    ("strip_exif", "strip_exif()"),
+    ("strip_icc", "strip_icc()"),
+    ("max_bytes", "max_bytes(bytes >= 1)"),
+    ("proportion", "proportion(0 < p <= 1)"),
+    ("focal", "focal(AxB:CxD)"),
+    ("round_corner", "round_corner(a[|b],r,g,b[,transparent])"),
+    ("max_age", "max_age(seconds)"),
+];
+
+/// One `name(args)` call as written (after percent-decoding).
+struct Call<'a> {
+    text: &'a str,
+    name: &'a str,
+    args: Vec<&'a str>,
+}
+
+fn parse_filters(segment: &str, body: &str) -> Result<Filters, UrlError> {
+    if segment.len() > MAX_FILTERS_SEGMENT_BYTES {
+        let reason = format!(
+            "the filters segment is {} bytes; at most {MAX_FILTERS_SEGMENT_BYTES}",
+            segment.len()
+        );
+        return Err(UrlError::new(segment, reason));
+    }
+    let decoded = decode_percent(body, "the filters").map_err(|r| UrlError::new(segment, r))?;
+    let mut filters = Filters::default();
+    let mut count = 0;
+    let mut rest: &str = &decoded;
+    while !rest.is_empty() {
+        let (call, tail) = next_call(rest)?;
+        rest = tail;
+        if call.name.is_empty() && call.args.is_empty() {
+            continue;
+        }
+        count += 1;
+        if count > MAX_FILTERS {
+            let reason = format!("too many filters; at most {MAX_FILTERS}");
+            return Err(UrlError::new(segment, reason));
+        }
+        apply_filter(&mut filters, &call).map_err(|reason| UrlError::new(call.text, reason))?;
+    }
+    Ok(filters)
+}
+
+/// Splits the first call off `rest`; returns it and the text after its `:` separator.
+fn next_call(rest: &str) -> Result<(Call<'_>, &str), UrlError> {
+    let name_end = rest.find(['(', ':']).unwrap_or(rest.len());
+    let name = rest[..name_end].trim();
+    if !rest[name_end..].starts_with('(') {
+        let tail = rest.get(name_end + 1..).unwrap_or("");
+        return Ok((
+            Call {
+                text: name,
+                name,
+                args: Vec::new(),
+            },
+            tail,
+        ));
+    }
+    let Some(close) = rest[name_end..].find(')').map(|i| name_end + i) else {
+        let reason = format!("filter `{name}` is missing its closing `)`");
+        return Err(UrlError::new(rest, reason));
+    };
+    let text = &rest[..=close];
+    let after = &rest[close + 1..];
+    let tail = match after.strip_prefix(':') {
+        Some(tail) => tail,
+        None if after.is_empty() => after,
+        None => {
+            let reason = format!("expected `:` between filters after `{text}`, got `{after}`");
+            return Err(UrlError::new(rest, reason));
+        }
+    };
+    let inner = rest[name_end + 1..close].trim();
+    let args = if inner.is_empty() {
+        Vec::new()
+    } else {
+        inner.split(',').map(str::trim).collect()
+    };
+    Ok((Call { text, name, args }, tail))
+}
+
+fn apply_filter(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
+    match call.name {
+        "grayscale" | "brightness" | "contrast" | "blur" | "sharpen" | "rotate"
+        | "round_corner" => filters.pixel.extend(pixel_filter(call)?),
+        _ => apply_setting(filters, call)?,
+    }
+    Ok(())
+}
+
+/// A pixel filter call; `None` for calls that change nothing (`rotate(0)`).
+fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
+    let args = call.args.as_slice();
+    Ok(Some(match (call.name, args) {
+        ("grayscale", []) => PixelFilter::Grayscale,
+        ("brightness", [v]) => PixelFilter::Brightness(percent(v, "brightness")?),
+        ("contrast", [v]) => PixelFilter::Contrast(percent(v, "contrast")?),
+        ("blur", [_] | [_, _]) => parse_blur(args)?,
+        ("sharpen", [amount, radius, luminance_only]) => {
+            parse_sharpen(amount, radius, luminance_only)?
+        }
+        ("round_corner", [_, _, _, _] | [_, _, _, _, _]) => parse_round_corner(args)?,
+        ("rotate", [angle]) => return parse_rotate(angle),
+        _ => return Err(arg_count_error(call)),
+    }))
+}
+
+fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
+    match (call.name, call.args.as_slice()) {
+        ("quality", [q]) => filters.quality = Some(int_in(q, "quality", 1, 100)? as u8),
+        ("format", [format]) => filters.format = Some(parse_format(format)?),
+        ("fill", [fill]) => filters.fill = Some(parse_fill(fill)?),
+        ("background_color", [c]) => filters.background = Some(color_arg(c, "the colour")?),
+        ("no_upscale", []) => filters.upscale = Upscale::Never,
+        ("upscale", []) => filters.upscale = Upscale::Allow,
+        ("strip_exif", []) => filters.strip_exif = true,
+        ("strip_icc", []) => filters.strip_icc = true,
+        ("max_bytes", [n]) => filters.max_bytes = Some(parse_max_bytes(n)?),
+        ("proportion", [p]) => filters.proportion = Some(parse_proportion(p)?),
+        ("focal", [rect]) => filters.focal = Some(parse_rect(rect, "focal")?),
+        ("max_age", [s]) => {
+            filters.max_age = Some(int_in(s, "max_age", 0, u32::MAX.into())? as u32);
+        }
+        (name, _) if !usage(name).is_empty() => return Err(arg_count_error(call)),
+        (name, _) => return Err(unknown_filter(name)),
+    }
+    Ok(())
+}
+
+fn usage(name: &str) -> &'static str {
+    FILTERS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map_or("", |(_, usage)| usage)
+}
+
+fn arg_count_error(call: &Call<'_>) -> String {
+    let n = call.args.len();
+    let plural = if n == 1 { "" } else { "s" };
+    format!(
+        "`{}` takes {}, got {n} argument{plural}",
+        call.name,
+        usage(call.name)
+    )
+}
+
+fn unknown_filter(name: &str) -> String {
+    if name.is_empty() {
+        return "a filter name is missing before `(`".into();
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower != name && FILTERS.iter().any(|(known, _)| *known == lower) {
+        return format!("filter names are lowercase: write `{lower}`");
+    }
+    let known: Vec<&str> = FILTERS.iter().map(|(known, _)| *known).collect();
+    format!(
+        "unknown filter `{name}`; known filters: {}",
+        known.join(", ")
+    )
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "jpeg" | "jpg" => Format::Jpeg,
+        "png" => Format::Png,
+        "webp" => Format::Webp,
+        "avif" => Format::Avif,
+        "gif" => Format::Gif,
+        _ => {
+            return Err(format!(
+                "format must be one of jpeg, jpg, png, webp, avif, gif, got `{text}`"
+            ));
+        }
+    })
+}
+
+fn parse_fill(text: &str) -> Result<Fill, String> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "transparent" => Fill::Transparent,
+        "auto" => Fill::Auto,
+        "blur" => Fill::Blur,
+        _ => Fill::Color(color_arg(text, "fill").map_err(|r| format!("{r}, `auto` or `blur`"))?),
+    })
+}
+
+fn parse_max_bytes(text: &str) -> Result<u64, String> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(n) if digits && n >= 1 => Ok(n),
+        _ => Err(format!(
+            "max_bytes must be a whole number of bytes >= 1, got `{text}`"
+        )),
+    }
+}
+
+fn parse_proportion(text: &str) -> Result<Milli, String> {
+    match milli(text) {
+        Some(p @ Milli(1..=1000)) => Ok(p),
+        _ => Err(format!(
+            "proportion must be a number 0 < p <= 1 with at most 3 decimals, got `{text}`"
+        )),
+    }
+}
+
+fn percent(text: &str, what: &str) -> Result<i8, String> {
+    Ok(int_in(text, what, -100, 100)? as i8)
+}
+
+fn parse_blur(args: &[&str]) -> Result<PixelFilter, String> {
+    let radius = int_in(args[0], "blur radius", 0, 150)? as u32;
+    let sigma = match args.get(1) {
+        Some(text) => Some(milli_in(text, "blur sigma", Milli(0), Milli(150_000))?),
+        None => None,
+    };
+    // `blur(r,r)` is `blur(r)`: sigma defaults to the radius.
+    let sigma = sigma.filter(|s| i64::from(s.0) != i64::from(radius) * 1000);
+    Ok(PixelFilter::Blur { radius, sigma })
+}
+
+fn parse_sharpen(amount: &str, radius: &str, luminance_only: &str) -> Result<PixelFilter, String> {
+    Ok(PixelFilter::Sharpen {
+        amount: milli_in(amount, "sharpen amount", Milli(0), Milli(10_000))?,
+        radius: milli_in(radius, "sharpen radius", Milli(0), Milli(10_000))?,
+        luminance_only: bool_arg(luminance_only, "sharpen luminance_only")?,
+    })
+}
+
+fn parse_rotate(text: &str) -> Result<Option<PixelFilter>, String> {
+    let angle = int(text)
+        .filter(|a| a % 90 == 0)
+        .ok_or_else(|| format!("rotate takes a multiple of 90 (0, 90, 180, 270), got `{text}`"))?;
+    Ok(match angle.rem_euclid(360) {
+        90 => Some(PixelFilter::Rotate(Rotation::R90)),
+        180 => Some(PixelFilter::Rotate(Rotation::R180)),
+        270 => Some(PixelFilter::Rotate(Rotation::R270)),
+        _ => None,
+    })
+}
+
+fn parse_round_corner(args: &[&str]) -> Result<PixelFilter, String> {
+    let (a, b) = args[0].split_once('|').unwrap_or((args[0], args[0]));
+    let radius = |text: &str, what| int_in(text.trim(), what, 0, MAX_PIXELS.into());
+    let channel = |i: usize, what| int_in(args[i], what, 0, 255).map(|v| v as u8);
+    let color = Color {
+        r: channel(1, "red")?,
+        g: channel(2, "green")?,
+        b: channel(3, "blue")?,
+        a: 255,
+    };
+    let transparent = match args.get(4) {
+        Some(text) => bool_arg(text, "round_corner transparent")?,
+        None => false,
+    };
+    Ok(PixelFilter::RoundCorner {
+        rx: radius(a, "round_corner radius a")? as u32,
+        ry: radius(b, "round_corner radius b")? as u32,
+        color,
+        transparent,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Argument scalars.
+// ---------------------------------------------------------------------------------------
+
+/// An optionally negative decimal integer of at most 18 digits (no `+`, no spaces).
+fn int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn int_in(text: &str, what: &str, lo: i64, hi: i64) -> Result<i64, String> {
+    int(text)
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or_else(|| format!("{what} must be an integer {lo}..={hi}, got `{text}`"))
+}
+
+/// A decimal with at most three decimals and magnitude at most 1,000,000.
+fn milli(text: &str) -> Option<Milli> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(body) => (true, body),
+        None => (false, text),
+    };
+    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.len() + frac.len() == 0 || whole.len() > 7 || frac.len() > 3 {
+        return None;
+    }
+    if !all_digits(whole) || !all_digits(frac) {
+        return None;
+    }
+    let whole: i32 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac: i32 = format!("{frac:0<3}").parse().ok()?;
+    let value = whole.checked_mul(1000)?.checked_add(frac)?;
+    (value <= 1_000_000_000).then_some(Milli(if negative { -value } else { value }))
+}
+
+fn milli_in(text: &str, what: &str, lo: Milli, hi: Milli) -> Result<Milli, String> {
+    milli(text)
+        .filter(|m| (lo..=hi).contains(m))
+        .ok_or_else(|| {
+            format!("{what} must be a number {lo}..={hi} with at most 3 decimals, got `{text}`")
+        })
+}
+
+fn bool_arg(text: &str, what: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{what} must be true, false, 1 or 0, got `{text}`")),
+    }
+}
+
+fn color_arg(text: &str, what: &str) -> Result<Color, String> {
+    parse_color(text).ok_or_else(|| {
+        format!(
+            "{what} must be a colour: a CSS basic name (white, black, red, ...), rrggbb, \
+             #rrggbb, rgb or rrggbbaa, got `{text}`"
+        )
+    })
+}
+
+/// CSS basic names, `rgb`, `rrggbb`, `rrggbbaa`, each with an optional `#`; any case.
+fn parse_color(text: &str) -> Option<Color> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(color) = named_color(&lower) {
+        return Some(color);
+    }
+    let hex = lower.strip_prefix('#').unwrap_or(&lower);
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    let nibble = |i: usize| u8::from_str_radix(&hex[i..=i], 16).ok().map(|n| n * 17);
+    match hex.len() {
+        3 => Some(Color {
+            r: nibble(0)?,
+            g: nibble(1)?,
+            b: nibble(2)?,
+            a: 255,
+        }),
+        6 => Some(Color {
+            r: byte(0)?,
+            g: byte(2)?,
+            b: byte(4)?,
+            a: 255,
+        }),
+        8 => Some(Color {
+            r: byte(0)?,
+            g: byte(2)?,
+            b: byte(4)?,
+            a: byte(6)?,
+        }),
+        _ => None,
+    }
+}
+
+fn named_color(name: &str) -> Option<Color> {
+    let rgb = |r, g, b| Color { r, g, b, a: 255 };
+    Some(match name {
+        "white" => Color::WHITE,
+        "black" => Color::BLACK,
+        "red" => rgb(255, 0, 0),
+        "green" => rgb(0, 128, 0),
+        "blue" => rgb(0, 0, 255),
+        "yellow" => rgb(255, 255, 0),
+        "gray" | "grey" => rgb(128, 128, 128),
+        "silver" => rgb(192, 192, 192),
+        "maroon" => rgb(128, 0, 0),
+        "purple" => rgb(128, 0, 128),
+        "fuchsia" => rgb(255, 0, 255),
+        "lime" => rgb(0, 255, 0),
+        "olive" => rgb(128, 128, 0),
+        "navy" => rgb(0, 0, 128),
+        "teal" => rgb(0, 128, 128),
+        "aqua" => rgb(0, 255, 255),
+        "orange" => rgb(255, 165, 0),
+        "transparent" => Color {
+            r: 0,
+            g: 0,
+            b: 0,
+            a: 0,
+        },
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys.
+// ---------------------------------------------------------------------------------------
+
+/// Percent-decodes `text`, rejecting `%` not followed by two hex digits and invalid UTF-8.
+fn decode_percent<'a>(text: &'a str, what: &str) -> Result<Cow<'a, str>, String> {
+    let bytes = text.as_bytes();
+    for (i, _) in text.match_indices('%') {
+        let escape = bytes.get(i + 1..i + 3);
+        if !escape.is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit)) {
+            return Err(format!(
+                "{what} has a `%` that does not start an escape like `%20`; write `%` as `%25`"
+            ));
+        }
+    }
+    percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| format!("{what} is not valid UTF-8 after percent-decoding"))
+}
+
+fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the file key is missing: add it after the options".into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "the file key is {} bytes; at most {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the file key contains control character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    if key.contains('\\') {
+        return Err("the file key contains a backslash".into());
+    }
+    if key.starts_with('/') {
+        return Err("the file key must be relative, not start with `/`".into());
+    }
+    for segment in key.split('/') {
+        match segment {
+            "" => return Err("the file key has an empty segment (`//` or a trailing `/`)".into()),
+            "." | ".." => {
+                return Err(format!(
+                    "the file key has a `{segment}` segment; not allowed"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Canonical print.
+// ---------------------------------------------------------------------------------------
+
+/// The canonical path of a request: no leading `/`, no signature, defaults omitted, settings
+/// filters in a fixed order then pixel filters in URL order, and the key percent-encoded
+/// minimally (plus one escaped character when its first segment would read as an option),
+/// so that `parse(canonical(..))` gives back the same recipe, meta flag and key.
+pub fn canonical(recipe: &Recipe, meta: bool, key: &ObjectKey) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if meta {
+        parts.push("meta".into());
+    }
+    parts.extend(recipe.trim.map(print_trim));
+    parts.extend(recipe.crop.map(print_rect));
+    parts.extend(fit_keyword(recipe.fit).map(String::from));
+    parts.extend(print_size(recipe));
+    parts.extend(halign_keyword(recipe.halign).map(String::from));
+    parts.extend(valign_keyword(recipe.valign).map(String::from));
+    if recipe.smart {
+        parts.push("smart".into());
+    }
+    parts.extend(print_filters(&recipe.filters));
+    parts.push(encode_key(key));
+    parts.join("/")
+}
+
+fn print_trim(trim: Trim) -> String {
+    let corner = match trim.corner {
+        TrimCorner::TopLeft => "",
+        TrimCorner::BottomRight => ":bottom-right",
+    };
+    match trim.tolerance {
+        0 => format!("trim{corner}"),
+        tolerance => format!("trim{corner}:{tolerance}"),
+    }
+}
+
+fn print_rect(rect: Rect) -> String {
+    format!("{}x{}:{}x{}", rect.left, rect.top, rect.right, rect.bottom)
+}
+
+fn fit_keyword(fit: Fit) -> Option<&'static str> {
+    match fit {
+        Fit::Crop => None,
+        Fit::FitIn => Some("fit-in"),
+        Fit::FullFitIn => Some("full-fit-in"),
+        Fit::AdaptiveFitIn => Some("adaptive-fit-in"),
+        Fit::AdaptiveFullFitIn => Some("adaptive-full-fit-in"),
+    }
+}
+
+fn print_size(recipe: &Recipe) -> Option<String> {
+    let omitted =
+        recipe.width == Dim::Auto && recipe.height == Dim::Auto && !recipe.flip_h && !recipe.flip_v;
+    if omitted {
+        return None;
+    }
+    let dim = |dim: Dim| match dim {
+        Dim::Auto => String::new(),
+        Dim::Orig => "orig".into(),
+        Dim::Px(n) => n.to_string(),
+    };
+    let flip = |flipped: bool| if flipped { "-" } else { "" };
+    Some(format!(
+        "{}{}x{}{}",
+        flip(recipe.flip_h),
+        dim(recipe.width),
+        flip(recipe.flip_v),
+        dim(recipe.height)
+    ))
+}
+
+fn halign_keyword(align: HAlign) -> Option<&'static str> {
+    match align {
+        HAlign::Left => Some("left"),
+        HAlign::Center => None,
+        HAlign::Right => Some("right"),
+    }
+}
+
+fn valign_keyword(align: VAlign) -> Option<&'static str> {
+    match align {
+        VAlign::Top => Some("top"),
+        VAlign::Middle => None,
+        VAlign::Bottom => Some("bottom"),
+    }
+}
+
+fn print_filters(filters: &Filters) -> Option<String> {
+    let mut calls: Vec<String> = Vec::new();
+    calls.extend(filters.quality.map(|q| format!("quality({q})")));
+    calls.extend(filters.format.map(|f| format!("format({})", f.name())));
+    calls.extend(
+        filters
+            .fill
+            .map(|fill| format!("fill({})", print_fill(fill))),
+    );
+    calls.extend(
+        filters
+            .background
+            .map(|c| format!("background_color({})", print_color(c))),
+    );
+    match filters.upscale {
+        Upscale::Default => {}
+        Upscale::Never => calls.push("no_upscale()".into()),
+        Upscale::Allow => calls.push("upscale()".into()),
+    }
+    if filters.strip_exif {
+        calls.push("strip_exif()".into());
+    }
+    if filters.strip_icc {
+        calls.push("strip_icc()".into());
+    }
+    calls.extend(filters.max_bytes.map(|n| format!("max_bytes({n})")));
+    calls.extend(filters.proportion.map(|p| format!("proportion({p})")));
+    calls.extend(filters.focal.map(|r| format!("focal({})", print_rect(r))));
+    calls.extend(filters.max_age.map(|s| format!("max_age({s})")));
+    calls.extend(filters.pixel.iter().map(print_pixel_filter));
+    (!calls.is_empty()).then(|| format!("filters:{}", calls.join(":")))
+}
+
+fn print_fill(fill: Fill) -> String {
+    match fill {
+        Fill::Color(color) => print_color(color),
+        Fill::Transparent => "transparent".into(),
+        Fill::Auto => "auto".into(),
+        Fill::Blur => "blur".into(),
+    }
+}
+
+fn print_color(c: Color) -> String {
+    match c.a {
+        255 => format!("{:02x}{:02x}{:02x}", c.r, c.g, c.b),
+        a => format!("{:02x}{:02x}{:02x}{a:02x}", c.r, c.g, c.b),
+    }
+}
+
+fn print_pixel_filter(filter: &PixelFilter) -> String {
+    match *filter {
+        PixelFilter::Blur {
+            radius,
+            sigma: None,
+        } => format!("blur({radius})"),
+        PixelFilter::Blur {
+            radius,
+            sigma: Some(sigma),
+        } => format!("blur({radius},{sigma})"),
+        PixelFilter::Sharpen {
+            amount,
+            radius,
+            luminance_only,
+        } => {
+            format!("sharpen({amount},{radius},{luminance_only})")
+        }
+        PixelFilter::Grayscale => "grayscale()".into(),
+        PixelFilter::Brightness(v) => format!("brightness({v})"),
+        PixelFilter::Contrast(v) => format!("contrast({v})"),
+        PixelFilter::Rotate(Rotation::R90) => "rotate(90)".into(),
+        PixelFilter::Rotate(Rotation::R180) => "rotate(180)".into(),
+        PixelFilter::Rotate(Rotation::R270) => "rotate(270)".into(),
+        PixelFilter::RoundCorner {
+            rx,
+            ry,
+            color,
+            transparent,
+        } => {
+            let radii = if rx == ry {
+                rx.to_string()
+            } else {
+                format!("{rx}|{ry}")
+            };
+            let tail = if transparent { ",true" } else { "" };
+            format!(
+                "round_corner({radii},{},{},{}{tail})",
+                color.r, color.g, color.b
+            )
+        }
+    }
+}
+
+/// Characters that cannot appear raw in a URL path, plus `%` itself; everything non-ASCII is
+/// encoded too. `/` stays raw: keys may contain it.
+const KEY_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+fn encode_key(key: &ObjectKey) -> String {
+    let encoded = utf8_percent_encode(key.as_str(), KEY_ESCAPES).to_string();
+    let first = encoded.split('/').next().unwrap_or("");
+    let reads_as_option =
+        first == "unsafe" || is_signature_shaped(first) || !matches!(classify(first), Ok(None));
+    match encoded.as_bytes().first() {
+        // An escaped first byte (`%xx`) never matches any option, so the key stays a key.
+        Some(&byte) if reads_as_option && byte.is_ascii() => {
+            format!("%{byte:02X}{}", &encoded[1..])
+        }
+        _ => encoded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `expected` is the canonical print, or `error: <segment> => <part of the reason>`.
+    /// Every accepted URL must also re-parse from its canonical print to the same value.
+    fn check(input: &str, expected: &str) {
+        let parsed = parse(input);
+        match (parsed, expected.strip_prefix("error: ")) {
+            (Ok(p), None) => {
+                let printed = canonical(&p.recipe, p.meta, &p.key);
+                assert_eq!(printed, expected, "input: {input}");
+                let again = parse(&printed).unwrap_or_else(|e| panic!("{printed}: {e}"));
+                assert_eq!(
+                    (&again.recipe, again.meta, &again.key),
+                    (&p.recipe, p.meta, &p.key)
+                );
+            }
+            (Err(e), Some(want)) => {
+                let (segment, reason) = want.split_once(" => ").expect("`segment => reason`");
+                assert_eq!(e.segment, segment, "input: {input}, error: {e}");
+                assert!(
+                    e.reason.contains(reason),
+                    "input: {input}\n got: {e}\nwant: {reason}"
+                );
+            }
+            (Ok(p), Some(_)) => {
+                let printed = canonical(&p.recipe, p.meta, &p.key);
+                panic!("input: {input}: expected an error, parsed as `{printed}`");
+            }
+            (Err(e), None) => panic!("input: {input}: expected `{expected}`, got error {e}"),
+        }
+    }
+
+    const ACCEPTED: &[(&str, &str)] = &[
+        // Signatures and the bare form.
+        ("/photo.jpg", "photo.jpg"),
+        ("photo.jpg", "photo.jpg"),
+        ("unsafe/photo.jpg", "photo.jpg"),
+        (
+            "/PHEMMIzCmPT6v5U_pUQs20_og0A=/300x200/smart/thumbor.globo.com/img/logo.png",
+            "300x200/smart/thumbor.globo.com/img/logo.png",
+        ),
+        ("AAAAAAAAAAAAAAAAAAAAAAAAAAA=/a.jpg", "a.jpg"),
+        // Sizes, flips, orig.
+        ("300x200/a.jpg", "300x200/a.jpg"),
+        ("0x0/a.jpg", "a.jpg"),
+        ("x/a.jpg", "a.jpg"),
+        ("300x/a.jpg", "300x/a.jpg"),
+        ("300x0/a.jpg", "300x/a.jpg"),
+        ("x200/a.jpg", "x200/a.jpg"),
+        ("0x200/a.jpg", "x200/a.jpg"),
+        ("0300x0200/a.jpg", "300x200/a.jpg"),
+        ("0000000000x00000000000200/a.jpg", "x200/a.jpg"),
+        ("-300x200/a.jpg", "-300x200/a.jpg"),
+        ("300x-200/a.jpg", "300x-200/a.jpg"),
+        ("-300x-200/a.jpg", "-300x-200/a.jpg"),
+        ("-0x/a.jpg", "-x/a.jpg"),
+        ("-x-/a.jpg", "-x-/a.jpg"),
+        ("-0x-0/a.jpg", "-x-/a.jpg"),
+        ("origx100/a.jpg", "origx100/a.jpg"),
+        ("-origx-orig/a.jpg", "-origx-orig/a.jpg"),
+        ("100000x100000/a.jpg", "100000x100000/a.jpg"),
+        ("2x/icon.png", "2x/icon.png"),
+        // Fit modes.
+        ("fit-in/300x200/a.jpg", "fit-in/300x200/a.jpg"),
+        ("full-fit-in/300x200/a.jpg", "full-fit-in/300x200/a.jpg"),
+        (
+            "adaptive-fit-in/300x200/a.jpg",
+            "adaptive-fit-in/300x200/a.jpg",
+        ),
+        (
+            "adaptive-full-fit-in/x200/a.jpg",
+            "adaptive-full-fit-in/x200/a.jpg",
+        ),
+        ("fit-in/a.jpg", "fit-in/a.jpg"),
+        // Alignment and smart.
+        ("300x200/center/middle/a.jpg", "300x200/a.jpg"),
+        ("300x200/left/top/a.jpg", "300x200/left/top/a.jpg"),
+        ("300x200/right/bottom/a.jpg", "300x200/right/bottom/a.jpg"),
+        ("300x200/middle/a.jpg", "300x200/a.jpg"),
+        ("300x200/bottom/a.jpg", "300x200/bottom/a.jpg"),
+        ("300x200/smart/a.jpg", "300x200/smart/a.jpg"),
+        ("left/smart/a.jpg", "left/smart/a.jpg"),
+        // Meta, trim, crop.
+        ("meta/300x200/a.jpg", "meta/300x200/a.jpg"),
+        ("unsafe/meta/a.jpg", "meta/a.jpg"),
+        ("trim/a.jpg", "trim/a.jpg"),
+        ("trim:top-left/a.jpg", "trim/a.jpg"),
+        ("trim:bottom-right/a.jpg", "trim:bottom-right/a.jpg"),
+        ("trim:50/a.jpg", "trim:50/a.jpg"),
+        ("trim:top-left:0/a.jpg", "trim/a.jpg"),
+        ("trim:bottom-right:442/a.jpg", "trim:bottom-right:442/a.jpg"),
+        ("10x20:110x220/a.jpg", "10x20:110x220/a.jpg"),
+        ("0x0:1x1/a.jpg", "0x0:1x1/a.jpg"),
+        (
+            "unsafe/meta/trim:bottom-right:10/10x20:300x400/fit-in/-300x-200/left/top/smart/\
+             filters:quality(80)/dir/a.jpg",
+            "meta/trim:bottom-right:10/10x20:300x400/fit-in/-300x-200/left/top/smart/\
+             filters:quality(80)/dir/a.jpg",
+        ),
+        // Filters: settings, last one wins.
+        ("filters:quality(80)/a.jpg", "filters:quality(80)/a.jpg"),
+        (
+            "filters:quality(1):quality(100)/a.jpg",
+            "filters:quality(100)/a.jpg",
+        ),
+        ("filters:format(jpg)/a.jpg", "filters:format(jpeg)/a.jpg"),
+        ("filters:format(WEBP)/a.jpg", "filters:format(webp)/a.jpg"),
+        (
+            "filters:format(png):format(avif):format(gif)/a.jpg",
+            "filters:format(gif)/a.jpg",
+        ),
+        ("filters:fill(white)/a.jpg", "filters:fill(ffffff)/a.jpg"),
+        ("filters:fill(%23FFF)/a.jpg", "filters:fill(ffffff)/a.jpg"),
+        ("filters:fill(#aBc)/a.jpg", "filters:fill(aabbcc)/a.jpg"),
+        (
+            "filters:fill(ff000080)/a.jpg",
+            "filters:fill(ff000080)/a.jpg",
+        ),
+        (
+            "filters:fill(transparent)/a.jpg",
+            "filters:fill(transparent)/a.jpg",
+        ),
+        ("filters:fill(auto)/a.jpg", "filters:fill(auto)/a.jpg"),
+        ("filters:fill(BLUR)/a.jpg", "filters:fill(blur)/a.jpg"),
+        (
+            "filters:background_color(Orange)/a.jpg",
+            "filters:background_color(ffa500)/a.jpg",
+        ),
+        (
+            "filters:background_color(grey)/a.jpg",
+            "filters:background_color(808080)/a.jpg",
+        ),
+        (
+            "filters:background_color(transparent)/a.jpg",
+            "filters:background_color(00000000)/a.jpg",
+        ),
+        ("filters:no_upscale()/a.jpg", "filters:no_upscale()/a.jpg"),
+        (
+            "filters:no_upscale():upscale()/a.jpg",
+            "filters:upscale()/a.jpg",
+        ),
+        (
+            "filters:strip_icc():strip_exif()/a.jpg",
+            "filters:strip_exif():strip_icc()/a.jpg",
+        ),
+        (
+            "filters:max_bytes(50000)/a.jpg",
+            "filters:max_bytes(50000)/a.jpg",
+        ),
+        (
+            "filters:proportion(0.5)/a.jpg",
+            "filters:proportion(0.5)/a.jpg",
+        ),
+        (
+            "filters:proportion(.125)/a.jpg",
+            "filters:proportion(0.125)/a.jpg",
+        ),
+        (
+            "filters:proportion(1.000)/a.jpg",
+            "filters:proportion(1)/a.jpg",
+        ),
+        (
+            "filters:focal(10x20:30x40)/a.jpg",
+            "filters:focal(10x20:30x40)/a.jpg",
+        ),
+        (
+            "filters:focal(10x20%3A30x40)/a.jpg",
+            "filters:focal(10x20:30x40)/a.jpg",
+        ),
+        ("filters:max_age(3600)/a.jpg", "filters:max_age(3600)/a.jpg"),
+        ("filters:max_age(0)/a.jpg", "filters:max_age(0)/a.jpg"),
+        // Filters: pixel filters, in URL order.
+        ("filters:blur(5)/a.jpg", "filters:blur(5)/a.jpg"),
+        ("filters:blur(0)/a.jpg", "filters:blur(0)/a.jpg"),
+        ("filters:blur(5,2.5)/a.jpg", "filters:blur(5,2.5)/a.jpg"),
+        ("filters:blur(5,5.000)/a.jpg", "filters:blur(5)/a.jpg"),
+        (
+            "filters:sharpen(1.5,0.5,true)/a.jpg",
+            "filters:sharpen(1.5,0.5,true)/a.jpg",
+        ),
+        (
+            "filters:sharpen(2,1,0)/a.jpg",
+            "filters:sharpen(2,1,false)/a.jpg",
+        ),
+        (
+            "filters:sharpen(.25,1.,TRUE)/a.jpg",
+            "filters:sharpen(0.25,1,true)/a.jpg",
+        ),
+        ("filters:grayscale()/a.jpg", "filters:grayscale()/a.jpg"),
+        ("filters:grayscale/a.jpg", "filters:grayscale()/a.jpg"),
+        (
+            "filters:brightness(-100):contrast(100)/a.jpg",
+            "filters:brightness(-100):contrast(100)/a.jpg",
+        ),
+        ("filters:brightness(0)/a.jpg", "filters:brightness(0)/a.jpg"),
+        ("filters:rotate(90)/a.jpg", "filters:rotate(90)/a.jpg"),
+        ("filters:rotate(0)/a.jpg", "a.jpg"),
+        ("filters:rotate(-90)/a.jpg", "filters:rotate(270)/a.jpg"),
+        (
+            "filters:rotate(450):rotate(360):rotate(180)/a.jpg",
+            "filters:rotate(90):rotate(180)/a.jpg",
+        ),
+        (
+            "filters:round_corner(20,255,255,255)/a.jpg",
+            "filters:round_corner(20,255,255,255)/a.jpg",
+        ),
+        (
+            "filters:round_corner(20|10,0,0,0,1)/a.jpg",
+            "filters:round_corner(20|10,0,0,0,true)/a.jpg",
+        ),
+        (
+            "filters:round_corner(20%7C20,1,2,3,false)/a.jpg",
+            "filters:round_corner(20,1,2,3)/a.jpg",
+        ),
+        (
+            "filters:grayscale():max_age(60):blur(2):quality(80):format(jpg):grayscale/a.jpg",
+            "filters:quality(80):format(jpeg):max_age(60):grayscale():blur(2):grayscale()/a.jpg",
+        ),
+        // Forgiving filter syntax.
+        ("filters:quality(80):/a.jpg", "filters:quality(80)/a.jpg"),
+        ("filters:/a.jpg", "a.jpg"),
+        (
+            "filters:quality(%2080%20)::grayscale/a.jpg",
+            "filters:quality(80):grayscale()/a.jpg",
+        ),
+        ("filters%3Aquality(80)/a.jpg", "filters:quality(80)/a.jpg"),
+        // Keys.
+        ("a/b/c.jpg", "a/b/c.jpg"),
+        ("a%20b.jpg", "a%20b.jpg"),
+        ("a b.jpg", "a%20b.jpg"),
+        ("%61.jpg", "a.jpg"),
+        ("caf%C3%A9.jpg", "caf%C3%A9.jpg"),
+        ("café/写真.jpg", "caf%C3%A9/%E5%86%99%E7%9C%9F.jpg"),
+        ("a%2Fb.jpg", "a/b.jpg"),
+        ("a%3Fb%23c.jpg", "a%3Fb%23c.jpg"),
+        ("100%25.jpg", "100%25.jpg"),
+        ("a+b(1):c=d.jpg", "a+b(1):c=d.jpg"),
+        ("2024/05/a.jpg", "2024/05/a.jpg"),
+        (
+            "uuid-like-key-without-extension",
+            "uuid-like-key-without-extension",
+        ),
+        ("x.jpg", "x.jpg"),
+        ("2x.png", "2x.png"),
+        ("100x100.jpg", "100x100.jpg"),
+        ("300x200/100x100.jpg", "300x200/100x100.jpg"),
+        ("3xl/shirt.jpg", "3xl/shirt.jpg"),
+        ("linux/box.png", "linux/box.png"),
+        ("12:30/a.jpg", "12:30/a.jpg"),
+        ("photos/smart/a.jpg", "photos/smart/a.jpg"),
+        (
+            "300x200/photos/300x200/a.jpg",
+            "300x200/photos/300x200/a.jpg",
+        ),
+        ("x/unsafe.jpg", "unsafe.jpg"),
+        // Keys that read as options stay keys through an escaped first character.
+        ("%73mart/a.jpg", "%73mart/a.jpg"),
+        ("%33%30%30x200/a.jpg", "%3300x200/a.jpg"),
+        ("%75nsafe/a.jpg", "%75nsafe/a.jpg"),
+        ("meta/%6Deta/a.jpg", "meta/%6Deta/a.jpg"),
+        ("%2Dx-/a.jpg", "%2Dx-/a.jpg"),
+        ("%66ilters:x/a.jpg", "%66ilters:x/a.jpg"),
+        (
+            "%41AAAAAAAAAAAAAAAAAAAAAAAAAA=/a.jpg",
+            "%41AAAAAAAAAAAAAAAAAAAAAAAAAA=/a.jpg",
+        ),
+    ];
+
+    const REJECTED: &[(&str, &str)] = &[
+        // Missing key.
+        ("", "error:  => file key is missing"),
+        ("/", "error:  => file key is missing"),
+        ("unsafe", "error:  => file key is missing"),
+        ("unsafe/", "error:  => file key is missing"),
+        ("300x200", "error: 300x200 => file key is missing"),
+        ("fit-in/300x200/", "error:  => file key is missing"),
+        ("300x200/smart", "error: smart => file key is missing"),
+        // Options out of order or repeated.
+        (
+            "smart/300x200/k.jpg",
+            "error: 300x200 => the size (WxH) must come before `smart` (smart); options go in this order: [SIGNATURE|unsafe/][meta/]",
+        ),
+        (
+            "300x200/fit-in/k.jpg",
+            "error: fit-in => fit-in mode must come before `300x200` (size (WxH))",
+        ),
+        (
+            "middle/center/k.jpg",
+            "error: center => options go in this order",
+        ),
+        (
+            "top/left/k.jpg",
+            "error: left => must come before `top` (vertical alignment",
+        ),
+        (
+            "300x200/300x200/k.jpg",
+            "error: 300x200 => size (WxH) is given twice",
+        ),
+        (
+            "filters:quality(80)/smart/k.jpg",
+            "error: smart => must come before `filters:quality(80)` (filters)",
+        ),
+        (
+            "fit-in/meta/k.jpg",
+            "error: meta => meta must come before `fit-in`",
+        ),
+        (
+            "300x200/trim/k.jpg",
+            "error: trim => trim must come before `300x200`",
+        ),
+        (
+            "10x10:20x20/trim:5/k.jpg",
+            "error: trim:5 => must come before `10x10:20x20` (crop (AxB:CxD))",
+        ),
+        ("meta/meta/k.jpg", "error: meta => given twice"),
+        (
+            "fit-in/unsafe/k.jpg",
+            "error: unsafe => must be the first segment",
+        ),
+        // Sizes.
+        ("300X200/k.jpg", "error: 300X200 => lowercase `x`"),
+        (
+            "300x200px/k.jpg",
+            "error: 300x200px => height must be a whole number of pixels",
+        ),
+        (
+            "1.5x2/k.jpg",
+            "error: 1.5x2 => width must be a whole number of pixels",
+        ),
+        (
+            "200000x1/k.jpg",
+            "error: 200000x1 => width 200000 is too large; at most 100000",
+        ),
+        (
+            "1x99999999999999999999/k.jpg",
+            "error: 1x99999999999999999999 => height 99999999999999999999 is too large",
+        ),
+        ("autox100/k.jpg", "error: autox100 => got `auto`"),
+        ("ORIGx100/k.jpg", "error: ORIGx100 => width must be"),
+        // Crops.
+        (
+            "10x10:5x20/k.jpg",
+            "error: 10x10:5x20 => right edge 5 must be greater than left edge 10",
+        ),
+        (
+            "10x10:20x10/k.jpg",
+            "error: 10x10:20x10 => bottom edge 10 must be greater than top edge 10",
+        ),
+        ("10x10:20/k.jpg", "error: 10x10:20 => crop must be AxB:CxD"),
+        (
+            "-10x10:20x20/k.jpg",
+            "error: -10x10:20x20 => crop must be AxB:CxD",
+        ),
+        (
+            "10x10:200000x20/k.jpg",
+            "error: 10x10:200000x20 => 0..=100000",
+        ),
+        // Trim.
+        (
+            "trim:left/k.jpg",
+            "error: trim:left => the tolerance must be an integer 0..=442, got `left`",
+        ),
+        (
+            "trim:500/k.jpg",
+            "error: trim:500 => trim[:top-left|:bottom-right][:TOLERANCE]",
+        ),
+        (
+            "trim:top-left:5:6/k.jpg",
+            "error: trim:top-left:5:6 => unexpected `:6`",
+        ),
+        ("trim:/k.jpg", "error: trim: => got ``"),
+        // Filters segment.
+        (
+            "filter:quality(80)/k.jpg",
+            "error: filter:quality(80) => `filters:` (lowercase, plural)",
+        ),
+        (
+            "Filters:quality(80)/k.jpg",
+            "error: Filters:quality(80) => `filters:`",
+        ),
+        (
+            "filters:quality(80/k.jpg",
+            "error: quality(80 => missing its closing `)`",
+        ),
+        (
+            "filters:quality(80)x/k.jpg",
+            "error: quality(80)x => expected `:` between filters",
+        ),
+        (
+            "filters:(80)/k.jpg",
+            "error: (80) => filter name is missing",
+        ),
+        (
+            "filters:Quality(80)/k.jpg",
+            "error: Quality(80) => filter names are lowercase: write `quality`",
+        ),
+        (
+            "filters:watermark(a.png,0,0,0)/k.jpg",
+            "error: watermark(a.png,0,0,0) => unknown filter `watermark`; known filters: quality",
+        ),
+        (
+            "filters:fill(%ZZ)/k.jpg",
+            "error: filters:fill(%ZZ) => does not start an escape",
+        ),
+        (
+            "filters:fill(%FF)/k.jpg",
+            "error: filters:fill(%FF) => not valid UTF-8",
+        ),
+        // Filter arguments.
+        (
+            "filters:quality(150)/k.jpg",
+            "error: quality(150) => quality must be an integer 1..=100, got `150`",
+        ),
+        ("filters:quality(0)/k.jpg", "error: quality(0) => 1..=100"),
+        (
+            "filters:quality(8.5)/k.jpg",
+            "error: quality(8.5) => got `8.5`",
+        ),
+        (
+            "filters:quality()/k.jpg",
+            "error: quality() => `quality` takes quality(1..=100), got 0 arguments",
+        ),
+        (
+            "filters:quality/k.jpg",
+            "error: quality => takes quality(1..=100)",
+        ),
+        (
+            "filters:quality(1,2)/k.jpg",
+            "error: quality(1,2) => got 2 arguments",
+        ),
+        (
+            "filters:format(bmp)/k.jpg",
+            "error: format(bmp) => format must be one of jpeg, jpg, png, webp, avif, gif",
+        ),
+        (
+            "filters:blur(151)/k.jpg",
+            "error: blur(151) => blur radius must be an integer 0..=150",
+        ),
+        (
+            "filters:blur(5,-1)/k.jpg",
+            "error: blur(5,-1) => blur sigma must be a number 0..=150",
+        ),
+        ("filters:blur()/k.jpg", "error: blur() => takes blur(radius"),
+        (
+            "filters:blur(1,2,3)/k.jpg",
+            "error: blur(1,2,3) => got 3 arguments",
+        ),
+        (
+            "filters:sharpen(1,1)/k.jpg",
+            "error: sharpen(1,1) => `sharpen` takes sharpen(amount",
+        ),
+        (
+            "filters:sharpen(11,1,true)/k.jpg",
+            "error: sharpen(11,1,true) => sharpen amount must be a number 0..=10",
+        ),
+        (
+            "filters:sharpen(1,1,yes)/k.jpg",
+            "error: sharpen(1,1,yes) => luminance_only must be true, false, 1 or 0",
+        ),
+        (
+            "filters:sharpen(1.0001,1,1)/k.jpg",
+            "error: sharpen(1.0001,1,1) => at most 3 decimals",
+        ),
+        (
+            "filters:grayscale(1)/k.jpg",
+            "error: grayscale(1) => takes grayscale()",
+        ),
+        (
+            "filters:brightness(101)/k.jpg",
+            "error: brightness(101) => brightness must be an integer -100..=100",
+        ),
+        (
+            "filters:contrast(-101)/k.jpg",
+            "error: contrast(-101) => contrast must be an integer -100..=100",
+        ),
+        (
+            "filters:rotate(45)/k.jpg",
+            "error: rotate(45) => multiple of 90",
+        ),
+        (
+            "filters:fill(notacolor)/k.jpg",
+            "error: fill(notacolor) => fill must be a colour",
+        ),
+        (
+            "filters:fill(ffff)/k.jpg",
+            "error: fill(ffff) => `auto` or `blur`",
+        ),
+        (
+            "filters:background_color(gg0000)/k.jpg",
+            "error: background_color(gg0000) => must be a colour",
+        ),
+        ("filters:max_bytes(0)/k.jpg", "error: max_bytes(0) => >= 1"),
+        (
+            "filters:max_bytes(+5)/k.jpg",
+            "error: max_bytes(+5) => whole number of bytes",
+        ),
+        (
+            "filters:proportion(0)/k.jpg",
+            "error: proportion(0) => 0 < p <= 1",
+        ),
+        (
+            "filters:proportion(1.5)/k.jpg",
+            "error: proportion(1.5) => 0 < p <= 1",
+        ),
+        (
+            "filters:proportion(0.0005)/k.jpg",
+            "error: proportion(0.0005) => at most 3 decimals",
+        ),
+        (
+            "filters:focal(10x10:5x5)/k.jpg",
+            "error: focal(10x10:5x5) => focal right edge 5 must be greater",
+        ),
+        (
+            "filters:focal(abc)/k.jpg",
+            "error: focal(abc) => focal must be AxB:CxD",
+        ),
+        (
+            "filters:round_corner(20,255,255)/k.jpg",
+            "error: round_corner(20,255,255) => takes round_corner(a[|b],r,g,b[,transparent])",
+        ),
+        (
+            "filters:round_corner(20,256,0,0)/k.jpg",
+            "error: round_corner(20,256,0,0) => red must be an integer 0..=255",
+        ),
+        (
+            "filters:round_corner(x|5,0,0,0)/k.jpg",
+            "error: round_corner(x|5,0,0,0) => radius a must be an integer",
+        ),
+        (
+            "filters:round_corner(5,0,0,0,maybe)/k.jpg",
+            "error: round_corner(5,0,0,0,maybe) => transparent must be true",
+        ),
+        (
+            "filters:max_age(-1)/k.jpg",
+            "error: max_age(-1) => max_age must be an integer 0..=4294967295",
+        ),
+        (
+            "filters:max_age(99999999999)/k.jpg",
+            "error: max_age(99999999999) => 0..=4294967295",
+        ),
+        // Keys.
+        (
+            "../etc/passwd",
+            "error: ../etc/passwd => has a `..` segment",
+        ),
+        ("a/../b.jpg", "error: a/../b.jpg => `..` segment"),
+        ("300x200/../a.jpg", "error: ../a.jpg => `..` segment"),
+        (
+            "%2e%2e/etc/passwd",
+            "error: %2e%2e/etc/passwd => `..` segment",
+        ),
+        ("a%2F..%2Fb", "error: a%2F..%2Fb => `..` segment"),
+        ("a/%2E/b.jpg", "error: a/%2E/b.jpg => `.` segment"),
+        ("//etc/passwd", "error: /etc/passwd => must be relative"),
+        (
+            "unsafe//etc/passwd",
+            "error: /etc/passwd => must be relative",
+        ),
+        ("%2Fetc/passwd", "error: %2Fetc/passwd => must be relative"),
+        ("a//b.jpg", "error: a//b.jpg => empty segment"),
+        ("a%2F%2Fb.jpg", "error: a%2F%2Fb.jpg => empty segment"),
+        ("a/b/", "error: a/b/ => empty segment"),
+        ("a%00.jpg", "error: a%00.jpg => control character U+0000"),
+        ("a%7F.jpg", "error: a%7F.jpg => control character U+007F"),
+        ("a%0Ab.jpg", "error: a%0Ab.jpg => control character U+000A"),
+        (
+            "a%C2%85.jpg",
+            "error: a%C2%85.jpg => control character U+0085",
+        ),
+        ("a\\b.jpg", "error: a\\b.jpg => backslash"),
+        ("a%5Cb.jpg", "error: a%5Cb.jpg => backslash"),
+        ("%FF.jpg", "error: %FF.jpg => not valid UTF-8"),
+        (
+            "a%2.jpg",
+            "error: a%2.jpg => does not start an escape like `%20`",
+        ),
+        ("a%zz.jpg", "error: a%zz.jpg => write `%` as `%25`"),
+    ];
+
+    #[test]
+    fn accepted_urls() {
+        for (input, expected) in ACCEPTED {
+            check(input, expected);
+        }
+    }
+
+    #[test]
+    fn rejected_urls() {
+        for (input, expected) in REJECTED {
+            check(input, expected);
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long_key = "a".repeat(MAX_KEY_BYTES + 1);
+        let err = parse(&long_key).unwrap_err();
+        assert!(err.reason.contains("1025 bytes; at most 1024"), "{err}");
+        assert!(
+            err.segment.ends_with('…') && err.segment.len() < 200,
+            "{err}"
+        );
+        assert!(parse(&"a".repeat(MAX_KEY_BYTES)).is_ok());
+
+        let err = parse(&"a/".repeat(MAX_PATH_BYTES)).unwrap_err();
+        assert!(err.reason.contains("at most 8192"), "{err}");
+
+        let many = vec!["grayscale()"; MAX_FILTERS + 1].join(":");
+        let err = parse(&format!("filters:{many}/k.jpg")).unwrap_err();
+        assert!(err.reason.contains("too many filters; at most 32"), "{err}");
+        let enough = vec!["grayscale()"; MAX_FILTERS].join(":");
+        assert!(parse(&format!("filters:{enough}/k.jpg")).is_ok());
+
+        let long = format!("filters:quality(80{})/k.jpg", "%20".repeat(700));
+        let err = parse(&long).unwrap_err();
+        assert!(err.reason.contains("at most 2048"), "{err}");
+    }
+
+    #[test]
+    fn signature_and_signed_path() {
+        let sig = "PHEMMIzCmPT6v5U_pUQs20_og0A=";
+        let cases = [
+            ("/a%20b.jpg", Signature::None, "a%20b.jpg"),
+            (
+                "unsafe/fit-in/x/a%20b.jpg",
+                Signature::Unsafe,
+                "fit-in/x/a%20b.jpg",
+            ),
+            (
+                "/PHEMMIzCmPT6v5U_pUQs20_og0A=/300x200/smart/thumbor.globo.com/img/logo.png",
+                Signature::Hmac(sig.into()),
+                "300x200/smart/thumbor.globo.com/img/logo.png",
+            ),
+            // Wrong shape (no padding): not a signature, so it is the start of the key.
+            (
+                "PHEMMIzCmPT6v5U_pUQs20_og0A/a.jpg",
+                Signature::None,
+                "PHEMMIzCmPT6v5U_pUQs20_og0A/a.jpg",
+            ),
+        ];
+        for (input, signature, signed_path) in cases {
+            let parsed = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(parsed.signature, signature, "{input}");
+            assert_eq!(parsed.signed_path, signed_path, "{input}");
+        }
+    }
+
+    #[test]
+    fn typed_fields() {
+        let p = parse("meta/trim:bottom-right:7/fit-in/-300x-orig/left/bottom/smart/a/b.jpg")
+            .expect("valid");
+        let expected = Recipe {
+            trim: Some(Trim {
+                corner: TrimCorner::BottomRight,
+                tolerance: 7,
+            }),
+            fit: Fit::FitIn,
+            width: Dim::Px(300),
+            height: Dim::Orig,
+            flip_h: true,
+            flip_v: true,
+            halign: HAlign::Left,
+            valign: VAlign::Bottom,
+            smart: true,
+            ..Recipe::default()
+        };
+        assert_eq!(p.recipe, expected);
+        assert!(p.meta);
+        assert_eq!(p.key.as_str(), "a/b.jpg");
+
+        let p =
+            parse("filters:fill(red):round_corner(4|2,1,2,3,1):sharpen(1.5,2,0)/k").expect("valid");
+        let filters = Filters {
+            fill: Some(Fill::Color(Color {
+                r: 255,
+                g: 0,
+                b: 0,
+                a: 255,
+            })),
+            pixel: vec![
+                PixelFilter::RoundCorner {
+                    rx: 4,
+                    ry: 2,
+                    color: Color {
+                        r: 1,
+                        g: 2,
+                        b: 3,
+                        a: 255,
+                    },
+                    transparent: true,
+                },
+                PixelFilter::Sharpen {
+                    amount: Milli(1500),
+                    radius: Milli(2000),
+                    luminance_only: false,
+                },
+            ],
+            ..Filters::default()
+        };
+        assert_eq!(p.recipe.filters, filters);
+        assert_eq!(p.recipe.crop, None);
+        let p = parse("1x2:3x4/k").expect("valid");
+        assert_eq!(
+            p.recipe.crop,
+            Some(Rect {
+                left: 1,
+                top: 2,
+                right: 3,
+                bottom: 4
+            })
+        );
+    }
+
+    #[test]
+    fn equivalent_urls_parse_equal() {
+        let groups: &[&[&str]] = &[
+            &[
+                "a.jpg",
+                "/unsafe/a.jpg",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAA=/0x0/center/middle/filters:rotate(0)/%61.jpg",
+                "x/center/a.jpg",
+            ],
+            &[
+                "300x200/filters:format(jpg):fill(%23FFF)/caf%C3%A9.jpg",
+                "300x0200/middle/filters:fill(white):format(JPEG)/café.jpg",
+                "0300x200/center/filters:fill(ffffff):format(png):format(jpeg)/caf%c3%a9.jpg",
+            ],
+            &[
+                "filters:quality(90):blur(3,3)/k",
+                "filters:blur(3):quality(50):quality(90)/k",
+                "filters:quality(90):blur(3,3.0):rotate(0)/k",
+            ],
+        ];
+        for group in groups {
+            let printed: Vec<String> = group
+                .iter()
+                .map(|input| parse(input).unwrap_or_else(|e| panic!("{input}: {e}")))
+                .map(|p| canonical(&p.recipe, p.meta, &p.key))
+                .collect();
+            assert!(
+                printed.windows(2).all(|w| w[0] == w[1]),
+                "{group:?} → {printed:?}"
+            );
+        }
+        // Near misses stay distinct.
+        let distinct = [
+            "a.jpg",
+            "trim/a.jpg",
+            "trim:1/a.jpg",
+            "x200/a.jpg",
+            "-x/a.jpg",
+            "A.jpg",
+        ];
+        let printed: std::collections::HashSet<String> = distinct
+            .iter()
+            .map(|input| parse(input).expect("valid"))
+            .map(|p| canonical(&p.recipe, p.meta, &p.key))
+            .collect();
+        assert_eq!(printed.len(), distinct.len());
+    }
+
+    #[test]
+    fn object_key_parse() {
+        for ok in ["a.jpg", "a/b/c d.jpg", "写真/猫.png", "a%20b", "x"] {
+            let key = ObjectKey::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(key.as_str(), ok);
+            assert_eq!(key.to_string(), ok);
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "..", "a/./b", "a\u{0}b", "a\\b", "a\u{7f}",
+        ] {
+            let err = ObjectKey::parse(bad).expect_err(bad);
+            assert_eq!(err.segment, bad);
+        }
+    }
+
+    #[test]
+    fn error_display() {
+        let err = parse("filters:quality(150)/k.jpg").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "segment `quality(150)`: quality must be an integer 1..=100, got `150`"
+        );
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Properties.
+    // ------------------------------------------------------------------------------------
+
+    fn arb_dim() -> impl Strategy<Value = Dim> {
+        prop_oneof![
+            Just(Dim::Auto),
+            Just(Dim::Orig),
+            (1..=MAX_PIXELS).prop_map(Dim::Px)
+        ]
+    }
+
+    fn arb_rect() -> impl Strategy<Value = Rect> {
+        (0..MAX_PIXELS, 0..MAX_PIXELS)
+            .prop_flat_map(|(left, top)| {
+                (
+                    Just(left),
+                    Just(top),
+                    left + 1..=MAX_PIXELS,
+                    top + 1..=MAX_PIXELS,
+                )
+            })
+            .prop_map(|(left, top, right, bottom)| Rect {
+                left,
+                top,
+                right,
+                bottom,
+            })
+    }
+
+    fn arb_color() -> impl Strategy<Value = Color> {
+        any::<[u8; 4]>().prop_map(|[r, g, b, a]| Color { r, g, b, a })
+    }
+
+    fn arb_pixel_filter() -> impl Strategy<Value = PixelFilter> {
+        let blur = (0..=150u32, proptest::option::of(0..=150_000i32)).prop_map(|(radius, s)| {
+            let sigma = s
+                .filter(|s| i64::from(*s) != i64::from(radius) * 1000)
+                .map(Milli);
+            PixelFilter::Blur { radius, sigma }
+        });
+        let sharpen =
+            (0..=10_000, 0..=10_000, any::<bool>()).prop_map(|(a, r, l)| PixelFilter::Sharpen {
+                amount: Milli(a),
+                radius: Milli(r),
+                luminance_only: l,
+            });
+        let corner = (
+            0..=MAX_PIXELS,
+            0..=MAX_PIXELS,
+            any::<[u8; 3]>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(rx, ry, [r, g, b], transparent)| PixelFilter::RoundCorner {
+                    rx,
+                    ry,
+                    color: Color { r, g, b, a: 255 },
+                    transparent,
+                },
+            );
+        prop_oneof![
+            blur,
+            sharpen,
+            Just(PixelFilter::Grayscale),
+            (-100..=100i8).prop_map(PixelFilter::Brightness),
+            (-100..=100i8).prop_map(PixelFilter::Contrast),
+            prop_oneof![
+                Just(Rotation::R90),
+                Just(Rotation::R180),
+                Just(Rotation::R270)
+            ]
+            .prop_map(PixelFilter::Rotate),
+            corner,
+        ]
+    }
+
+    fn arb_filters() -> impl Strategy<Value = Filters> {
+        let format = prop_oneof![
+            Just(Format::Jpeg),
+            Just(Format::Png),
+            Just(Format::Webp),
+            Just(Format::Avif),
+            Just(Format::Gif)
+        ];
+        let fill = prop_oneof![
+            arb_color().prop_map(Fill::Color),
+            Just(Fill::Transparent),
+            Just(Fill::Auto),
+            Just(Fill::Blur)
+        ];
+        let upscale = prop_oneof![
+            Just(Upscale::Default),
+            Just(Upscale::Never),
+            Just(Upscale::Allow)
+        ];
+        let settings = (
+            proptest::option::of(1..=100u8),
+            proptest::option::of(format),
+            proptest::option::of(fill),
+            proptest::option::of(arb_color()),
+            upscale,
+            any::<(bool, bool)>(),
+        );
+        let more = (
+            proptest::option::of(1..=u64::MAX),
+            proptest::option::of((1..=1000).prop_map(Milli)),
+            proptest::option::of(arb_rect()),
+            proptest::option::of(any::<u32>()),
+            proptest::collection::vec(arb_pixel_filter(), 0..8),
+        );
+        (settings, more).prop_map(
+            |(
+                (quality, format, fill, background, upscale, (strip_exif, strip_icc)),
+                (max_bytes, proportion, focal, max_age, pixel),
+            )| Filters {
+                quality,
+                format,
+                fill,
+                background,
+                upscale,
+                strip_exif,
+                strip_icc,
+                max_bytes,
+                proportion,
+                focal,
+                max_age,
+                pixel,
+            },
+        )
+    }
+
+    fn arb_recipe() -> impl Strategy<Value = Recipe> {
+        let corner = prop_oneof![Just(TrimCorner::TopLeft), Just(TrimCorner::BottomRight)];
+        let trim = (corner, 0..=MAX_TRIM_TOLERANCE)
+            .prop_map(|(corner, tolerance)| Trim { corner, tolerance });
+        let fit = prop_oneof![
+            Just(Fit::Crop),
+            Just(Fit::FitIn),
+            Just(Fit::FullFitIn),
+            Just(Fit::AdaptiveFitIn),
+            Just(Fit::AdaptiveFullFitIn)
+        ];
+        let halign = prop_oneof![
+            Just(HAlign::Left),
+            Just(HAlign::Center),
+            Just(HAlign::Right)
+        ];
+        let valign = prop_oneof![
+            Just(VAlign::Top),
+            Just(VAlign::Middle),
+            Just(VAlign::Bottom)
+        ];
+        let geometry = (
+            proptest::option::of(trim),
+            proptest::option::of(arb_rect()),
+            fit,
+            (arb_dim(), arb_dim()),
+            any::<(bool, bool)>(),
+        );
+        let placement = (halign, valign, any::<bool>(), arb_filters());
+        (geometry, placement).prop_map(
+            |(
+                (trim, crop, fit, (width, height), (flip_h, flip_v)),
+                (halign, valign, smart, filters),
+            )| {
+                Recipe {
+                    trim,
+                    crop,
+                    fit,
+                    width,
+                    height,
+                    flip_h,
+                    flip_v,
+                    halign,
+                    valign,
+                    smart,
+                    filters,
+                }
+            },
+        )
+    }
+
+    /// Segments that read as options, to exercise canonical's escaping of the key.
+    const TRICKY_SEGMENTS: &[&str] = &[
+        "300x200",
+        "smart",
+        "unsafe",
+        "meta",
+        "fit-in",
+        "left",
+        "bottom",
+        "trim",
+        "trim:5",
+        "filters:quality(5)",
+        "filter:x",
+        "-x-",
+        "x",
+        "2x",
+        "1.5x2",
+        "10x10:20x20",
+        "12:30",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "2x.png",
+        "3xl",
+        "%41",
+        "%",
+        "a b",
+        "?q",
+        "#f",
+        "写真",
+    ];
+
+    fn arb_key() -> impl Strategy<Value = ObjectKey> {
+        let segment = prop_oneof![
+            "[a-zA-Z0-9 ._%#?:()@+=,;~!$&'*\\[\\]<>{}|^`\"-]{1,12}",
+            "\\PC{1,6}",
+            proptest::sample::select(TRICKY_SEGMENTS).prop_map(String::from),
+        ];
+        proptest::collection::vec(segment, 1..5).prop_filter_map("valid key", |segments| {
+            ObjectKey::parse(&segments.join("/")).ok()
+        })
+    }
+
+    /// Fragments of URLs, valid and not, glued together by the never-panics property.
+    const FRAGMENTS: &[&str] = &[
+        "unsafe",
+        "meta",
+        "trim",
+        "trim:",
+        "trim:bottom-right:",
+        "fit-in",
+        "adaptive-fit-in",
+        "x",
+        "-",
+        "0",
+        "100000",
+        "999999999999",
+        "orig",
+        ":",
+        "x:",
+        "left",
+        "top",
+        "smart",
+        "filters:",
+        "quality(",
+        ")",
+        "(",
+        ",",
+        "|",
+        "blur",
+        "round_corner",
+        "rotate(-",
+        "%",
+        "%2",
+        "%2F",
+        "%00",
+        "%C3",
+        "%E5%86",
+        "..",
+        ".",
+        "/",
+        "//",
+        "\\",
+        "é",
+        "fill(#",
+        "a.jpg",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn canonical_round_trips(recipe in arb_recipe(), meta in any::<bool>(), key in arb_key()) {
+            let printed = canonical(&recipe, meta, &key);
+            let parsed = parse(&printed).map_err(|e| TestCaseError::fail(format!("{printed}: {e}")))?;
+            prop_assert_eq!(&parsed.recipe, &recipe, "{}", printed);
+            prop_assert_eq!(parsed.meta, meta);
+            prop_assert_eq!(&parsed.key, &key);
+            prop_assert_eq!(parsed.signature, Signature::None);
+            prop_assert_eq!(canonical(&parsed.recipe, parsed.meta, &parsed.key), printed);
+        }
+
+        #[test]
+        fn parse_never_panics_on_strings(input in "\\PC{0,64}|.{0,64}") {
+            let _ = parse(&input);
+        }
+
+        #[test]
+        fn parse_never_panics_on_encoded_bytes(
+            prefix in "[a-z:/()0-9x-]{0,20}",
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let encoded = percent_encoding::percent_encode(&bytes, percent_encoding::NON_ALPHANUMERIC);
+            let _ = parse(&format!("{prefix}{encoded}"));
+            let _ = parse(&format!("{prefix}{}", String::from_utf8_lossy(&bytes)));
+        }
+
+        /// Whatever parses, its canonical print parses to the same value.
+        #[test]
+        fn accepted_input_is_stable(pieces in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..12)) {
+            let input = pieces.concat();
+            if let Ok(p) = parse(&input) {
+                let printed = canonical(&p.recipe, p.meta, &p.key);
+                let again = parse(&printed).map_err(|e| TestCaseError::fail(format!("{input} → {printed}: {e}")))?;
+                prop_assert_eq!(again.recipe, p.recipe);
+                prop_assert_eq!(again.meta, p.meta);
+                prop_assert_eq!(again.key, p.key);
+            }
+        }
+    }
+}

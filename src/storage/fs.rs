@@ -170,7 +170,10 @@ mod tests {
             .unwrap();
         assert!(matches!(
             fs.get(&key("x.bin"), 99).await,
-            Err(StorageError::TooLarge { size: 100, limit: 99 })
+            Err(StorageError::TooLarge {
+                size: 100,
+                limit: 99
+            })
         ));
         assert!(matches!(
             fs.get(&key("nope.jpg"), 10).await,
@@ -180,7 +183,10 @@ mod tests {
         fs.put(&key("d/inner.bin"), Bytes::from_static(b"1"))
             .await
             .unwrap();
-        assert!(matches!(fs.get(&key("d"), 10).await, Err(StorageError::NotFound)));
+        assert!(matches!(
+            fs.get(&key("d"), 10).await,
+            Err(StorageError::NotFound)
+        ));
     }
 
     #[test]

@@ -20,29 +20,53 @@ async fn import_registers_a_tree_and_is_idempotent() {
     let data = tempfile::tempdir().unwrap();
     let tree = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tree.path().join("2024/summer")).unwrap();
-    std::fs::copy(fixture_path("landscape.jpg"), tree.path().join("2024/summer/beach.jpg")).unwrap();
+    std::fs::copy(
+        fixture_path("landscape.jpg"),
+        tree.path().join("2024/summer/beach.jpg"),
+    )
+    .unwrap();
     std::fs::copy(fixture_path("alpha.png"), tree.path().join("logo.png")).unwrap();
-    std::fs::copy(fixture_path("not_an_image.txt"), tree.path().join("notes.txt")).unwrap();
+    std::fs::copy(
+        fixture_path("not_an_image.txt"),
+        tree.path().join("notes.txt"),
+    )
+    .unwrap();
 
     let run = |visibility: &str| {
         let out = imgedge()
             .arg("import")
             .arg(tree.path())
-            .args(["--visibility", visibility, "--prefix", "legacy/", "--data-dir"])
+            .args([
+                "--visibility",
+                visibility,
+                "--prefix",
+                "legacy/",
+                "--data-dir",
+            ])
             .arg(data.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
     let (stdout, stderr) = run("public");
-    assert!(stdout.contains("imported 2 new, 0 refreshed, 0 unchanged, 1 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("imported 2 new, 0 refreshed, 0 unchanged, 1 skipped"),
+        "{stdout}"
+    );
     assert!(stderr.contains("notes.txt"), "{stderr}");
     let (stdout, _) = run("public");
-    assert!(stdout.contains("imported 0 new, 0 refreshed, 2 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("imported 0 new, 0 refreshed, 2 unchanged"),
+        "{stdout}"
+    );
 
     let config = test_config(data.path());
     let s = TestServer::start_in(data, config).await;
@@ -72,14 +96,26 @@ fn import_defaults_to_private() {
 #[test]
 fn url_command_signs_when_a_key_is_configured() {
     let out = imgedge()
-        .args(["url", "fit-in/300x200/a.jpg", "--security-key", "MY_SECURE_KEY"])
+        .args([
+            "url",
+            "fit-in/300x200/a.jpg",
+            "--security-key",
+            "MY_SECURE_KEY",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(url.starts_with("http://127.0.0.1:8080/"), "{url}");
     assert!(url.ends_with("=/fit-in/300x200/a.jpg"), "{url}");
-    let out = imgedge().args(["url", "fit-in/300x200/a.jpg"]).output().unwrap();
+    let out = imgedge()
+        .args(["url", "fit-in/300x200/a.jpg"])
+        .output()
+        .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "http://127.0.0.1:8080/unsafe/fit-in/300x200/a.jpg"

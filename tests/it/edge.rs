@@ -62,7 +62,12 @@ async fn resize_modes_give_the_documented_dimensions() {
     ];
     for (path, (w, h)) in cases {
         let r = s.get(path).await;
-        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let img = r.image();
         assert_eq!(img.dimensions(), (*w, *h), "{path}");
         assert_eq!(r.format(), ImageFormat::Jpeg, "{path}");
@@ -101,7 +106,12 @@ async fn every_filter_renders() {
     for f in filters {
         let path = format!("/fit-in/200x200/filters:{f}/photos/landscape.jpg");
         let r = s.get(&path).await;
-        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         r.image();
     }
     s.stop().await;
@@ -136,27 +146,70 @@ async fn output_formats_follow_filter_then_accept_then_source() {
     s.add("photo.webp", "photo.webp", Visibility::Public).await;
     let chrome = "image/avif,image/webp,image/apng,*/*;q=0.8";
     let cases: &[(&str, &str, ImageFormat, bool)] = &[
-        ("/fit-in/100x100/photos/landscape.jpg", "*/*", ImageFormat::Jpeg, true),
-        ("/fit-in/100x100/photos/landscape.jpg", chrome, ImageFormat::WebP, true),
-        ("/fit-in/100x100/filters:format(png)/photos/landscape.jpg", chrome, ImageFormat::Png, false),
-        ("/fit-in/100x100/filters:format(jpg)/alpha.png", chrome, ImageFormat::Jpeg, false),
-        ("/fit-in/100x100/filters:format(gif)/photos/landscape.jpg", "*/*", ImageFormat::Gif, false),
-        ("/fit-in/100x100/filters:format(avif)/photos/landscape.jpg", "*/*", ImageFormat::Avif, false),
-        ("/fit-in/100x100/filters:format(webp)/alpha.png", "*/*", ImageFormat::WebP, false),
+        (
+            "/fit-in/100x100/photos/landscape.jpg",
+            "*/*",
+            ImageFormat::Jpeg,
+            true,
+        ),
+        (
+            "/fit-in/100x100/photos/landscape.jpg",
+            chrome,
+            ImageFormat::WebP,
+            true,
+        ),
+        (
+            "/fit-in/100x100/filters:format(png)/photos/landscape.jpg",
+            chrome,
+            ImageFormat::Png,
+            false,
+        ),
+        (
+            "/fit-in/100x100/filters:format(jpg)/alpha.png",
+            chrome,
+            ImageFormat::Jpeg,
+            false,
+        ),
+        (
+            "/fit-in/100x100/filters:format(gif)/photos/landscape.jpg",
+            "*/*",
+            ImageFormat::Gif,
+            false,
+        ),
+        (
+            "/fit-in/100x100/filters:format(avif)/photos/landscape.jpg",
+            "*/*",
+            ImageFormat::Avif,
+            false,
+        ),
+        (
+            "/fit-in/100x100/filters:format(webp)/alpha.png",
+            "*/*",
+            ImageFormat::WebP,
+            false,
+        ),
         ("/fit-in/100x100/alpha.png", "*/*", ImageFormat::Png, true),
         ("/fit-in/100x100/anim.gif", "*/*", ImageFormat::Gif, true),
         ("/fit-in/100x100/photo.webp", "*/*", ImageFormat::WebP, true),
     ];
     for (path, accept, format, vary) in cases {
         let r = s.get_with(path, &[("accept", accept)]).await;
-        assert_eq!(r.status, 200, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.format(), *format, "{path} with {accept}");
         assert_eq!(r.header("vary") == "Accept", *vary, "{path}");
         assert_eq!(r.header("content-type"), format.to_mime_type(), "{path}");
     }
     // AVIF is never chosen from Accept alone unless the operator enables it.
     let r = s
-        .get_with("/fit-in/100x100/photos/landscape.jpg", &[("accept", chrome)])
+        .get_with(
+            "/fit-in/100x100/photos/landscape.jpg",
+            &[("accept", chrome)],
+        )
         .await;
     assert_ne!(r.format(), ImageFormat::Avif);
     s.stop().await;
@@ -167,7 +220,10 @@ async fn auto_avif_when_enabled() {
     let s = TestServer::start_with(|c| c.auto_avif = true).await;
     s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
     let r = s
-        .get_with("/fit-in/64x64/a.jpg", &[("accept", "image/avif,image/webp")])
+        .get_with(
+            "/fit-in/64x64/a.jpg",
+            &[("accept", "image/avif,image/webp")],
+        )
         .await;
     assert_eq!(r.format(), ImageFormat::Avif);
     s.stop().await;
@@ -195,8 +251,14 @@ async fn cmyk_jpeg_keeps_its_colours() {
     let (w, h) = img.dimensions();
     let left = img.get_pixel(w / 4, h / 2);
     let right = img.get_pixel(3 * w / 4, h / 2);
-    assert!(left[0] > 150 && left[2] < 100, "left should be red, is {left:?}");
-    assert!(right[2] > 150 && right[0] < 100, "right should be blue, is {right:?}");
+    assert!(
+        left[0] > 150 && left[2] < 100,
+        "left should be red, is {left:?}"
+    );
+    assert!(
+        right[2] > 150 && right[0] < 100,
+        "right should be blue, is {right:?}"
+    );
     s.stop().await;
 }
 
@@ -204,13 +266,19 @@ async fn cmyk_jpeg_keeps_its_colours() {
 async fn alpha_is_flattened_on_the_background_for_jpeg() {
     let s = TestServer::start().await;
     s.add("alpha.png", "alpha.png", Visibility::Public).await;
-    let src = image::load_from_memory(&fixture("alpha.png")).unwrap().to_rgba8();
+    let src = image::load_from_memory(&fixture("alpha.png"))
+        .unwrap()
+        .to_rgba8();
     let (tx, ty) = src
         .enumerate_pixels()
         .find(|(_, _, p)| p[3] == 0)
         .map(|(x, y, _)| (x, y))
         .expect("alpha.png has a transparent pixel");
-    let white = s.get("/filters:format(jpeg)/alpha.png").await.image().to_rgb8();
+    let white = s
+        .get("/filters:format(jpeg)/alpha.png")
+        .await
+        .image()
+        .to_rgb8();
     let p = white.get_pixel(tx, ty);
     assert!(p.0.iter().all(|&c| c > 240), "expected white, got {p:?}");
     let red = s
@@ -219,7 +287,10 @@ async fn alpha_is_flattened_on_the_background_for_jpeg() {
         .image()
         .to_rgb8();
     let p = red.get_pixel(tx, ty);
-    assert!(p[0] > 230 && p[1] < 30 && p[2] < 30, "expected red, got {p:?}");
+    assert!(
+        p[0] > 230 && p[1] < 30 && p[2] < 30,
+        "expected red, got {p:?}"
+    );
     // PNG keeps the alpha channel.
     let png = s.get("/alpha.png").await.image();
     assert!(png.color().has_alpha());
@@ -339,9 +410,18 @@ async fn signatures_are_checked() {
 async fn malformed_urls_are_400_naming_the_segment() {
     let s = server_with_landscape().await;
     let cases: &[(&str, &str)] = &[
-        ("/fit-in/300x200/filters:quality(150)/photos/landscape.jpg", "quality"),
-        ("/fit-in/300x200/filters:nosuch(1)/photos/landscape.jpg", "nosuch"),
-        ("/fit-in/300x200/filters:format(bmp)/photos/landscape.jpg", "bmp"),
+        (
+            "/fit-in/300x200/filters:quality(150)/photos/landscape.jpg",
+            "quality",
+        ),
+        (
+            "/fit-in/300x200/filters:nosuch(1)/photos/landscape.jpg",
+            "nosuch",
+        ),
+        (
+            "/fit-in/300x200/filters:format(bmp)/photos/landscape.jpg",
+            "bmp",
+        ),
         ("/../etc/passwd", ".."),
         ("/%2e%2e/etc/passwd", ".."),
         ("/fit-in/10x10/a//b.jpg", ""),
@@ -349,7 +429,12 @@ async fn malformed_urls_are_400_naming_the_segment() {
     ];
     for (path, needle) in cases {
         let r = s.get(path).await;
-        assert_eq!(r.status, 400, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            400,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let body = r.json();
         assert_eq!(body["error"]["code"], "url/invalid", "{path}");
         let text = body.to_string();
@@ -365,9 +450,12 @@ async fn malformed_urls_are_400_naming_the_segment() {
 #[tokio::test]
 async fn bad_sources_get_clean_client_errors() {
     let s = TestServer::start_with(|c| c.max_source_bytes = 200_000).await;
-    s.add("trunc.jpg", "truncated.jpg", Visibility::Public).await;
-    s.add("corrupt.png", "corrupt.png", Visibility::Public).await;
-    s.add("text.jpg", "not_an_image.txt", Visibility::Public).await;
+    s.add("trunc.jpg", "truncated.jpg", Visibility::Public)
+        .await;
+    s.add("corrupt.png", "corrupt.png", Visibility::Public)
+        .await;
+    s.add("text.jpg", "not_an_image.txt", Visibility::Public)
+        .await;
     s.add("bomb.png", "bomb.png", Visibility::Public).await;
     s.add_bytes("huge.jpg", vec![0xff; 300_000], Visibility::Public)
         .await;
@@ -380,7 +468,12 @@ async fn bad_sources_get_clean_client_errors() {
     ];
     for (path, status, code) in cases {
         let r = s.get(path).await;
-        assert_eq!(r.status, *status, "{path}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            *status,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert_eq!(r.json()["error"]["code"], *code, "{path}");
     }
     // The service is still healthy afterwards.

@@ -43,14 +43,18 @@ impl Resp {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Decodes the body as an image, asserting the format it claims.
     pub fn image(&self) -> image::DynamicImage {
-        assert_eq!(self.status, 200, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            200,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         image::load_from_memory(&self.body).expect("body decodes as an image")
     }
 
@@ -121,7 +125,11 @@ impl TestServer {
     pub async fn add_bytes(&self, key: &str, bytes: Vec<u8>, visibility: Visibility) {
         let key = ObjectKey::parse(key).unwrap();
         let size = bytes.len() as u64;
-        self.app.storage.put(&key, Bytes::from(bytes)).await.unwrap();
+        self.app
+            .storage
+            .put(&key, Bytes::from(bytes))
+            .await
+            .unwrap();
         self.app
             .db
             .insert_file(NewFile {
