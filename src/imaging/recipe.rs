@@ -156,8 +156,18 @@ pub struct Color {
 }
 
 impl Color {
-    pub const WHITE: Color = Color { r: 255, g: 255, b: 255, a: 255 };
-    pub const BLACK: Color = Color { r: 0, g: 0, b: 0, a: 255 };
+    pub const WHITE: Color = Color {
+        r: 255,
+        g: 255,
+        b: 255,
+        a: 255,
+    };
+    pub const BLACK: Color = Color {
+        r: 0,
+        g: 0,
+        b: 0,
+        a: 255,
+    };
 }
 
 /// What fills the area around a fitted image (`fill(...)`), making the output exactly WxH.
@@ -193,9 +203,16 @@ pub enum Rotation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFilter {
     /// `blur(radius[,sigma])`: Gaussian blur; radius 0..=150, sigma defaults to radius.
-    Blur { radius: u32, sigma: Option<Milli> },
+    Blur {
+        radius: u32,
+        sigma: Option<Milli>,
+    },
     /// `sharpen(amount,radius,luminance_only)`: unsharp mask; amount 0..=10, radius 0..=10.
-    Sharpen { amount: Milli, radius: Milli, luminance_only: bool },
+    Sharpen {
+        amount: Milli,
+        radius: Milli,
+        luminance_only: bool,
+    },
     Grayscale,
     /// -100..=100
     Brightness(i8),
@@ -205,7 +222,12 @@ pub enum PixelFilter {
     Rotate(Rotation),
     /// `round_corner(a[|b],r,g,b[,transparent])`: rounded corners with radii a (horizontal)
     /// and b (vertical, defaults to a), painted with the colour or left transparent.
-    RoundCorner { rx: u32, ry: u32, color: Color, transparent: bool },
+    RoundCorner {
+        rx: u32,
+        ry: u32,
+        color: Color,
+        transparent: bool,
+    },
 }
 
 /// Everything the `filters:` segment can say. Settings are last-one-wins; pixel filters keep
