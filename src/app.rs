@@ -61,13 +61,14 @@ impl App {
         };
         storage.check().await?;
         let url = config.database_url();
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if let Some(parent) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(parent).map_err(|source| StartError::StorageOpen {
-                    path: parent.to_owned(),
-                    source,
-                })?;
-            }
+        if let Some(parent) = url
+            .strip_prefix("sqlite://")
+            .and_then(|path| std::path::Path::new(path).parent())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StartError::StorageOpen {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
         let db = Db::open(&url)
             .await

@@ -10,7 +10,20 @@ use crate::imaging;
 use crate::storage::StorageError;
 
 /// The embedded samples: (key, bytes).
-const SAMPLES: &[(&str, &[u8])] = &[];
+const SAMPLES: &[(&str, &[u8])] = &[
+    (
+        "demo/bridge.jpg",
+        include_bytes!("../fixtures/demo/bridge.jpg"),
+    ),
+    (
+        "demo/seeding.jpg",
+        include_bytes!("../fixtures/demo/seeding.jpg"),
+    ),
+    (
+        "demo/sunset.jpg",
+        include_bytes!("../fixtures/demo/sunset.jpg"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {

@@ -131,10 +131,11 @@ async fn import_one(
         owner_type: OwnerType::Service,
     };
     let existing = app.db.find_by_key(&key).await?;
-    if let Some(rec) = &existing {
-        if rec.size == size && rec.visibility == options.visibility {
-            return Ok(Outcome::Unchanged);
-        }
+    if existing
+        .as_ref()
+        .is_some_and(|rec| rec.size == size && rec.visibility == options.visibility)
+    {
+        return Ok(Outcome::Unchanged);
     }
     let Storage::Fs(fs) = &app.storage;
     if let Err(e) = fs.adopt(&key, path) {

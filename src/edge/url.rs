@@ -845,7 +845,9 @@ fn parse_round_corner(args: &[&str]) -> Result<PixelFilter, String> {
         b: channel(3, "blue")?,
         a: 255,
     };
+    // Thumbor writes the flag as a boolean; the word itself is accepted too.
     let transparent = match args.get(4) {
+        Some(text) if text.trim().eq_ignore_ascii_case("transparent") => true,
         Some(text) => bool_arg(text, "round_corner transparent")?,
         None => false,
     };

@@ -1,40 +1,93 @@
-//! PLACEHOLDER until the imaging branch merges (API shape only).
-#![allow(dead_code, unused_variables)]
+//! Image processing: bytes + typed `Recipe` in, encoded bytes out.
+//!
+//! Everything here is synchronous and CPU-bound: no async, no HTTP, no global locks. The
+//! caller runs `render` on a blocking thread pool and maps `ImagingError` to a status code.
+//!
+//! Code map, in pipeline order:
+//! - `recipe`   the typed operations (the contract with `edge::url`).
+//! - `decode`   format sniffing, header-only `probe`, pixel limits, decoding, orientation, ICC.
+//! - `geometry` pure sizing math: source window, resize size, canvas, shrink-on-load factor.
+//! - `smart`    content-aware placement of the crop window.
+//! - `resize`   fast_image_resize with a crop box, premultiplied alpha.
+//! - `filters`  pixel filters, fill/canvas, trim, flattening.
+//! - `encode`   JPEG, PNG, WebP, AVIF, GIF encoders and the `max_bytes` search.
+//! - `render`   the orchestration, readable top to bottom.
+
+mod decode;
+mod encode;
+mod filters;
+mod geometry;
 pub mod recipe;
-pub use recipe::Format;
-use recipe::Recipe;
-use std::sync::atomic::AtomicBool;
+mod render;
+mod resize;
+mod smart;
+
 use std::time::Duration;
+
+pub use decode::{SourceFormat, SourceInfo, probe};
+pub use recipe::*;
+pub use render::{Job, describe, render};
+
+/// Resource bounds for one render, from the operator's configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Largest accepted `width * height` of a source, checked from the header.
     pub max_source_pixels: u64,
+    /// Largest accepted output width or height.
     pub max_output_side: u32,
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+
+impl Default for Limits {
+    /// 100 megapixels in, 8192 px per side out.
+    fn default() -> Self {
+        Limits {
+            max_source_pixels: 100_000_000,
+            max_output_side: 8192,
+        }
+    }
+}
+
+/// The output format the caller wants; `Auto` is resolved per source inside `render`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FormatChoice {
+    /// `format(...)` was given: always this format.
     Explicit(Format),
+    /// Negotiated from `Accept` (and the operator's AVIF switch).
     Auto { webp: bool, avif: bool },
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceFormat {
-    Jpeg,
-    Png,
-    Webp,
-    Gif,
+
+impl FormatChoice {
+    /// Picks the output format for a source (SPEC §1.2): the explicit choice; otherwise AVIF
+    /// when allowed, else WebP when allowed, else the source's own format. An animated GIF
+    /// always stays GIF under `Auto`, so negotiation never silently drops its animation.
+    pub fn resolve(&self, src: &SourceInfo) -> Format {
+        match *self {
+            FormatChoice::Explicit(format) => format,
+            FormatChoice::Auto { .. } if src.format == SourceFormat::Gif && src.animated => {
+                Format::Gif
+            }
+            FormatChoice::Auto { avif: true, .. } => Format::Avif,
+            FormatChoice::Auto { webp: true, .. } => Format::Webp,
+            FormatChoice::Auto { .. } => match src.format {
+                SourceFormat::Jpeg => Format::Jpeg,
+                SourceFormat::Png => Format::Png,
+                SourceFormat::Webp => Format::Webp,
+                SourceFormat::Gif => Format::Gif,
+            },
+        }
+    }
 }
+
+/// Wall-clock time spent in each stage of one render.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimings {
+    pub decode: Duration,
+    pub transform: Duration,
+    pub encode: Duration,
+}
+
+/// One encoded output image.
 #[derive(Debug, Clone)]
-pub struct SourceInfo {
-    pub format: SourceFormat,
-    pub width: u32,
-    pub height: u32,
-    pub orientation: u8,
-    pub has_alpha: bool,
-    pub animated: bool,
-    pub has_icc: bool,
-}
-pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
-    unimplemented!()
-}
 pub struct Encoded {
     pub bytes: Vec<u8>,
     pub format: Format,
@@ -42,37 +95,26 @@ pub struct Encoded {
     pub height: u32,
     pub timings: StageTimings,
 }
-pub struct StageTimings {
-    pub decode: Duration,
-    pub transform: Duration,
-    pub encode: Duration,
-}
-pub struct Job<'a> {
-    pub bytes: &'a [u8],
-    pub recipe: &'a Recipe,
-    pub output: FormatChoice,
-    pub default_quality: u8,
-    pub limits: &'a Limits,
-    pub cancel: &'a AtomicBool,
-}
-pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
-    unimplemented!()
-}
-pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
-    unimplemented!()
-}
+
+/// Every way a render can fail, classified so the caller can pick a status code.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ImagingError {
-    #[error("unsupported")]
+    /// Not JPEG, PNG, WebP or GIF (sniffed from the bytes). HTTP 415.
+    #[error("unsupported source format (expected JPEG, PNG, WebP or GIF)")]
     UnsupportedFormat,
-    #[error("too many")]
+    /// The header declares more pixels than allowed; nothing was decoded. HTTP 422.
+    #[error("source is {width}x{height}, more than the limit of {limit} pixels")]
     TooManyPixels { width: u32, height: u32, limit: u64 },
-    #[error("undecodable {0}")]
+    /// Corrupt or truncated source. HTTP 422.
+    #[error("source image cannot be decoded: {0}")]
     Undecodable(String),
-    #[error("too large")]
+    /// The requested output would exceed the side limit. HTTP 400.
+    #[error("output would be {width}x{height}, a side is larger than the limit of {limit} px")]
     OutputTooLarge { width: u32, height: u32, limit: u32 },
-    #[error("cancelled")]
+    /// The caller's deadline passed or the client went away.
+    #[error("render cancelled")]
     Cancelled,
-    #[error("encode {0}")]
+    /// An encoder failed: our fault. HTTP 500.
+    #[error("encoding failed: {0}")]
     Encode(String),
 }

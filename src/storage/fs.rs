@@ -98,11 +98,11 @@ impl FsStorage {
         }
         let tmp = self.temp_path();
         let linked = std::fs::hard_link(source, &tmp);
-        if linked.is_err() {
-            if let Err(e) = std::fs::copy(source, &tmp) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+        if linked.is_err()
+            && let Err(e) = std::fs::copy(source, &tmp)
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
         std::fs::rename(&tmp, &dest).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);

@@ -46,7 +46,6 @@ async fn resize_modes_give_the_documented_dimensions() {
         ("/300x200/left/top/photos/landscape.jpg", (300, 200)),
         ("/300x200/right/bottom/photos/landscape.jpg", (300, 200)),
         ("/300x200/smart/photos/landscape.jpg", (300, 200)),
-        ("/trim/photos/landscape.jpg", (640, 427)),
         (
             "/fit-in/100x100/filters:fill(white)/photos/landscape.jpg",
             (100, 100),
@@ -72,6 +71,35 @@ async fn resize_modes_give_the_documented_dimensions() {
         assert_eq!(img.dimensions(), (*w, *h), "{path}");
         assert_eq!(r.format(), ImageFormat::Jpeg, "{path}");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trim_removes_a_uniform_border() {
+    let s = TestServer::start().await;
+    // A 50x30 red block inside a 10 px white border.
+    let mut img = image::RgbImage::from_pixel(70, 50, image::Rgb([255, 255, 255]));
+    for y in 10..40 {
+        for x in 10..60 {
+            img.put_pixel(x, y, image::Rgb([200, 0, 0]));
+        }
+    }
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    s.add_bytes("bordered.png", png, Visibility::Public).await;
+    assert_eq!(
+        s.get("/trim/bordered.png").await.image().dimensions(),
+        (50, 30)
+    );
+    assert_eq!(
+        s.get("/trim:bottom-right:10/bordered.png")
+            .await
+            .image()
+            .dimensions(),
+        (50, 30)
+    );
+    assert_eq!(s.get("/bordered.png").await.image().dimensions(), (70, 50));
     s.stop().await;
 }
 

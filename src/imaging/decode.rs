@@ -1,0 +1,746 @@
+//! Sniffing, header-only probing and decoding of source images.
+//!
+//! Invariants: the format comes from magic bytes, never from a file name; `probe` reads
+//! headers only and allocates nothing in proportion to the declared size, so a pixel bomb is
+//! refused before any pixel buffer exists; decoding always yields RGB8 (opaque) or RGBA8.
+//! JPEG goes through libjpeg-turbo (DCT-scaled decoding); PNG, WebP and GIF go through the
+//! `image` crate with an allocation limit as a second guard.
+
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use moxcms::{ColorProfile, DataColorSpace, Layout, TransformOptions};
+use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
+
+use super::ImagingError;
+
+/// A decodable source format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceFormat {
+    Jpeg,
+    Png,
+    Webp,
+    Gif,
+}
+
+impl SourceFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "jpeg",
+            SourceFormat::Png => "png",
+            SourceFormat::Webp => "webp",
+            SourceFormat::Gif => "gif",
+        }
+    }
+}
+
+/// Facts about a source read from its header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub format: SourceFormat,
+    /// Width as stored, before EXIF orientation.
+    pub width: u32,
+    /// Height as stored, before EXIF orientation.
+    pub height: u32,
+    /// EXIF orientation, 1..=8 (1 when absent or invalid).
+    pub orientation: u8,
+    pub has_alpha: bool,
+    /// More than one frame (GIF, animated WebP, APNG).
+    pub animated: bool,
+    pub has_icc: bool,
+}
+
+impl SourceInfo {
+    /// Width and height as displayed, after EXIF orientation.
+    pub fn oriented_size(&self) -> (u32, u32) {
+        if self.orientation >= 5 {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        }
+    }
+}
+
+/// The format named by the magic bytes, if it is one we decode.
+pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(SourceFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(SourceFormat::Png)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(SourceFormat::Gif)
+    } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(SourceFormat::Webp)
+    } else {
+        None
+    }
+}
+
+/// Reads the source's format, size, orientation, alpha, animation and ICC presence from its
+/// headers without decoding pixels.
+pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let format = sniff(bytes).ok_or(ImagingError::UnsupportedFormat)?;
+    let info = match format {
+        SourceFormat::Jpeg => {
+            let h = jpeg_header(bytes)?;
+            SourceInfo {
+                format,
+                width: h.width,
+                height: h.height,
+                orientation: h.orientation,
+                has_alpha: false,
+                animated: false,
+                has_icc: !h.icc.is_empty(),
+            }
+        }
+        SourceFormat::Png => png_header(bytes)?,
+        SourceFormat::Gif => gif_header(bytes)?,
+        SourceFormat::Webp => webp_header(bytes)?,
+    };
+    if info.width == 0 || info.height == 0 {
+        return Err(undecodable("zero width or height in header"));
+    }
+    Ok(info)
+}
+
+/// Decoded pixels plus what is still needed to interpret them.
+pub struct Decoded {
+    /// Always `ImageRgb8` or `ImageRgba8`, in stored orientation.
+    pub image: DynamicImage,
+    /// The embedded RGB ICC profile, when it is not (close to) sRGB.
+    pub icc: Option<ColorProfile>,
+    /// The DCT scale denominator the JPEG was decoded with (1 for other formats).
+    pub shrink: u32,
+}
+
+/// Decodes the first frame, at 1/`shrink` scale for JPEG. `max_alloc` bounds the decoder's
+/// allocations as a second guard behind the header check.
+pub fn decode(
+    bytes: &[u8],
+    info: &SourceInfo,
+    shrink: u32,
+    max_alloc: u64,
+) -> Result<Decoded, ImagingError> {
+    let (image, icc, shrink) = match info.format {
+        SourceFormat::Jpeg => decode_jpeg(bytes, shrink)?,
+        SourceFormat::Png => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
+        SourceFormat::Webp => decode_with_image(bytes, ImageFormat::WebP, max_alloc)?,
+        SourceFormat::Gif => decode_with_image(bytes, ImageFormat::Gif, max_alloc)?,
+    };
+    let icc = icc
+        .and_then(|bytes| ColorProfile::new_from_slice(&bytes).ok())
+        .filter(needs_conversion);
+    Ok(Decoded {
+        image: normalize(image),
+        icc,
+        shrink,
+    })
+}
+
+/// Turns the image upright according to its EXIF orientation (1..=8).
+pub fn orient(image: &mut DynamicImage, orientation: u8) {
+    if let Some(o) = Orientation::from_exif(orientation) {
+        image.apply_orientation(o);
+    }
+}
+
+/// Converts pixels from the source's ICC profile to sRGB in place. Run on the resized image:
+/// the transform is per pixel, so doing it after the resize costs a fraction of the work and
+/// the resize's slight mixing of colours in the source space is far below visibility.
+pub fn to_srgb(image: &mut DynamicImage, profile: &ColorProfile) -> Result<(), ImagingError> {
+    let srgb = ColorProfile::new_srgb();
+    let layout = match image {
+        DynamicImage::ImageRgb8(_) => Layout::Rgb,
+        _ => Layout::Rgba,
+    };
+    let transform = profile
+        .create_transform_8bit(layout, &srgb, layout, TransformOptions::default())
+        .map_err(|e| undecodable(format!("unusable ICC profile: {e}")))?;
+    let src = image.as_bytes().to_vec();
+    let dst = match image {
+        DynamicImage::ImageRgb8(img) => img.as_mut(),
+        DynamicImage::ImageRgba8(img) => img.as_mut(),
+        _ => unreachable!("the working image is always RGB8 or RGBA8"),
+    };
+    transform
+        .transform(&src, dst)
+        .map_err(|e| undecodable(format!("ICC transform failed: {e}")))
+}
+
+/// True for RGB profiles whose primaries differ from sRGB's (sRGB-tagged photos are the
+/// common case and are left alone; converting them would cost time for no visible change).
+fn needs_conversion(profile: &ColorProfile) -> bool {
+    if profile.color_space != DataColorSpace::Rgb {
+        return false;
+    }
+    let srgb = ColorProfile::new_srgb();
+    let close = |a: moxcms::Xyzd, b: moxcms::Xyzd| {
+        (a.x - b.x).abs() + (a.y - b.y).abs() + (a.z - b.z).abs() < 0.005
+    };
+    let srgb_primaries = close(profile.red_colorant, srgb.red_colorant)
+        && close(profile.green_colorant, srgb.green_colorant)
+        && close(profile.blue_colorant, srgb.blue_colorant);
+    let has_luts =
+        profile.lut_a_to_b_perceptual.is_some() || profile.lut_a_to_b_colorimetric.is_some();
+    has_luts || !srgb_primaries
+}
+
+fn undecodable(msg: impl Into<String>) -> ImagingError {
+    ImagingError::Undecodable(msg.into())
+}
+
+/// Any decoder output → RGB8 when opaque, RGBA8 when some pixel is not.
+fn normalize(image: DynamicImage) -> DynamicImage {
+    let rgba = match image {
+        DynamicImage::ImageRgb8(_) => return image,
+        DynamicImage::ImageRgba8(img) => img,
+        other if !other.color().has_alpha() => return DynamicImage::ImageRgb8(other.to_rgb8()),
+        other => other.to_rgba8(),
+    };
+    if rgba.pixels().all(|p| p.0[3] == 255) {
+        DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8())
+    } else {
+        DynamicImage::ImageRgba8(rgba)
+    }
+}
+
+type RawDecode = (DynamicImage, Option<Vec<u8>>, u32);
+
+fn decode_with_image(
+    bytes: &[u8],
+    format: ImageFormat,
+    max_alloc: u64,
+) -> Result<RawDecode, ImagingError> {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_alloc);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| undecodable(e.to_string()))?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| undecodable(e.to_string()))?;
+    Ok((image, icc, 1))
+}
+
+fn decode_jpeg(bytes: &[u8], shrink: u32) -> Result<RawDecode, ImagingError> {
+    let header = jpeg_header(bytes)?;
+    let tj = |e: turbojpeg::Error| undecodable(e.to_string());
+    let mut decompressor = Decompressor::new().map_err(tj)?;
+    // A progressive JPEG with thousands of scans is a CPU bomb; real files have a dozen.
+    decompressor.set_scan_limit(500).map_err(tj)?;
+    let tj_header = decompressor.read_header(bytes).map_err(tj)?;
+    let shrink = if tj_header.is_lossless {
+        1
+    } else {
+        shrink.clamp(1, 8)
+    };
+    let factor = ScalingFactor::new(1, shrink as usize);
+    decompressor.set_scaling_factor(factor).map_err(tj)?;
+    let scaled = tj_header.scaled(factor);
+    let is_cmyk = matches!(tj_header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let format = if is_cmyk {
+        PixelFormat::CMYK
+    } else {
+        PixelFormat::RGB
+    };
+    let mut pixels = vec![0u8; scaled.width * scaled.height * format.size()];
+    let image = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width: scaled.width,
+        pitch: scaled.width * format.size(),
+        height: scaled.height,
+        format,
+    };
+    decompressor.decompress(bytes, image).map_err(tj)?;
+    let (w, h) = (scaled.width as u32, scaled.height as u32);
+    if is_cmyk {
+        let rgb = cmyk_to_rgb(&pixels, header.adobe, &header.icc)?;
+        let img =
+            image::RgbImage::from_raw(w, h, rgb).expect("CMYK conversion yields 3 bytes per pixel");
+        // The CMYK profile (if any) has been used already; the result is sRGB.
+        return Ok((DynamicImage::ImageRgb8(img), None, shrink));
+    }
+    let img = image::RgbImage::from_raw(w, h, pixels).expect("buffer was sized from the header");
+    let icc = (!header.icc.is_empty()).then_some(header.icc);
+    Ok((DynamicImage::ImageRgb8(img), icc, shrink))
+}
+
+/// CMYK (as libjpeg returns it) → sRGB. With an embedded CMYK profile, moxcms does it
+/// properly; otherwise the usual naive formula. Files with an Adobe APP14 marker (Photoshop
+/// and nearly every other writer) store inverted values, 255 meaning no ink.
+fn cmyk_to_rgb(cmyk: &[u8], adobe: bool, icc: &[u8]) -> Result<Vec<u8>, ImagingError> {
+    let profile = (!icc.is_empty())
+        .then(|| ColorProfile::new_from_slice(icc).ok())
+        .flatten()
+        .filter(|p| p.color_space == DataColorSpace::Cmyk);
+    if let Some(profile) = profile {
+        // ICC CMYK profiles expect ink amounts (0 = no ink).
+        let ink: Vec<u8> = if adobe {
+            cmyk.iter().map(|v| 255 - v).collect()
+        } else {
+            cmyk.to_vec()
+        };
+        let srgb = ColorProfile::new_srgb();
+        let transform = profile
+            .create_transform_8bit(
+                Layout::Rgba,
+                &srgb,
+                Layout::Rgb,
+                TransformOptions::default(),
+            )
+            .map_err(|e| undecodable(format!("unusable CMYK profile: {e}")))?;
+        let mut rgb = vec![0u8; cmyk.len() / 4 * 3];
+        transform
+            .transform(&ink, &mut rgb)
+            .map_err(|e| undecodable(format!("CMYK transform failed: {e}")))?;
+        return Ok(rgb);
+    }
+    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        // `keep` is the fraction of light each channel lets through, 0..=255.
+        let keep = |v: u8| {
+            if adobe {
+                u32::from(v)
+            } else {
+                255 - u32::from(v)
+            }
+        };
+        let k = keep(px[3]);
+        for &c in &px[..3] {
+            rgb.push(((keep(c) * k + 127) / 255) as u8);
+        }
+    }
+    Ok(rgb)
+}
+
+/// What the JPEG marker segments before the first scan say.
+#[derive(Debug, Default)]
+struct JpegHeader {
+    width: u32,
+    height: u32,
+    orientation: u8,
+    /// The ICC profile reassembled from its APP2 chunks (empty when absent).
+    icc: Vec<u8>,
+    /// An Adobe APP14 marker is present (CMYK values are then stored inverted).
+    adobe: bool,
+}
+
+/// Walks the JPEG marker segments up to the first SOS. Reads only what the segments hold.
+fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
+    let truncated = || undecodable("truncated JPEG header");
+    let mut header = JpegHeader {
+        orientation: 1,
+        ..JpegHeader::default()
+    };
+    let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut seen_frame = false;
+    let mut pos = 2;
+    loop {
+        // Markers are 0xFF followed by a code; any number of 0xFF fill bytes may precede it.
+        if *b.get(pos).ok_or_else(truncated)? != 0xFF {
+            return Err(undecodable("JPEG marker expected"));
+        }
+        while b.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let marker = *b.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        if marker == 0x01 || (0xD0..=0xD8).contains(&marker) {
+            continue; // Stand-alone markers without a length.
+        }
+        if marker == 0xD9 {
+            return Err(undecodable("JPEG ends before any image data"));
+        }
+        let len = usize::from(u16::from_be_bytes([
+            *b.get(pos).ok_or_else(truncated)?,
+            *b.get(pos + 1).ok_or_else(truncated)?,
+        ]));
+        if len < 2 {
+            return Err(undecodable("bad JPEG segment length"));
+        }
+        let seg = b.get(pos + 2..pos + len).ok_or_else(truncated)?;
+        pos += len;
+        match marker {
+            // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                if seg.len() < 6 {
+                    return Err(truncated());
+                }
+                header.height = u32::from(u16::from_be_bytes([seg[1], seg[2]]));
+                header.width = u32::from(u16::from_be_bytes([seg[3], seg[4]]));
+                seen_frame = true;
+            }
+            0xE1 if seg.starts_with(b"Exif\0\0") => {
+                if let Some(o) = Orientation::from_exif_chunk(&seg[6..]) {
+                    header.orientation = o.to_exif();
+                }
+            }
+            0xE2 if seg.starts_with(b"ICC_PROFILE\0") && seg.len() > 14 => {
+                icc_chunks.push((seg[12], &seg[14..]))
+            }
+            0xEE if seg.starts_with(b"Adobe") => header.adobe = true,
+            0xDA => break,
+            _ => {}
+        }
+    }
+    if !seen_frame {
+        return Err(undecodable("JPEG has no frame header"));
+    }
+    icc_chunks.sort_by_key(|&(seq, _)| seq);
+    header.icc = icc_chunks
+        .into_iter()
+        .flat_map(|(_, data)| data.iter().copied())
+        .collect();
+    Ok(header)
+}
+
+/// Reads IHDR and the ancillary chunks before the first IDAT.
+fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let truncated = || undecodable("truncated PNG header");
+    let mut info = SourceInfo {
+        format: SourceFormat::Png,
+        width: 0,
+        height: 0,
+        orientation: 1,
+        has_alpha: false,
+        animated: false,
+        has_icc: false,
+    };
+    let mut pos = 8;
+    loop {
+        let head = b.get(pos..pos + 8).ok_or_else(truncated)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        let data = b.get(pos + 8..pos + 8 + len).ok_or_else(truncated)?;
+        pos += 12 + len;
+        match kind {
+            b"IHDR" => {
+                if len < 13 {
+                    return Err(undecodable("bad PNG IHDR"));
+                }
+                info.width = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+                info.height = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                info.has_alpha = matches!(data[9], 4 | 6);
+            }
+            _ if info.width == 0 => return Err(undecodable("PNG does not start with IHDR")),
+            b"tRNS" => info.has_alpha = true,
+            b"iCCP" => info.has_icc = true,
+            b"acTL" => info.animated = true,
+            b"eXIf" => {
+                if let Some(o) = Orientation::from_exif_chunk(data) {
+                    info.orientation = o.to_exif();
+                }
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+/// Reads the logical screen and walks the blocks far enough to know whether there are
+/// several frames. Block contents are skipped, never decompressed.
+fn gif_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let truncated = || undecodable("truncated GIF header");
+    let screen = b.get(6..13).ok_or_else(truncated)?;
+    let mut info = SourceInfo {
+        format: SourceFormat::Gif,
+        width: u32::from(u16::from_le_bytes([screen[0], screen[1]])),
+        height: u32::from(u16::from_le_bytes([screen[2], screen[3]])),
+        orientation: 1,
+        has_alpha: false,
+        animated: false,
+        has_icc: false,
+    };
+    let table_len = |flags: u8| {
+        if flags & 0x80 != 0 {
+            3usize << ((flags & 7) + 1)
+        } else {
+            0
+        }
+    };
+    let mut pos = 13 + table_len(screen[4]);
+    let skip_sub_blocks = |mut pos: usize| -> Option<usize> {
+        loop {
+            let n = usize::from(*b.get(pos)?);
+            pos += 1 + n;
+            if n == 0 {
+                return Some(pos);
+            }
+        }
+    };
+    let mut frames = 0;
+    // A file truncated after its first frame still has a usable header.
+    while frames < 2 {
+        match b.get(pos) {
+            Some(0x21) => {
+                let label = *b.get(pos + 1).ok_or_else(truncated)?;
+                // The graphic control extension of the first frame says whether it has a
+                // transparent colour.
+                if label == 0xF9
+                    && frames == 0
+                    && b.get(pos + 3).is_some_and(|flags| flags & 1 != 0)
+                {
+                    info.has_alpha = true;
+                }
+                pos = skip_sub_blocks(pos + 2).ok_or_else(truncated)?;
+            }
+            Some(0x2C) => {
+                let flags = *b.get(pos + 9).ok_or_else(truncated)?;
+                pos += 10 + table_len(flags) + 1; // Descriptor, local table, LZW code size.
+                frames += 1;
+                match skip_sub_blocks(pos) {
+                    Some(next) => pos = next,
+                    None => break,
+                }
+            }
+            Some(0x3B) | None if frames > 0 => break,
+            _ => return Err(undecodable("malformed GIF block")),
+        }
+    }
+    info.animated = frames > 1;
+    Ok(info)
+}
+
+/// Reads the RIFF chunk headers of a WebP file (payloads are skipped by their sizes).
+fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let truncated = || undecodable("truncated WebP header");
+    let mut info = SourceInfo {
+        format: SourceFormat::Webp,
+        width: 0,
+        height: 0,
+        orientation: 1,
+        has_alpha: false,
+        animated: false,
+        has_icc: false,
+    };
+    let mut pos = 12;
+    let mut first = true;
+    while let Some(head) = b.get(pos..pos + 8) {
+        let kind = &head[0..4];
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        // The payload may be cut short only after the first chunk has given the size.
+        let data = match b.get(pos + 8..pos + 8 + len) {
+            Some(data) => data,
+            None if !first => break,
+            None => b.get(pos + 8..).ok_or_else(truncated)?,
+        };
+        match kind {
+            b"VP8 " if first => {
+                if data.len() < 10 || data[3..6] != [0x9D, 0x01, 0x2A] {
+                    return Err(undecodable("bad VP8 frame header"));
+                }
+                info.width = u32::from(u16::from_le_bytes([data[6], data[7]]) & 0x3FFF);
+                info.height = u32::from(u16::from_le_bytes([data[8], data[9]]) & 0x3FFF);
+                return Ok(info); // A simple-format file has nothing else to say.
+            }
+            b"VP8L" if first => {
+                if data.len() < 5 || data[0] != 0x2F {
+                    return Err(undecodable("bad VP8L header"));
+                }
+                let bits = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
+                info.width = (bits & 0x3FFF) + 1;
+                info.height = ((bits >> 14) & 0x3FFF) + 1;
+                info.has_alpha = (bits >> 28) & 1 == 1;
+                return Ok(info);
+            }
+            b"VP8X" if first => {
+                if data.len() < 10 {
+                    return Err(truncated());
+                }
+                let flags = data[0];
+                info.has_icc = flags & 0x20 != 0;
+                info.has_alpha = flags & 0x10 != 0;
+                info.animated = flags & 0x02 != 0;
+                info.width = u32::from_le_bytes([data[4], data[5], data[6], 0]) + 1;
+                info.height = u32::from_le_bytes([data[7], data[8], data[9], 0]) + 1;
+            }
+            b"EXIF" => {
+                let tiff = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
+                if let Some(o) = Orientation::from_exif_chunk(tiff) {
+                    info.orientation = o.to_exif();
+                }
+            }
+            _ if first => return Err(undecodable("WebP does not start with VP8, VP8L or VP8X")),
+            _ => {}
+        }
+        first = false;
+        pos += 8 + len + (len & 1);
+    }
+    if first {
+        return Err(truncated());
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn info(
+        format: SourceFormat,
+        w: u32,
+        h: u32,
+        orientation: u8,
+        alpha: bool,
+        animated: bool,
+        icc: bool,
+    ) -> SourceInfo {
+        SourceInfo {
+            format,
+            width: w,
+            height: h,
+            orientation,
+            has_alpha: alpha,
+            animated,
+            has_icc: icc,
+        }
+    }
+
+    #[test]
+    fn probe_fixtures() {
+        use SourceFormat::*;
+        let table = [
+            (
+                "landscape.jpg",
+                info(Jpeg, 640, 427, 1, false, false, false),
+            ),
+            (
+                "exif_rotated.jpg",
+                info(Jpeg, 300, 200, 6, false, false, false),
+            ),
+            ("cmyk.jpg", info(Jpeg, 64, 32, 1, false, false, false)),
+            (
+                "icc_adobergb.jpg",
+                info(Jpeg, 64, 32, 1, false, false, true),
+            ),
+            ("alpha.png", info(Png, 64, 48, 1, true, false, false)),
+            ("gray16.png", info(Png, 48, 32, 1, false, false, false)),
+            ("photo.webp", info(Webp, 320, 180, 1, false, false, false)),
+            ("animated.gif", info(Gif, 32, 32, 1, false, true, false)),
+            (
+                "bomb.png",
+                info(Png, 50_000, 50_000, 1, false, false, false),
+            ),
+            (
+                "bomb.jpg",
+                info(Jpeg, 50_000, 50_000, 1, false, false, false),
+            ),
+        ];
+        for (name, want) in table {
+            assert_eq!(probe(&fixture(name)).unwrap(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn probe_failures() {
+        assert!(matches!(
+            probe(&fixture("not_an_image.txt")),
+            Err(ImagingError::UnsupportedFormat)
+        ));
+        assert!(matches!(
+            probe(&fixture("corrupt.png")),
+            Err(ImagingError::Undecodable(_))
+        ));
+        assert!(matches!(probe(b""), Err(ImagingError::UnsupportedFormat)));
+        assert!(matches!(
+            probe(&[0xFF, 0xD8, 0xFF]),
+            Err(ImagingError::Undecodable(_))
+        ));
+        assert!(matches!(
+            probe(b"GIF89a\x01"),
+            Err(ImagingError::Undecodable(_))
+        ));
+        assert!(matches!(
+            probe(b"RIFF\0\0\0\0WEBPVP8 "),
+            Err(ImagingError::Undecodable(_))
+        ));
+        // Every prefix of a valid file is either a valid header or an error, never a panic.
+        for name in ["landscape.jpg", "alpha.png", "photo.webp", "animated.gif"] {
+            let bytes = fixture(name);
+            for n in 0..bytes.len().min(400) {
+                let _ = probe(&bytes[..n]);
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_patches_come_out_red_and_blue() {
+        let bytes = fixture("cmyk.jpg");
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let img = decoded.image.to_rgb8();
+        let red = img.get_pixel(8, 16).0;
+        let blue = img.get_pixel(56, 16).0;
+        assert!(red[0] > 200 && red[1] < 50 && red[2] < 50, "left {red:?}");
+        assert!(
+            blue[0] < 50 && blue[1] < 50 && blue[2] > 200,
+            "right {blue:?}"
+        );
+    }
+
+    #[test]
+    fn normalizes_to_8_bit() {
+        let bytes = fixture("gray16.png");
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let img = decoded.image.as_rgb8().expect("opaque gray becomes RGB8");
+        assert_eq!(img.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(img.get_pixel(47, 0).0, [255, 255, 255]);
+        let bytes = fixture("alpha.png");
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        assert!(decoded.image.as_rgba8().is_some());
+    }
+
+    #[test]
+    fn jpeg_dct_scaling() {
+        let bytes = fixture("landscape.jpg");
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 4, 1 << 24).unwrap();
+        assert_eq!(
+            (
+                decoded.image.width(),
+                decoded.image.height(),
+                decoded.shrink
+            ),
+            (160, 107, 4)
+        );
+    }
+
+    #[test]
+    fn broken_files_are_undecodable() {
+        for name in ["truncated.jpg", "corrupt.png"] {
+            let bytes = fixture(name);
+            let result = probe(&bytes).and_then(|info| decode(&bytes, &info, 1, 1 << 24));
+            assert!(
+                matches!(result, Err(ImagingError::Undecodable(_))),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn adobe_rgb_is_converted() {
+        let bytes = fixture("icc_adobergb.jpg");
+        let mut decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let profile = decoded.icc.take().expect("Adobe RGB needs conversion");
+        to_srgb(&mut decoded.image, &profile).unwrap();
+        let img = decoded.image.to_rgb8();
+        // littleCMS gives (0,161,48) and (231,79,57) for the stored (60,160,60) and (200,80,60).
+        let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 6);
+        assert!(
+            near(img.get_pixel(8, 16).0, [0, 161, 48]),
+            "{:?}",
+            img.get_pixel(8, 16)
+        );
+        assert!(
+            near(img.get_pixel(56, 16).0, [231, 79, 57]),
+            "{:?}",
+            img.get_pixel(56, 16)
+        );
+    }
+}

@@ -1,0 +1,810 @@
+//! The pipeline, top to bottom: probe → pixel limit → plan (for shrink-on-load) → decode →
+//! orient → trim → manual crop → plan → focal/smart placement → resize → ICC → flips →
+//! fill → pixel filters → flatten → encode.
+//!
+//! `render` and `describe` share `prepare`, so `meta/` reports exactly what `render` does.
+//! The `cancel` flag is checked between stages; a stage itself is never interrupted.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use image::DynamicImage;
+use serde_json::json;
+
+use super::decode::{self, SourceFormat, SourceInfo, probe};
+use super::geometry::{self, Anchor, Size};
+use super::recipe::{Color, Fill, Format, PixelFilter, Recipe, Rect};
+use super::resize::{CropBox, resize};
+use super::{Encoded, FormatChoice, ImagingError, Limits, StageTimings, encode, filters, smart};
+
+/// One render request. Everything is borrowed: the caller owns the bytes and the recipe.
+#[derive(Debug)]
+pub struct Job<'a> {
+    /// The source file.
+    pub bytes: &'a [u8],
+    pub recipe: &'a Recipe,
+    pub output: FormatChoice,
+    /// Used when the recipe has no `quality(...)`.
+    pub default_quality: u8,
+    pub limits: &'a Limits,
+    /// Set by the caller when the deadline passes or the client goes away.
+    pub cancel: &'a AtomicBool,
+}
+
+/// Decodes, transforms and encodes one image. Synchronous and CPU-bound.
+pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
+    guarded(|| {
+        let mut timings = StageTimings::default();
+        let prepared = prepare(job, &mut timings, &mut Log::Off)?;
+        checkpoint(job)?;
+        let started = Instant::now();
+        let filters = &job.recipe.filters;
+        let quality = filters.quality.unwrap_or(job.default_quality);
+        let bytes =
+            encode::encode_within(&prepared.image, prepared.format, quality, filters.max_bytes)?;
+        timings.encode = started.elapsed();
+        Ok(Encoded {
+            bytes,
+            format: prepared.format,
+            width: prepared.image.width(),
+            height: prepared.image.height(),
+            timings,
+        })
+    })
+}
+
+/// For `meta/`: the source facts, the operations `render` would run (human-readable), and
+/// the output format and size. Decodes and transforms, but does not encode.
+pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
+    guarded(|| {
+        let mut steps = Vec::new();
+        let prepared = prepare(job, &mut StageTimings::default(), &mut Log::On(&mut steps))?;
+        let info = prepared.info;
+        let quality = job.recipe.filters.quality.unwrap_or(job.default_quality);
+        steps.push(format!(
+            "encode {} at quality {quality}",
+            prepared.format.name()
+        ));
+        Ok(json!({
+            "source": {
+                "format": info.format.name(),
+                "width": info.width,
+                "height": info.height,
+                "orientation": info.orientation,
+                "has_alpha": info.has_alpha,
+                "animated": info.animated,
+                "has_icc": info.has_icc,
+            },
+            "operations": steps,
+            "output": {
+                "format": prepared.format.name(),
+                "mime": prepared.format.mime(),
+                "width": prepared.image.width(),
+                "height": prepared.image.height(),
+            },
+        }))
+    })
+}
+
+/// The image ready for encoding.
+struct Prepared {
+    info: SourceInfo,
+    image: DynamicImage,
+    format: Format,
+}
+
+/// Where `prepare` writes the operations it runs (only for `describe`).
+enum Log<'a> {
+    Off,
+    On(&'a mut Vec<String>),
+}
+
+impl Log<'_> {
+    fn step(&mut self, line: impl FnOnce() -> String) {
+        if let Log::On(lines) = self {
+            lines.push(line());
+        }
+    }
+}
+
+fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepared, ImagingError> {
+    let recipe = job.recipe;
+    let max_side = job.limits.max_output_side;
+    let started = Instant::now();
+
+    // Headers only: refuse pixel bombs before any pixel buffer exists.
+    let info = probe(job.bytes)?;
+    let limit = job.limits.max_source_pixels;
+    if u64::from(info.width) * u64::from(info.height) > limit {
+        return Err(ImagingError::TooManyPixels {
+            width: info.width,
+            height: info.height,
+            limit,
+        });
+    }
+    let format = job.output.resolve(&info);
+    let (ow, oh) = info.oriented_size();
+    let full = Size::new(ow, oh);
+
+    // Shrink-on-load needs the plan, which needs the base size; trim needs pixels to know it,
+    // so a trimmed JPEG is decoded at full size.
+    let shrink = if info.format == SourceFormat::Jpeg && recipe.trim.is_none() {
+        let base = recipe
+            .crop
+            .and_then(|c| geometry::clamp_rect(c, full))
+            .map_or(full, size_of);
+        let plan = geometry::plan(base, recipe, max_side)?;
+        geometry::shrink_factor(size_of(plan.window), plan.resize)
+    } else {
+        1
+    };
+    checkpoint(job)?;
+
+    let max_alloc = limit.saturating_mul(8).saturating_add(64 << 20);
+    let decoded = decode::decode(job.bytes, &info, shrink, max_alloc)?;
+    let mut image = decoded.image;
+    log.step(|| {
+        let scale = if decoded.shrink > 1 {
+            format!(" at 1/{} (DCT scaling)", decoded.shrink)
+        } else {
+            String::new()
+        };
+        format!(
+            "decode {} {}x{}{scale} → {}x{}",
+            info.format.name(),
+            info.width,
+            info.height,
+            image.width(),
+            image.height()
+        )
+    });
+    if info.orientation > 1 {
+        decode::orient(&mut image, info.orientation);
+        log.step(|| {
+            format!(
+                "orient: EXIF orientation {} → {}x{}",
+                info.orientation,
+                image.width(),
+                image.height()
+            )
+        });
+    }
+    timings.decode = started.elapsed();
+    checkpoint(job)?;
+    let started = Instant::now();
+
+    // Working pixels per full-resolution pixel (1 unless shrink-on-load happened).
+    let scale = (
+        f64::from(image.width()) / f64::from(ow),
+        f64::from(image.height()) / f64::from(oh),
+    );
+
+    // The base image: trimmed, then manually cropped, in full-resolution coordinates.
+    let mut base = Rect {
+        left: 0,
+        top: 0,
+        right: ow,
+        bottom: oh,
+    };
+    if let Some(trim) = recipe.trim {
+        if let Some(found) = filters::trim_box(&image, trim) {
+            base = found;
+        }
+        log.step(|| {
+            format!(
+                "trim {:?} (tolerance {}) → {}",
+                trim.corner,
+                trim.tolerance,
+                show_rect(base)
+            )
+        });
+    }
+    if let Some(crop) = recipe.crop {
+        if let Some(c) = geometry::clamp_rect(crop, size_of(base)) {
+            base = Rect {
+                left: base.left + c.left,
+                top: base.top + c.top,
+                right: base.left + c.right,
+                bottom: base.top + c.bottom,
+            };
+            log.step(|| format!("crop → {}", show_rect(base)));
+        } else {
+            log.step(|| "crop: nothing of it lies inside the image, ignored".to_owned());
+        }
+    }
+
+    let base_size = size_of(base);
+    let plan = geometry::plan(base_size, recipe, max_side)?;
+    let window_size = size_of(plan.window);
+    let to_working = |r: Rect| CropBox {
+        left: f64::from(base.left + r.left) * scale.0,
+        top: f64::from(base.top + r.top) * scale.1,
+        width: f64::from(r.width()) * scale.0,
+        height: f64::from(r.height()) * scale.1,
+    };
+    let mut crop = to_working(plan.window);
+    if plan.crops(base_size) {
+        if let Some(focal) = recipe.filters.focal {
+            let relative = Rect {
+                left: focal.left.saturating_sub(base.left),
+                top: focal.top.saturating_sub(base.top),
+                right: focal.right.saturating_sub(base.left),
+                bottom: focal.bottom.saturating_sub(base.top),
+            };
+            crop = to_working(geometry::place(
+                base_size,
+                window_size,
+                Anchor::Focus(relative),
+            ));
+            log.step(|| format!("place crop on focal region {}", show_rect(focal)));
+        } else if recipe.smart {
+            let region = to_working(Rect {
+                left: 0,
+                top: 0,
+                right: base_size.width,
+                bottom: base_size.height,
+            });
+            match smart::place(&image, region, (crop.width, crop.height))? {
+                Some((dx, dy)) => {
+                    crop.left = region.left + dx;
+                    crop.top = region.top + dy;
+                    log.step(|| "place crop by content (smart)".to_owned());
+                }
+                None => log.step(|| "smart: nothing stands out, using the alignment".to_owned()),
+            }
+        }
+    }
+    let mut image = resize(&image, crop, plan.resize)?;
+    log.step(|| {
+        let full_res = |v: f64, s: f64| (v / s).round() as u32;
+        format!(
+            "resize window {}x{} at ({}, {}) → {}x{}",
+            full_res(crop.width, scale.0),
+            full_res(crop.height, scale.1),
+            full_res(crop.left, scale.0),
+            full_res(crop.top, scale.1),
+            plan.resize.width,
+            plan.resize.height
+        )
+    });
+    checkpoint(job)?;
+
+    if let Some(profile) = &decoded.icc {
+        decode::to_srgb(&mut image, profile)?;
+        log.step(|| "convert colours from the embedded ICC profile to sRGB".to_owned());
+    }
+    if plan.flip_h || plan.flip_v {
+        image = filters::flip(image, plan.flip_h, plan.flip_v);
+        log.step(|| {
+            format!(
+                "flip{}{}",
+                if plan.flip_h { " horizontally" } else { "" },
+                if plan.flip_v { " vertically" } else { "" }
+            )
+        });
+    }
+    if let (Some(canvas), Some(fill)) = (plan.canvas, recipe.filters.fill) {
+        image = filters::pad(image, canvas, fill)?;
+        log.step(|| {
+            format!(
+                "fill {} → {}x{}",
+                show_fill(fill),
+                canvas.width,
+                canvas.height
+            )
+        });
+    }
+    for filter in &recipe.filters.pixel {
+        image = filters::apply(image, filter);
+        log.step(|| format!("filter {}", show_filter(filter)));
+        checkpoint(job)?;
+    }
+    if !format.has_alpha() && image.color().has_alpha() {
+        let background = recipe.filters.background.unwrap_or(Color::WHITE);
+        image = filters::flatten(image, background);
+        log.step(|| format!("flatten alpha on {}", show_color(background)));
+    }
+    timings.transform = started.elapsed();
+    Ok(Prepared {
+        info,
+        image,
+        format,
+    })
+}
+
+fn checkpoint(job: &Job) -> Result<(), ImagingError> {
+    if job.cancel.load(Ordering::Relaxed) {
+        Err(ImagingError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Last line of defence: a decoder that panics on hostile input fails this request only.
+fn guarded<T>(work: impl FnOnce() -> Result<T, ImagingError>) -> Result<T, ImagingError> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(ImagingError::Undecodable(
+            "the decoder failed on this input".to_owned(),
+        ))
+    })
+}
+
+fn size_of(r: Rect) -> Size {
+    Size::new(r.width(), r.height())
+}
+
+fn show_rect(r: Rect) -> String {
+    format!("{}x{}:{}x{}", r.left, r.top, r.right, r.bottom)
+}
+
+fn show_color(c: Color) -> String {
+    if c.a == 255 {
+        format!("#{:02x}{:02x}{:02x}", c.r, c.g, c.b)
+    } else {
+        format!("#{:02x}{:02x}{:02x}{:02x}", c.r, c.g, c.b, c.a)
+    }
+}
+
+fn show_fill(fill: Fill) -> String {
+    match fill {
+        Fill::Color(c) => show_color(c),
+        Fill::Transparent => "transparent".to_owned(),
+        Fill::Auto => "auto (most common edge colour)".to_owned(),
+        Fill::Blur => "blur (blurred copy behind)".to_owned(),
+    }
+}
+
+fn show_filter(filter: &PixelFilter) -> String {
+    match *filter {
+        PixelFilter::Blur { radius, sigma } => match sigma {
+            Some(s) => format!("blur(radius {radius}, sigma {s})"),
+            None => format!("blur(radius {radius})"),
+        },
+        PixelFilter::Sharpen {
+            amount,
+            radius,
+            luminance_only,
+        } => {
+            format!(
+                "sharpen(amount {amount}, radius {radius}{})",
+                if luminance_only {
+                    ", luminance only"
+                } else {
+                    ""
+                }
+            )
+        }
+        PixelFilter::Grayscale => "grayscale".to_owned(),
+        PixelFilter::Brightness(v) => format!("brightness({v})"),
+        PixelFilter::Contrast(v) => format!("contrast({v})"),
+        PixelFilter::Rotate(r) => format!("rotate {r:?} counter-clockwise"),
+        PixelFilter::RoundCorner {
+            rx,
+            ry,
+            color,
+            transparent,
+        } => {
+            let paint = if transparent {
+                "transparent".to_owned()
+            } else {
+                show_color(color)
+            };
+            format!("round_corner({rx}|{ry}, {paint})")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::decode::sniff;
+    use crate::imaging::recipe::{Dim, Fit, Milli, Rotation, Trim, TrimCorner, Upscale};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn run(name: &str, recipe: &Recipe, output: FormatChoice) -> Result<Encoded, ImagingError> {
+        let bytes = fixture(name);
+        let limits = Limits {
+            max_source_pixels: 40_000_000,
+            max_output_side: 4096,
+        };
+        let cancel = AtomicBool::new(false);
+        render(&Job {
+            bytes: &bytes,
+            recipe,
+            output,
+            default_quality: 85,
+            limits: &limits,
+            cancel: &cancel,
+        })
+    }
+
+    fn sized(fit: Fit, w: u32, h: u32) -> Recipe {
+        let px = |v| if v == 0 { Dim::Auto } else { Dim::Px(v) };
+        Recipe {
+            fit,
+            width: px(w),
+            height: px(h),
+            ..Recipe::default()
+        }
+    }
+
+    fn with(mut recipe: Recipe, f: impl FnOnce(&mut Recipe)) -> Recipe {
+        f(&mut recipe);
+        recipe
+    }
+
+    const JPEG: FormatChoice = FormatChoice::Explicit(Format::Jpeg);
+    const PNG: FormatChoice = FormatChoice::Explicit(Format::Png);
+    const AUTO: FormatChoice = FormatChoice::Auto {
+        webp: false,
+        avif: false,
+    };
+    const AUTO_WEBP: FormatChoice = FormatChoice::Auto {
+        webp: true,
+        avif: false,
+    };
+
+    type Probe = (u32, u32, [u8; 3]);
+
+    /// Golden render checks: output format (sniffed), size, and pixel colours (±tolerance).
+    #[test]
+    fn golden() {
+        let red = [255, 0, 0];
+        let blue = [0, 0, 255];
+        let white = [255, 255, 255];
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(
+            &str,
+            Recipe,
+            FormatChoice,
+            Option<SourceFormat>,
+            (u32, u32),
+            Vec<Probe>,
+        )> = vec![
+            (
+                "landscape.jpg",
+                sized(Fit::FitIn, 300, 200),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (300, 200),
+                vec![],
+            ),
+            (
+                "landscape.jpg",
+                sized(Fit::Crop, 100, 100),
+                AUTO_WEBP,
+                Some(SourceFormat::Webp),
+                (100, 100),
+                vec![],
+            ),
+            (
+                "landscape.jpg",
+                sized(Fit::Crop, 0, 0),
+                PNG,
+                Some(SourceFormat::Png),
+                (640, 427),
+                vec![],
+            ),
+            // Displayed 200x300 with a red top: orientation applied before everything else.
+            (
+                "exif_rotated.jpg",
+                sized(Fit::Crop, 0, 0),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (200, 300),
+                vec![(100, 10, red), (100, 200, blue)],
+            ),
+            (
+                "exif_rotated.jpg",
+                sized(Fit::FitIn, 100, 100),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (67, 100),
+                vec![(33, 5, red), (33, 80, blue)],
+            ),
+            (
+                "cmyk.jpg",
+                sized(Fit::Crop, 0, 0),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (64, 32),
+                vec![(8, 16, red), (56, 16, blue)],
+            ),
+            // Transparent left half → white on JPEG, or the background colour.
+            (
+                "alpha.png",
+                sized(Fit::Crop, 0, 0),
+                JPEG,
+                Some(SourceFormat::Jpeg),
+                (64, 48),
+                vec![(8, 24, white), (56, 24, blue)],
+            ),
+            (
+                "alpha.png",
+                with(sized(Fit::Crop, 0, 0), |r| {
+                    r.filters.background = Some(Color {
+                        r: 0,
+                        g: 255,
+                        b: 0,
+                        a: 255,
+                    })
+                }),
+                JPEG,
+                Some(SourceFormat::Jpeg),
+                (64, 48),
+                vec![(8, 24, [0, 255, 0])],
+            ),
+            (
+                "alpha.png",
+                sized(Fit::FitIn, 32, 32),
+                AUTO,
+                Some(SourceFormat::Png),
+                (32, 24),
+                vec![],
+            ),
+            (
+                "gray16.png",
+                sized(Fit::Crop, 24, 16),
+                AUTO,
+                Some(SourceFormat::Png),
+                (24, 16),
+                vec![],
+            ),
+            (
+                "photo.webp",
+                sized(Fit::FitIn, 160, 160),
+                AUTO,
+                Some(SourceFormat::Webp),
+                (160, 90),
+                vec![],
+            ),
+            (
+                "animated.gif",
+                sized(Fit::Crop, 16, 16),
+                AUTO,
+                Some(SourceFormat::Gif),
+                (16, 16),
+                vec![(8, 8, red)],
+            ),
+            // An animated GIF stays GIF under negotiation.
+            (
+                "animated.gif",
+                sized(Fit::Crop, 16, 16),
+                AUTO_WEBP,
+                Some(SourceFormat::Gif),
+                (16, 16),
+                vec![],
+            ),
+            (
+                "landscape.jpg",
+                with(sized(Fit::FitIn, 200, 200), |r| {
+                    r.filters.fill = Some(Fill::Color(Color {
+                        r: 255,
+                        g: 0,
+                        b: 0,
+                        a: 255,
+                    }))
+                }),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (200, 200),
+                vec![(100, 5, red), (100, 195, red)],
+            ),
+            (
+                "landscape.jpg",
+                with(sized(Fit::Crop, 300, 100), |r| {
+                    r.filters.proportion = Some(Milli(500))
+                }),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (150, 50),
+                vec![],
+            ),
+            (
+                "landscape.jpg",
+                with(sized(Fit::Crop, 300, 100), |r| {
+                    r.filters.pixel = vec![PixelFilter::Rotate(Rotation::R90)]
+                }),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (100, 300),
+                vec![],
+            ),
+            // Manual crop of the red house (250..330 x 250..320 in the source).
+            (
+                "landscape.jpg",
+                with(sized(Fit::Crop, 0, 0), |r| {
+                    r.crop = Some(Rect {
+                        left: 260,
+                        top: 260,
+                        right: 320,
+                        bottom: 310,
+                    })
+                }),
+                PNG,
+                Some(SourceFormat::Png),
+                (60, 50),
+                vec![(30, 25, [200, 40, 40])],
+            ),
+            (
+                "landscape.jpg",
+                with(sized(Fit::Crop, 64, 64), |r| r.smart = true),
+                AUTO,
+                Some(SourceFormat::Jpeg),
+                (64, 64),
+                vec![],
+            ),
+            (
+                "landscape.jpg",
+                sized(Fit::Crop, 80, 60),
+                FormatChoice::Explicit(Format::Avif),
+                None,
+                (80, 60),
+                vec![],
+            ),
+        ];
+        for (name, recipe, output, sniffed, size, probes) in table {
+            let out =
+                run(name, &recipe, output).unwrap_or_else(|e| panic!("{name} {recipe:?}: {e}"));
+            assert_eq!(sniff(&out.bytes), sniffed, "{name} {recipe:?}");
+            assert_eq!((out.width, out.height), size, "{name} {recipe:?}");
+            if sniffed.is_none() {
+                continue;
+            }
+            let decoded = image::load_from_memory(&out.bytes).unwrap().to_rgb8();
+            assert_eq!(decoded.dimensions(), size, "{name} {recipe:?}");
+            for (x, y, want) in probes {
+                let got = decoded.get_pixel(x, y).0;
+                let close = got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 40);
+                assert!(
+                    close,
+                    "{name} {recipe:?}: pixel ({x},{y}) is {got:?}, want ≈{want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn failures() {
+        let recipe = sized(Fit::FitIn, 100, 100);
+        let err = |name| run(name, &recipe, AUTO).unwrap_err();
+        assert!(matches!(
+            err("bomb.png"),
+            ImagingError::TooManyPixels {
+                width: 50_000,
+                height: 50_000,
+                limit: 40_000_000
+            }
+        ));
+        assert!(matches!(
+            err("bomb.jpg"),
+            ImagingError::TooManyPixels {
+                width: 50_000,
+                height: 50_000,
+                ..
+            }
+        ));
+        assert!(matches!(err("truncated.jpg"), ImagingError::Undecodable(_)));
+        assert!(matches!(err("corrupt.png"), ImagingError::Undecodable(_)));
+        assert!(matches!(
+            err("not_an_image.txt"),
+            ImagingError::UnsupportedFormat
+        ));
+        let huge = sized(Fit::Crop, 5000, 100);
+        assert!(matches!(
+            run("landscape.jpg", &huge, AUTO),
+            Err(ImagingError::OutputTooLarge { limit: 4096, .. })
+        ));
+    }
+
+    #[test]
+    fn cancelled_before_work() {
+        let bytes = fixture("landscape.jpg");
+        let limits = Limits::default();
+        let cancel = AtomicBool::new(true);
+        let recipe = Recipe::default();
+        let job = Job {
+            bytes: &bytes,
+            recipe: &recipe,
+            output: AUTO,
+            default_quality: 80,
+            limits: &limits,
+            cancel: &cancel,
+        };
+        assert!(matches!(render(&job), Err(ImagingError::Cancelled)));
+    }
+
+    #[test]
+    fn trim_then_fit() {
+        // A 10 px white border around the landscape: trim removes exactly it.
+        let inner = image::load_from_memory(&fixture("landscape.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let mut framed = image::RgbImage::from_pixel(660, 447, image::Rgb([255, 255, 255]));
+        image::imageops::replace(&mut framed, &inner, 10, 10);
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgb8(framed)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        let recipe = with(sized(Fit::Crop, 0, 0), |r| {
+            r.trim = Some(Trim {
+                corner: TrimCorner::TopLeft,
+                tolerance: 20,
+            })
+        });
+        let limits = Limits::default();
+        let cancel = AtomicBool::new(false);
+        let job = Job {
+            bytes: &bytes,
+            recipe: &recipe,
+            output: AUTO,
+            default_quality: 80,
+            limits: &limits,
+            cancel: &cancel,
+        };
+        let out = render(&job).unwrap();
+        assert_eq!((out.width, out.height), (640, 427));
+    }
+
+    #[test]
+    fn describe_lists_operations() {
+        let bytes = fixture("exif_rotated.jpg");
+        let limits = Limits::default();
+        let cancel = AtomicBool::new(false);
+        let recipe = with(sized(Fit::FitIn, 100, 100), |r| {
+            r.filters.upscale = Upscale::Never;
+            r.filters.pixel = vec![PixelFilter::Grayscale];
+        });
+        let job = Job {
+            bytes: &bytes,
+            recipe: &recipe,
+            output: AUTO_WEBP,
+            default_quality: 80,
+            limits: &limits,
+            cancel: &cancel,
+        };
+        let meta = describe(&job).unwrap();
+        assert_eq!(meta["source"]["format"], "jpeg");
+        assert_eq!(meta["source"]["orientation"], 6);
+        assert_eq!(meta["output"]["format"], "webp");
+        assert_eq!(meta["output"]["width"], 67);
+        assert_eq!(meta["output"]["height"], 100);
+        let ops: Vec<String> = serde_json::from_value(meta["operations"].clone()).unwrap();
+        assert!(ops.iter().any(|o| o.starts_with("orient")), "{ops:?}");
+        assert!(ops.iter().any(|o| o == "filter grayscale"), "{ops:?}");
+        assert!(ops.last().unwrap().starts_with("encode webp"), "{ops:?}");
+    }
+
+    #[test]
+    fn resolve_formats() {
+        let info = |format, animated, has_alpha| SourceInfo {
+            format,
+            width: 10,
+            height: 10,
+            orientation: 1,
+            has_alpha,
+            animated,
+            has_icc: false,
+        };
+        use SourceFormat::*;
+        let both = FormatChoice::Auto {
+            webp: true,
+            avif: true,
+        };
+        assert_eq!(both.resolve(&info(Jpeg, false, false)), Format::Avif);
+        assert_eq!(AUTO_WEBP.resolve(&info(Png, false, true)), Format::Webp);
+        assert_eq!(AUTO_WEBP.resolve(&info(Gif, true, false)), Format::Gif);
+        assert_eq!(AUTO_WEBP.resolve(&info(Gif, false, false)), Format::Webp);
+        assert_eq!(AUTO.resolve(&info(Png, false, true)), Format::Png);
+        assert_eq!(AUTO.resolve(&info(Webp, false, false)), Format::Webp);
+        assert_eq!(JPEG.resolve(&info(Gif, true, false)), Format::Jpeg);
+    }
+}
