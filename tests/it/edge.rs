@@ -485,6 +485,7 @@ async fn bad_sources_get_clean_client_errors() {
     s.add("text.jpg", "not_an_image.txt", Visibility::Public)
         .await;
     s.add("bomb.png", "bomb.png", Visibility::Public).await;
+    s.add("bomb.jpg", "bomb.jpg", Visibility::Public).await;
     s.add_bytes("huge.jpg", vec![0xff; 300_000], Visibility::Public)
         .await;
     let cases: &[(&str, u16, &str)] = &[
@@ -492,6 +493,7 @@ async fn bad_sources_get_clean_client_errors() {
         ("/fit-in/50x50/corrupt.png", 422, "image/undecodable"),
         ("/fit-in/50x50/text.jpg", 415, "image/unsupported-format"),
         ("/fit-in/50x50/bomb.png", 422, "image/too-many-pixels"),
+        ("/fit-in/50x50/bomb.jpg", 422, "image/too-many-pixels"),
         ("/fit-in/50x50/huge.jpg", 413, "image/source-too-large"),
     ];
     for (path, status, code) in cases {
@@ -519,5 +521,18 @@ async fn meta_describes_the_operations() {
     for needle in ["640", "427", "300", "200", "jpeg"] {
         assert!(text.contains(needle), "{needle} missing in {text}");
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn embedded_icc_profiles_are_converted_to_srgb() {
+    let s = TestServer::start().await;
+    s.add("icc.jpg", "icc_adobergb.jpg", Visibility::Public)
+        .await;
+    let r = s.get("/fit-in/64x64/icc.jpg").await;
+    assert_eq!(r.format(), ImageFormat::Jpeg);
+    r.image();
+    let meta = s.get("/meta/fit-in/64x64/icc.jpg").await.json();
+    assert_eq!(meta["source"]["has_icc"], true, "{meta}");
     s.stop().await;
 }

@@ -60,6 +60,22 @@ async fn full_queue_sheds_with_503_and_retry_after() {
 }
 
 #[tokio::test]
+async fn a_transform_past_its_deadline_is_504() {
+    let s = TestServer::start_with(|c| {
+        c.transform_concurrency = 1;
+        c.request_deadline_ms = 200;
+    })
+    .await;
+    s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
+    let release = occupy_cpu(&s.app, 1).await;
+    let r = s.get("/fit-in/42x42/a.jpg").await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"]["code"], "image/deadline");
+    drop(release);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn identical_concurrent_misses_fetch_and_render_once() {
     let s = TestServer::start_with(|c| c.transform_concurrency = 1).await;
     s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
