@@ -127,17 +127,24 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     let (ow, oh) = info.oriented_size();
     let full = Size::new(ow, oh);
 
-    // Shrink-on-load needs the plan, which needs the base size; trim needs pixels to know it,
-    // so a trimmed JPEG is decoded at full size.
-    let shrink = if info.format == SourceFormat::Jpeg && recipe.trim.is_none() {
-        let base = recipe
-            .crop
-            .and_then(|c| geometry::clamp_rect(c, full))
-            .map_or(full, size_of);
-        let plan = geometry::plan(base, recipe, max_side)?;
-        geometry::shrink_factor(size_of(plan.window), plan.resize)
-    } else {
-        1
+    // Planning before decoding refuses oversized outputs early and gives the JPEG
+    // shrink-on-load factor. Trim needs pixels to know the base size, so a trimmed image is
+    // planned after decoding only, and decoded at full size.
+    let early_plan = match recipe.trim {
+        None => {
+            let base = recipe
+                .crop
+                .and_then(|c| geometry::clamp_rect(c, full))
+                .map_or(full, size_of);
+            Some(geometry::plan(base, recipe, max_side)?)
+        }
+        Some(_) => None,
+    };
+    let shrink = match early_plan {
+        Some(plan) if info.format == SourceFormat::Jpeg => {
+            geometry::shrink_factor(size_of(plan.window), plan.resize)
+        }
+        _ => 1,
     };
     checkpoint(job)?;
 
