@@ -173,7 +173,8 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_caller_raises_cancel_flag_and_keeps_the_slot_until_the_job_ends() {
-        let p = pool(1, 0);
+        // One queue place, so the follow-up job waits for the slot instead of being shed.
+        let p = pool(1, 1);
         let (seen_tx, seen_rx) = mpsc::channel::<bool>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let far = deadline_after(Duration::from_secs(30));
@@ -196,8 +197,9 @@ mod tests {
             .await
             .unwrap();
         assert!(seen);
-        // The slot frees once the job has returned.
+        // The slot frees once the job has returned: the next job then runs.
         assert_eq!(p.submit(far, |_| 1).await, Ok(1));
+        assert_eq!(p.metrics.transforms_running.get(), 0);
     }
 
     #[tokio::test]

@@ -671,6 +671,54 @@ mod tests {
         }
     }
 
+    /// A big-endian TIFF block holding only Orientation = `value`.
+    fn exif_orientation(value: u8) -> Vec<u8> {
+        let mut t = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+        t.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, value, 0, 0, 0, 0, 0, 0]);
+        t
+    }
+
+    #[test]
+    fn orientation_from_png_and_webp_exif() {
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&[0; 4]); // The CRC is not checked by the header walk.
+            c
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &[0, 0, 0, 30, 0, 0, 0, 20, 8, 2, 0, 0, 0]));
+        png.extend(chunk(b"eXIf", &exif_orientation(6)));
+        png.extend(chunk(b"IDAT", &[]));
+        assert_eq!(probe(&png).unwrap().orientation, 6);
+        assert_eq!(probe(&png).unwrap().oriented_size(), (20, 30));
+
+        let riff = |kind: &[u8], data: &[u8]| {
+            let mut c = kind.to_vec();
+            c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            c.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                c.push(0);
+            }
+            c
+        };
+        let mut body = b"WEBP".to_vec();
+        body.extend(riff(b"VP8X", &[0x08 | 0x10, 0, 0, 0, 29, 0, 0, 19, 0, 0]));
+        body.extend(riff(b"VP8L", &[0x2F, 0, 0, 0, 0]));
+        let mut exif = b"Exif\0\0".to_vec();
+        exif.extend(exif_orientation(8));
+        body.extend(riff(b"EXIF", &exif));
+        let mut webp = b"RIFF".to_vec();
+        webp.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        webp.extend(body);
+        let info = probe(&webp).unwrap();
+        assert_eq!(
+            (info.width, info.height, info.orientation, info.has_alpha),
+            (30, 20, 8, true)
+        );
+    }
+
     #[test]
     fn cmyk_patches_come_out_red_and_blue() {
         let bytes = fixture("cmyk.jpg");

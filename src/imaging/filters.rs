@@ -84,10 +84,12 @@ pub fn trim_box(image: &DynamicImage, trim: Trim) -> Option<Rect> {
     })
 }
 
-/// Centres the image on a canvas of `canvas` size filled as `fill` says.
+/// Centres the image on a canvas of `canvas` size filled as `fill` says; transparent parts
+/// of the image show the fill too.
 pub fn pad(image: DynamicImage, canvas: Size, fill: Fill) -> Result<DynamicImage, ImagingError> {
     let (w, h) = image.dimensions();
-    if (w, h) == (canvas.width, canvas.height) {
+    let opaque = !image.color().has_alpha();
+    if opaque && (w, h) == (canvas.width, canvas.height) {
         return Ok(image);
     }
     let mut background = match fill {

@@ -97,7 +97,7 @@ pub struct Encoded {
 }
 
 /// Every way a render can fail, classified so the caller can pick a status code.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImagingError {
     /// Not JPEG, PNG, WebP or GIF (sniffed from the bytes). HTTP 415.
     #[error("unsupported source format (expected JPEG, PNG, WebP or GIF)")]

@@ -127,17 +127,24 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     let (ow, oh) = info.oriented_size();
     let full = Size::new(ow, oh);
 
-    // Shrink-on-load needs the plan, which needs the base size; trim needs pixels to know it,
-    // so a trimmed JPEG is decoded at full size.
-    let shrink = if info.format == SourceFormat::Jpeg && recipe.trim.is_none() {
-        let base = recipe
-            .crop
-            .and_then(|c| geometry::clamp_rect(c, full))
-            .map_or(full, size_of);
-        let plan = geometry::plan(base, recipe, max_side)?;
-        geometry::shrink_factor(size_of(plan.window), plan.resize)
-    } else {
-        1
+    // Planning before decoding refuses oversized outputs early and gives the JPEG
+    // shrink-on-load factor. Trim needs pixels to know the base size, so a trimmed image is
+    // planned after decoding only, and decoded at full size.
+    let early_plan = match recipe.trim {
+        None => {
+            let base = recipe
+                .crop
+                .and_then(|c| geometry::clamp_rect(c, full))
+                .map_or(full, size_of);
+            Some(geometry::plan(base, recipe, max_side)?)
+        }
+        Some(_) => None,
+    };
+    let shrink = match early_plan {
+        Some(plan) if info.format == SourceFormat::Jpeg => {
+            geometry::shrink_factor(size_of(plan.window), plan.resize)
+        }
+        _ => 1,
     };
     checkpoint(job)?;
 
@@ -806,5 +813,80 @@ mod tests {
         assert_eq!(AUTO.resolve(&info(Png, false, true)), Format::Png);
         assert_eq!(AUTO.resolve(&info(Webp, false, false)), Format::Webp);
         assert_eq!(JPEG.resolve(&info(Gif, true, false)), Format::Jpeg);
+    }
+
+    /// Prints per-stage timings for the bench photos; asserts nothing about time. Run with
+    /// `cargo test --lib stage_timings -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs /work/shared/bench-images; prints timings only"]
+    fn stage_timings() {
+        let dir = std::env::var("IMGEDGE_BENCH_IMAGES")
+            .unwrap_or_else(|_| "/work/shared/bench-images".to_owned());
+        let cases = [
+            ("phone_12mp.jpg", sized(Fit::FitIn, 300, 200), JPEG),
+            ("phone_12mp.jpg", sized(Fit::FitIn, 800, 0), JPEG),
+            (
+                "phone_12mp.jpg",
+                sized(Fit::FitIn, 300, 200),
+                FormatChoice::Explicit(Format::Webp),
+            ),
+            (
+                "phone_12mp.jpg",
+                sized(Fit::FitIn, 800, 0),
+                FormatChoice::Explicit(Format::Avif),
+            ),
+            (
+                "storm.jpg",
+                with(sized(Fit::Crop, 80, 80), |r| r.smart = true),
+                JPEG,
+            ),
+            (
+                "emerald_logo.png",
+                sized(Fit::FitIn, 200, 200),
+                FormatChoice::Explicit(Format::Webp),
+            ),
+        ];
+        let limits = Limits::default();
+        let cancel = AtomicBool::new(false);
+        for (file, recipe, output) in cases {
+            let Ok(bytes) = std::fs::read(format!("{dir}/{file}")) else {
+                continue;
+            };
+            for _ in 0..2 {
+                let job = Job {
+                    bytes: &bytes,
+                    recipe: &recipe,
+                    output,
+                    default_quality: 80,
+                    limits: &limits,
+                    cancel: &cancel,
+                };
+                let out = render(&job).unwrap();
+                let t = out.timings;
+                println!(
+                    "{file} {:?} {}x{} → {:?} {}x{} {} B: decode {:?}, transform {:?}, encode {:?}",
+                    recipe.fit,
+                    recipe.width.clone_px(),
+                    recipe.height.clone_px(),
+                    out.format,
+                    out.width,
+                    out.height,
+                    out.bytes.len(),
+                    t.decode,
+                    t.transform,
+                    t.encode
+                );
+            }
+        }
+    }
+
+    trait ClonePx {
+        fn clone_px(&self) -> u32;
+    }
+
+    impl ClonePx for Dim {
+        fn clone_px(&self) -> u32 {
+            if let Dim::Px(v) = self { *v } else { 0 }
+        }
     }
 }

