@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::api::auth::{JwtVerifier, KeyRing};
 use crate::cache::{CacheSizes, Caches};
 use crate::config::{Config, StorageKind};
 use crate::cpu::CpuPool;
@@ -12,6 +13,7 @@ use crate::db::{Db, DbError};
 use crate::edge::access::Signing;
 use crate::edge::negotiate::Policy;
 use crate::imaging;
+use crate::storage::presign::LocalSigner;
 use crate::storage::{FsStorage, Storage, StorageError};
 use crate::telemetry::Metrics;
 
@@ -26,6 +28,13 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("cannot open metadata store {url}: {source}")]
     Db { url: String, source: DbError },
+    #[error("invalid authentication settings: {0}")]
+    Auth(String),
+    #[error("cannot read or create the storage signing key {path}: {source}")]
+    SigningKey {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -44,6 +53,11 @@ pub struct App {
     pub signing: Signing,
     pub negotiation: Policy,
     pub imaging_limits: imaging::Limits,
+    /// API keys by hash, and the bearer-token verifier when one is configured.
+    pub keys: KeyRing,
+    pub jwt: Option<JwtVerifier>,
+    /// Signs and checks the local store's presigned URLs.
+    pub signer: LocalSigner,
     /// Set at shutdown: `/readyz` fails and responses ask clients to close.
     pub draining: AtomicBool,
 }
@@ -94,7 +108,14 @@ impl App {
             max_source_pixels: config.max_source_pixels,
             max_output_side: config.max_output_side,
         };
+        let keys = KeyRing::parse(&config.api_keys).map_err(StartError::Auth)?;
+        let jwt = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
+            .map_err(StartError::Auth)?;
+        let signer = LocalSigner::new(signing_secret(&config)?, &config.api_base_url());
         Ok(App {
+            keys,
+            jwt,
+            signer,
             config,
             storage,
             db,
@@ -107,4 +128,36 @@ impl App {
             draining: AtomicBool::new(false),
         })
     }
+}
+
+/// The configured storage signing secret, or the one kept in the data directory (created,
+/// readable by the owner only, on first start).
+fn signing_secret(config: &Config) -> Result<Vec<u8>, StartError> {
+    if !config.storage_signing_secret.is_empty() {
+        return Ok(config.storage_signing_secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("storage-signing.key");
+    let fail = |source| StartError::SigningKey {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(&config.data_dir).map_err(fail)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, hex.as_bytes()).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    }
+    std::fs::rename(&tmp, &path).map_err(fail)?;
+    Ok(hex.into_bytes())
 }

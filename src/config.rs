@@ -148,6 +148,37 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Public base URL of the CDN, used in printed links (demo mode, API `cdnUrl`).
     pub public_cdn_url: String,
+    /// Public base URL of the API listener, used in presigned URLs of the local store.
+    pub public_api_url: String,
+    /// Name reported as the files' `bucket`.
+    pub bucket: String,
+    /// Key for signing the local store's presigned URLs; empty means a random key kept in
+    /// `<data_dir>/storage-signing.key` (created on first start).
+    pub storage_signing_secret: String,
+    /// Upload size limit for the `images` category, in bytes.
+    #[serde(deserialize_with = "flex")]
+    pub max_image_bytes: u64,
+    /// Upload size limit for the `media` category, in bytes.
+    #[serde(deserialize_with = "flex")]
+    pub max_media_bytes: u64,
+    /// Upload size limit for every other category, in bytes.
+    #[serde(deserialize_with = "flex")]
+    pub max_document_bytes: u64,
+    /// Presigned or multipart uploads never registered are removed after this many seconds.
+    #[serde(deserialize_with = "flex")]
+    pub upload_ttl_secs: u64,
+    /// How often the upload sweep runs, in seconds.
+    #[serde(deserialize_with = "flex")]
+    pub housekeeping_interval_secs: u64,
+    /// Storage API keys, by hash: comma-separated `PROJECT:SHA256HEX` entries, as printed
+    /// by `imgedge keys new`. Empty means every API call is refused (no key matches).
+    pub api_keys: String,
+    /// HS256 secret for bearer tokens (at least 32 bytes); also lets `imgedge token` mint
+    /// development tokens. Empty disables HS256.
+    pub jwt_secret: String,
+    /// RS256/ES256 public key for bearer tokens: PEM text, or the path of a PEM file.
+    /// An RSA key means RS256, an EC P-256 key ES256. Empty disables them.
+    pub jwt_public_key: String,
 }
 
 impl Default for Config {
@@ -179,6 +210,17 @@ impl Default for Config {
             max_connections: 4096,
             log_format: LogFormat::Text,
             public_cdn_url: String::new(),
+            public_api_url: String::new(),
+            bucket: "default".into(),
+            storage_signing_secret: String::new(),
+            max_image_bytes: 10 * 1000 * 1000,
+            max_media_bytes: 100 * 1000 * 1000,
+            max_document_bytes: 20 * 1000 * 1000,
+            upload_ttl_secs: 24 * 3600,
+            housekeeping_interval_secs: 300,
+            api_keys: String::new(),
+            jwt_secret: String::new(),
+            jwt_public_key: String::new(),
         }
     }
 }
@@ -244,6 +286,12 @@ impl Config {
         if self.require_signature && self.security_key.is_empty() {
             return bad("require_signature needs security_key (IMGEDGE_SECURITY_KEY)");
         }
+        if self.housekeeping_interval_secs == 0 {
+            return bad("housekeeping_interval_secs must be positive");
+        }
+        if self.bucket.is_empty() {
+            return bad("bucket must not be empty");
+        }
         if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
             return bad("database_url must start with sqlite:// (PostgreSQL is not built in yet)");
         }
@@ -273,6 +321,15 @@ impl Config {
 
     pub fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    /// The base URL of presigned local-store URLs: `public_api_url` or `http://<api_addr>`.
+    pub fn api_base_url(&self) -> String {
+        if self.public_api_url.is_empty() {
+            format!("http://{}", self.api_addr)
+        } else {
+            self.public_api_url.trim_end_matches('/').to_owned()
+        }
     }
 
     /// The base URL printed in links: `public_cdn_url` or `http://<cdn_addr>`.

@@ -79,6 +79,9 @@ impl From<StorageError> for EdgeError {
             StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge { size, limit },
             StorageError::Timeout => EdgeError::StorageTimeout,
             StorageError::Io(io) => EdgeError::Storage(io.to_string()),
+            other @ (StorageError::Incomplete(_)
+            | StorageError::PartMismatch { .. }
+            | StorageError::Empty) => EdgeError::Storage(other.to_string()),
         }
     }
 }
@@ -221,5 +224,167 @@ mod tests {
         );
         let resp = EdgeError::Overloaded.into_response("r2");
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+}
+
+/// The storage API's stable error codes (SPEC §2.4), plus the few generic ones every HTTP
+/// API needs. `status()` is the only status table for the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiCode {
+    FileNotFound,
+    InvalidName,
+    FileTooLarge,
+    FileTooSmall,
+    InvalidFormat,
+    InvalidPath,
+    BucketNotConfigured,
+    InvalidPartNumberRange,
+    UploadInitFailed,
+    InvalidPartsArray,
+    AccessDenied,
+    S3KeyAlreadyExists,
+    S3KeyTooLong,
+    OriginalNameTooLong,
+    MimeTypeTooLong,
+    SizeNegative,
+    AuthenticationRequired,
+    InvalidParameters,
+    ValidationError,
+    RouteNotFound,
+    MethodNotAllowed,
+    Internal,
+    Unavailable,
+}
+
+impl ApiCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiCode::FileNotFound => "file/not-found",
+            ApiCode::InvalidName => "file/invalid-name",
+            ApiCode::FileTooLarge => "file/file-too-large",
+            ApiCode::FileTooSmall => "file/file-too-small",
+            ApiCode::InvalidFormat => "file/invalid-format",
+            ApiCode::InvalidPath => "file/invalid-path",
+            ApiCode::BucketNotConfigured => "file/bucket-not-configured",
+            ApiCode::InvalidPartNumberRange => "file/invalid-part-number-range",
+            ApiCode::UploadInitFailed => "file/upload-init-failed",
+            ApiCode::InvalidPartsArray => "file/invalid-parts-array",
+            ApiCode::AccessDenied => "file/access-denied",
+            ApiCode::S3KeyAlreadyExists => "file/s3-key-already-exists",
+            ApiCode::S3KeyTooLong => "file/s3-key-too-long",
+            ApiCode::OriginalNameTooLong => "file/original-name-too-long",
+            ApiCode::MimeTypeTooLong => "file/mime-type-too-long",
+            ApiCode::SizeNegative => "file/size-negative",
+            ApiCode::AuthenticationRequired => "common/authentication-required",
+            ApiCode::InvalidParameters => "common/invalid-parameters",
+            ApiCode::ValidationError => "data/validation-error",
+            ApiCode::RouteNotFound => "common/not-found",
+            ApiCode::MethodNotAllowed => "common/method-not-allowed",
+            ApiCode::Internal => "common/internal-error",
+            ApiCode::Unavailable => "common/service-unavailable",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiCode::FileNotFound | ApiCode::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiCode::InvalidName
+            | ApiCode::FileTooLarge
+            | ApiCode::FileTooSmall
+            | ApiCode::InvalidFormat
+            | ApiCode::InvalidPath
+            | ApiCode::InvalidPartNumberRange
+            | ApiCode::InvalidPartsArray
+            | ApiCode::S3KeyTooLong
+            | ApiCode::OriginalNameTooLong
+            | ApiCode::MimeTypeTooLong
+            | ApiCode::SizeNegative
+            | ApiCode::InvalidParameters
+            | ApiCode::ValidationError => StatusCode::BAD_REQUEST,
+            ApiCode::AccessDenied => StatusCode::FORBIDDEN,
+            ApiCode::S3KeyAlreadyExists => StatusCode::CONFLICT,
+            ApiCode::AuthenticationRequired => StatusCode::UNAUTHORIZED,
+            ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiCode::BucketNotConfigured | ApiCode::UploadInitFailed | ApiCode::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A failed API call: a stable code and a message saying exactly what was wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ApiCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ApiCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A server-side fault: logged once here with its cause, reported as "internal error".
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "API request failed");
+        ApiError::new(ApiCode::Internal, "internal error")
+    }
+
+    /// `{"success": false, "error": {"code", "message"}}` with the code's status.
+    pub fn into_response(self) -> Response<Body> {
+        let body = json!({
+            "success": false,
+            "error": { "code": self.code.as_str(), "message": self.message },
+        });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.code.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::DuplicateKey(key) => ApiError::new(
+                ApiCode::S3KeyAlreadyExists,
+                format!("a file is already registered for key {key}"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => {
+                ApiError::new(ApiCode::FileNotFound, "the object is not in storage")
+            }
+            StorageError::TooLarge { size, limit } => ApiError::new(
+                ApiCode::FileTooLarge,
+                format!("{size} bytes is over the limit of {limit} bytes"),
+            ),
+            StorageError::PartMismatch { part } => ApiError::new(
+                ApiCode::InvalidPartsArray,
+                format!("part {part} was not uploaded or its etag does not match"),
+            ),
+            StorageError::Empty => ApiError::new(ApiCode::FileTooSmall, "the upload is empty"),
+            StorageError::Incomplete(why) => ApiError::new(
+                ApiCode::InvalidParameters,
+                format!("the upload broke off before the end: {why}"),
+            ),
+            other => ApiError::internal(other),
+        }
     }
 }

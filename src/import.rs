@@ -111,11 +111,7 @@ async fn import_one(
         Ok(info) => info,
         Err(e) => return Ok(Outcome::Skipped(format!("not a usable image: {e}"))),
     };
-    let (width, height) = if info.orientation >= 5 {
-        (info.height, info.width)
-    } else {
-        (info.width, info.height)
-    };
+    let (width, height) = info.oriented_size();
     let new = NewFile {
         project: options.project.clone(),
         key: key.clone(),

@@ -5,7 +5,9 @@
 //! - `app`: shared handles built once (storage, db, caches, CPU pool, policies).
 //! - `server`: hyper accept loops, connection limits, graceful shutdown.
 //! - `edge`: the CDN data path (`url` parsing, `access`, `negotiate`, `respond`).
-//! - `api`: the API listener (health, readiness, metrics; the storage API later).
+//! - `api`: the API listener: the storage API, presigned local-store endpoints, health,
+//!   readiness, metrics.
+//! - `housekeeping`: sweeping uploads that were issued but never registered.
 //! - `imaging`: synchronous decode → geometry → resize → filters → encode.
 //! - `cpu`: the only async → CPU bridge (bounded, queued, cancellable).
 //! - `cache`: moka caches for variants, originals and visibility.
@@ -24,6 +26,7 @@ pub mod db;
 pub mod demo;
 pub mod edge;
 pub mod error;
+pub mod housekeeping;
 pub mod imaging;
 pub mod import;
 pub mod server;
@@ -89,11 +92,12 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         app.clone(),
         token.clone(),
     ));
+    let sweeper = housekeeping::spawn(app.clone(), token.clone());
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Relaxed);
     token.cancel();
-    let _ = tokio::join!(cdn, api);
+    let _ = tokio::join!(cdn, api, sweeper);
     app.db.close().await;
     tracing::info!("stopped");
 }

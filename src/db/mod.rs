@@ -1,16 +1,25 @@
 //! The metadata store: the only module that holds SQL. `Db` is a closed enum over the
 //! engines (SQLite is the embedded default; PostgreSQL joins it later) with one typed
 //! query per operation. Migrations run when the store is opened.
+//!
+//! - `files`: file records, listing with row-level security, patch, delete.
+//! - `uploads`: keys issued by presign / multipart init, and their sweeping.
+
+mod files;
+mod uploads;
 
 use std::fmt;
 use std::str::FromStr;
 
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::edge::url::ObjectKey;
+
+pub use files::{Direction, FileFilter, FilePatch, Listing, Reader, SortBy};
+pub use uploads::UploadGrant;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -96,7 +105,9 @@ impl FromStr for OwnerType {
             "session" => Ok(OwnerType::Session),
             "service" => Ok(OwnerType::Service),
             "public" => Ok(OwnerType::Public),
-            other => Err(format!("unknown owner type `{other}`")),
+            other => Err(format!(
+                "unknown owner type `{other}`, expected user, session, service or public"
+            )),
         }
     }
 }
@@ -137,6 +148,14 @@ pub struct NewFile {
     pub owner_type: OwnerType,
 }
 
+/// The optional parts of a registration (`POST /v1/files`).
+#[derive(Debug, Clone, Default)]
+pub struct FileExtras {
+    pub bucket: String,
+    pub metadata: Option<serde_json::Value>,
+    pub shared_with: Vec<String>,
+}
+
 /// The configured metadata store.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -163,103 +182,9 @@ impl Db {
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop)?,
-        }
+        let Db::Sqlite(pool) = self;
+        sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())
-    }
-
-    /// The visibility of the file stored under `key`, or `None` when there is no such file.
-    pub async fn visibility_of(&self, key: &ObjectKey) -> Result<Option<Visibility>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT visibility FROM files WHERE s3_key = ?")
-            .bind(key.as_str())
-            .fetch_optional(pool)
-            .await?;
-        row.map(|r| parse_enum::<Visibility>(r.get("visibility")))
-            .transpose()
-    }
-
-    pub async fn find_by_key(&self, key: &ObjectKey) -> Result<Option<FileRecord>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT * FROM files WHERE s3_key = ?")
-            .bind(key.as_str())
-            .fetch_optional(pool)
-            .await?;
-        row.map(|r| record_from_row(&r)).transpose()
-    }
-
-    /// Inserts a new record; a second record for the same key is `DuplicateKey`.
-    pub async fn insert_file(&self, new: NewFile) -> Result<FileRecord, DbError> {
-        let Db::Sqlite(pool) = self;
-        let now = OffsetDateTime::now_utc();
-        let id = uuid::Uuid::new_v4().to_string();
-        let stamp = format_time(now);
-        let result = sqlx::query(
-            "INSERT INTO files (id, project, s3_key, original_name, mime_type, size, width, \
-             height, visibility, bucket, owner_id, owner_type, metadata, shared_with, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, '{}', '[]', ?, ?)",
-        )
-        .bind(&id)
-        .bind(&new.project)
-        .bind(new.key.as_str())
-        .bind(&new.original_name)
-        .bind(&new.mime_type)
-        .bind(new.size as i64)
-        .bind(new.width.map(i64::from))
-        .bind(new.height.map(i64::from))
-        .bind(new.visibility.as_str())
-        .bind(&new.owner_id)
-        .bind(new.owner_type.as_str())
-        .bind(&stamp)
-        .bind(&stamp)
-        .execute(pool)
-        .await;
-        match result {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(DbError::DuplicateKey(new.key.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.find_by_key(&new.key)
-            .await?
-            .ok_or_else(|| DbError::Corrupt(format!("inserted row {id} vanished")))
-    }
-
-    /// Updates the stored facts (size, type, dimensions, visibility) of an existing record.
-    pub async fn refresh_file(&self, new: &NewFile) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        sqlx::query(
-            "UPDATE files SET size = ?, mime_type = ?, width = ?, height = ?, visibility = ?, \
-             updated_at = ? WHERE s3_key = ?",
-        )
-        .bind(new.size as i64)
-        .bind(&new.mime_type)
-        .bind(new.width.map(i64::from))
-        .bind(new.height.map(i64::from))
-        .bind(new.visibility.as_str())
-        .bind(format_time(OffsetDateTime::now_utc()))
-        .bind(new.key.as_str())
-        .execute(pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Changes a file's visibility; returns whether a row was updated.
-    pub async fn set_visibility(
-        &self,
-        key: &ObjectKey,
-        visibility: Visibility,
-    ) -> Result<bool, DbError> {
-        let Db::Sqlite(pool) = self;
-        let done = sqlx::query("UPDATE files SET visibility = ?, updated_at = ? WHERE s3_key = ?")
-            .bind(visibility.as_str())
-            .bind(format_time(OffsetDateTime::now_utc()))
-            .bind(key.as_str())
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
     }
 
     pub async fn close(&self) {
@@ -268,113 +193,19 @@ impl Db {
     }
 }
 
-fn format_time(t: OffsetDateTime) -> String {
+pub(crate) fn format_time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .expect("invariant: a UTC timestamp formats as RFC 3339")
 }
 
-fn parse_enum<T: FromStr<Err = String>>(text: &str) -> Result<T, DbError> {
+pub(crate) fn parse_time(text: &str, what: &str) -> Result<OffsetDateTime, DbError> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| DbError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn parse_enum<T: FromStr<Err = String>>(text: &str) -> Result<T, DbError> {
     text.parse().map_err(DbError::Corrupt)
 }
 
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<FileRecord, DbError> {
-    let corrupt = |what: &str, e: &dyn fmt::Display| DbError::Corrupt(format!("{what}: {e}"));
-    let key: String = row.get("s3_key");
-    let time_of = |col: &str| {
-        let text: String = row.get(col);
-        OffsetDateTime::parse(&text, &Rfc3339).map_err(|e| corrupt(col, &e))
-    };
-    let dim = |col: &str| -> Result<Option<u32>, DbError> {
-        let v: Option<i64> = row.get(col);
-        v.map(|v| u32::try_from(v).map_err(|e| corrupt(col, &e)))
-            .transpose()
-    };
-    let size: i64 = row.get("size");
-    let metadata: String = row.get("metadata");
-    let shared_with: String = row.get("shared_with");
-    Ok(FileRecord {
-        id: row.get("id"),
-        project: row.get("project"),
-        key: ObjectKey::parse(&key).map_err(|e| corrupt("s3_key", &e))?,
-        original_name: row.get("original_name"),
-        mime_type: row.get("mime_type"),
-        size: u64::try_from(size).map_err(|e| corrupt("size", &e))?,
-        width: dim("width")?,
-        height: dim("height")?,
-        visibility: parse_enum(row.get("visibility"))?,
-        bucket: row.get("bucket"),
-        owner_id: row.get("owner_id"),
-        owner_type: parse_enum(row.get("owner_type"))?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
-        shared_with: serde_json::from_str(&shared_with).map_err(|e| corrupt("shared_with", &e))?,
-        created_at: time_of("created_at")?,
-        updated_at: time_of("updated_at")?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new_file(key: &str, visibility: Visibility) -> NewFile {
-        NewFile {
-            project: "default".into(),
-            key: ObjectKey::parse(key).unwrap(),
-            original_name: "a.jpg".into(),
-            mime_type: "image/jpeg".into(),
-            size: 10,
-            width: Some(4),
-            height: Some(3),
-            visibility,
-            owner_id: "import".into(),
-            owner_type: OwnerType::Service,
-        }
-    }
-
-    #[tokio::test]
-    async fn insert_find_and_change_visibility() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::open(&url).await.unwrap();
-        let rec = db
-            .insert_file(new_file("p/a.jpg", Visibility::Public))
-            .await
-            .unwrap();
-        assert_eq!(rec.visibility, Visibility::Public);
-        assert_eq!(rec.width, Some(4));
-        let key = ObjectKey::parse("p/a.jpg").unwrap();
-        assert_eq!(
-            db.visibility_of(&key).await.unwrap(),
-            Some(Visibility::Public)
-        );
-        assert!(db.set_visibility(&key, Visibility::Private).await.unwrap());
-        assert_eq!(
-            db.visibility_of(&key).await.unwrap(),
-            Some(Visibility::Private)
-        );
-        let missing = ObjectKey::parse("p/none.jpg").unwrap();
-        assert_eq!(db.visibility_of(&missing).await.unwrap(), None);
-        assert!(matches!(
-            db.insert_file(new_file("p/a.jpg", Visibility::Public))
-                .await,
-            Err(DbError::DuplicateKey(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_rows_and_skips_applied_migrations() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Db::open(&url).await.unwrap();
-        db.insert_file(new_file("k.jpg", Visibility::Shared))
-            .await
-            .unwrap();
-        db.close().await;
-        let db = Db::open(&url).await.unwrap();
-        let key = ObjectKey::parse("k.jpg").unwrap();
-        assert_eq!(
-            db.visibility_of(&key).await.unwrap(),
-            Some(Visibility::Shared)
-        );
-    }
+pub(crate) fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
 }

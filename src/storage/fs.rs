@@ -1,12 +1,19 @@
 //! Local-directory object storage (the embedded default): object `a/b.jpg` lives at
 //! `<root>/a/b.jpg`. Keys are validated `ObjectKey`s (no `..`, no absolute paths, no empty
-//! segments), so joining them under the root cannot escape it.
+//! segments), so joining them under the root cannot escape it. Temporary files and
+//! multipart parts live in a separate work directory beside the root (same filesystem, so
+//! renames are atomic), never inside it, so no key can reach them.
+//!
+//! Uploads are streamed frame by frame to a temporary file and renamed into place only when
+//! complete: a body that breaks off or exceeds its cap leaves nothing behind.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ObjectHead, StorageError};
 use crate::edge::url::ObjectKey;
@@ -14,15 +21,20 @@ use crate::edge::url::ObjectKey;
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    work: PathBuf,
 }
 
 impl FsStorage {
-    /// Opens (creating if needed) the storage root.
+    /// Opens (creating if needed) the storage root and its work directory (`<root>.work`).
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<FsStorage> {
         let root = root.into();
+        let mut work = root.clone().into_os_string();
+        work.push(".work");
+        let work = PathBuf::from(work);
         std::fs::create_dir_all(&root)?;
-        std::fs::create_dir_all(root.join(".tmp"))?;
-        Ok(FsStorage { root })
+        std::fs::create_dir_all(work.join("tmp"))?;
+        std::fs::create_dir_all(work.join("parts"))?;
+        Ok(FsStorage { root, work })
     }
 
     pub fn root(&self) -> &Path {
@@ -122,10 +134,206 @@ impl FsStorage {
     }
 
     fn temp_path(&self) -> PathBuf {
-        self.root
-            .join(".tmp")
+        self.work
+            .join("tmp")
             .join(uuid::Uuid::new_v4().simple().to_string())
     }
+
+    /// Streams `body` into the object `key`, refusing more than `max_bytes`. The object
+    /// appears only once the whole body has arrived. Returns the stored size.
+    pub async fn put_stream<B>(
+        &self,
+        key: &ObjectKey,
+        body: B,
+        max_bytes: u64,
+    ) -> Result<u64, StorageError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let tmp = self.temp_path();
+        let dest = self.path_of(key);
+        let result = async {
+            let (size, _) = write_body(&tmp, body, max_bytes).await?;
+            if size == 0 {
+                return Err(StorageError::Empty);
+            }
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&tmp, &dest).await?;
+            Ok(size)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Opens an object for streaming: the file and its length.
+    pub async fn open_object(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(tokio::fs::File, u64), StorageError> {
+        let file = tokio::fs::File::open(self.path_of(key))
+            .await
+            .map_err(not_found)?;
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound);
+        }
+        Ok((file, meta.len()))
+    }
+
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path_of(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts a multipart upload; its parts are kept apart until `complete_multipart`.
+    pub async fn create_multipart(&self) -> Result<String, StorageError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        tokio::fs::create_dir_all(self.parts_dir(&id)).await?;
+        Ok(id)
+    }
+
+    /// Stores one part (replacing an earlier attempt) and returns its quoted ETag.
+    pub async fn put_part<B>(
+        &self,
+        upload_id: &str,
+        part: u32,
+        body: B,
+        max_bytes: u64,
+    ) -> Result<String, StorageError>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        let dir = self.parts_dir(upload_id);
+        if !tokio::fs::try_exists(&dir).await? {
+            return Err(StorageError::NotFound);
+        }
+        let tmp = self.temp_path();
+        let result = async {
+            let (_, digest) = write_body(&tmp, body, max_bytes).await?;
+            tokio::fs::rename(&tmp, dir.join(part.to_string())).await?;
+            Ok(format!("\"{}\"", super::presign::hex(&digest[..16])))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Joins the listed parts, in order, into the object `key` after checking each part's
+    /// ETag; the object appears only when the join is complete. Returns its size.
+    pub async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[(u32, String)],
+        max_bytes: u64,
+    ) -> Result<u64, StorageError> {
+        let dir = self.parts_dir(upload_id);
+        let tmp = self.temp_path();
+        let dest = self.path_of(key);
+        let result = async {
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            let mut total = 0u64;
+            for (number, etag) in parts {
+                let path = dir.join(number.to_string());
+                let bytes = tokio::fs::read(&path).await.map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => StorageError::PartMismatch { part: *number },
+                    _ => StorageError::Io(e),
+                })?;
+                let digest = Sha256::digest(&bytes);
+                let actual = super::presign::hex(&digest[..16]);
+                if etag.trim_matches('"') != actual {
+                    return Err(StorageError::PartMismatch { part: *number });
+                }
+                total += bytes.len() as u64;
+                if total > max_bytes {
+                    return Err(StorageError::TooLarge {
+                        size: total,
+                        limit: max_bytes,
+                    });
+                }
+                out.write_all(&bytes).await?;
+            }
+            out.sync_all().await?;
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&tmp, &dest).await?;
+            Ok(total)
+        }
+        .await;
+        match &result {
+            Ok(_) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+            Err(_) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+        }
+        result
+    }
+
+    /// Drops a multipart upload's parts (idempotent).
+    pub async fn abort_multipart(&self, upload_id: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_dir_all(self.parts_dir(upload_id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn parts_dir(&self, upload_id: &str) -> PathBuf {
+        // Upload ids are ours (uuid simple), but never trust them as path components.
+        let safe: String = upload_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        self.work.join("parts").join(safe)
+    }
+}
+
+/// Writes a body to `path`, capped at `max_bytes`, and returns its size and SHA-256.
+async fn write_body<B>(
+    path: &Path,
+    body: B,
+    max_bytes: u64,
+) -> Result<(u64, [u8; 32]), StorageError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut file = tokio::fs::File::create(path).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| StorageError::Incomplete(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > max_bytes {
+            return Err(StorageError::TooLarge {
+                size,
+                limit: max_bytes,
+            });
+        }
+        hasher.update(&data);
+        file.write_all(&data).await?;
+    }
+    file.sync_all().await?;
+    Ok((size, hasher.finalize().into()))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

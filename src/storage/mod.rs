@@ -6,6 +6,7 @@
 //! partial objects are ever visible (writes go to a temporary file and are renamed).
 
 mod fs;
+pub mod presign;
 
 use bytes::Bytes;
 
@@ -21,6 +22,12 @@ pub enum StorageError {
     TooLarge { size: u64, limit: u64 },
     #[error("storage timed out")]
     Timeout,
+    #[error("the upload is empty")]
+    Empty,
+    #[error("the upload broke off: {0}")]
+    Incomplete(String),
+    #[error("part {part} is missing or its ETag does not match")]
+    PartMismatch { part: u32 },
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -55,6 +62,13 @@ impl Storage {
     pub async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StorageError> {
         match self {
             Storage::Fs(fs) => fs.put(key, bytes).await,
+        }
+    }
+
+    /// Removes an object; removing a missing object is not an error.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match self {
+            Storage::Fs(fs) => fs.delete(key).await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real server on 127.0.0.1:0 and talks
 //! HTTP to it.
 
+mod api;
 mod cli;
 mod edge;
 mod ops;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -70,8 +70,16 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     client: Client<HttpConnector, Empty<Bytes>>,
+    body_client: Client<HttpConnector, Full<Bytes>>,
     _dir: tempfile::TempDir,
 }
+
+/// API keys every test server accepts: project `default` (publishable and secret) and a
+/// publishable key of project `other`.
+pub const PK: &str = "pk_1111111111111111111111111111111111111111111111111111111111111111";
+pub const SK: &str = "sk_2222222222222222222222222222222222222222222222222222222222222222";
+pub const OTHER_PK: &str = "pk_3333333333333333333333333333333333333333333333333333333333333333";
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 pub fn test_config(dir: &std::path::Path) -> Config {
     let no_env: Vec<(String, String)> = Vec::new();
@@ -79,6 +87,14 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.data_dir = dir.to_owned();
     config.transform_concurrency = 2;
     config.shutdown_grace_ms = 5_000;
+    let hash = imgedge::api::auth::sha256_hex;
+    config.api_keys = format!(
+        "default:{},default:{},other:{}",
+        hash(PK),
+        hash(SK),
+        hash(OTHER_PK)
+    );
+    config.jwt_secret = JWT_SECRET.into();
     config
 }
 
@@ -94,13 +110,16 @@ impl TestServer {
         TestServer::start_in(dir, config).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+    pub async fn start_in(dir: tempfile::TempDir, mut config: Config) -> TestServer {
         let listeners = Listeners {
             cdn: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             api: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
         let cdn = listeners.cdn.local_addr().unwrap();
         let api = listeners.api.local_addr().unwrap();
+        // Links the service prints must point at the ephemeral ports.
+        config.public_api_url = format!("http://{api}");
+        config.public_cdn_url = format!("http://{cdn}");
         let app = Arc::new(App::build(config).await.unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(imgedge::serve(app.clone(), listeners, async {
@@ -113,6 +132,7 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            body_client: Client::builder(TokioExecutor::new()).build_http(),
             _dir: dir,
         }
     }
@@ -188,6 +208,73 @@ impl TestServer {
             .request(req.body(Empty::new()).unwrap())
             .await
             .unwrap_or_else(|e| panic!("request {path}: {e}"));
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A development token for `user`, as `imgedge token` mints it.
+    pub fn token(&self, user: &str) -> String {
+        self.app
+            .jwt
+            .as_ref()
+            .expect("tests configure a JWT secret")
+            .mint(user, std::time::Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// Calls the storage API with a JSON body (or none), an API key and an optional user.
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        user: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Resp {
+        let token = user.map(|u| format!("Bearer {}", self.token(u)));
+        let mut headers: Vec<(&str, &str)> = vec![("x-api-key", key)];
+        if let Some(t) = &token {
+            headers.push(("authorization", t));
+        }
+        let (bytes, has_body) = match body {
+            Some(b) => (Bytes::from(b.to_string()), true),
+            None => (Bytes::new(), false),
+        };
+        if has_body {
+            headers.push(("content-type", "application/json"));
+        }
+        self.send(
+            method,
+            &format!("http://{}{path}", self.api),
+            &headers,
+            bytes,
+        )
+        .await
+    }
+
+    /// Sends `body` to an absolute URL (for presigned URLs).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .body_client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("request {url}: {e}"));
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -1,0 +1,557 @@
+//! File metadata: registration of uploaded objects, detail, listing, partial update,
+//! deletion and download URLs, under the access rules of SPEC §2.3. Changes of visibility
+//! and deletions purge the edge's caches for the key at once.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::{Duration, OffsetDateTime};
+
+use super::auth::Caller;
+use super::uploads::{check_content_type, check_filename, parse_visibility, rfc3339};
+use super::view::{FileView, ListView, Pagination, can_edit, can_read};
+use super::{body, json};
+use crate::app::App;
+use crate::db::{
+    Direction, FileExtras, FileFilter, FilePatch, FileRecord, NewFile, OwnerType, Reader, SortBy,
+};
+use crate::edge::url::ObjectKey;
+use crate::error::{ApiCode, ApiError};
+use crate::imaging;
+use crate::server::Body;
+use crate::storage::Storage;
+use crate::storage::presign::Permit;
+
+/// Download URLs are valid this long (SPEC §2.2).
+const DOWNLOAD_URL_TTL: Duration = Duration::hours(1);
+const MAX_KEY: usize = 1024;
+const MAX_NAME: usize = 255;
+const MAX_SHARED_WITH: usize = 100;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+fn bad(code: ApiCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterRequest {
+    s3_key: String,
+    original_name: String,
+    mime_type: String,
+    size: i64,
+    width: Option<u32>,
+    height: Option<u32>,
+    visibility: Option<String>,
+    bucket: Option<String>,
+    metadata: Option<Value>,
+    shared_with: Option<Vec<String>>,
+}
+
+pub async fn register<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let caller = body::caller(app, &req)?;
+    let Some(user) = caller.user.clone() else {
+        return Err(bad(
+            ApiCode::AuthenticationRequired,
+            "a Bearer token is required to register files",
+        ));
+    };
+    let input: RegisterRequest = body::json(req).await?;
+    if input.s3_key.len() > MAX_KEY {
+        return Err(bad(
+            ApiCode::S3KeyTooLong,
+            "s3Key must be at most 1024 bytes",
+        ));
+    }
+    let key = ObjectKey::parse(&input.s3_key)
+        .map_err(|e| bad(ApiCode::InvalidPath, format!("s3Key: {e}")))?;
+    if input.original_name.chars().count() > MAX_NAME {
+        return Err(bad(
+            ApiCode::OriginalNameTooLong,
+            "originalName must be at most 255 characters",
+        ));
+    }
+    let original_name = check_filename(&input.original_name)?;
+    let mime_type = check_content_type(&input.mime_type)?;
+    if input.size < 0 {
+        return Err(bad(ApiCode::SizeNegative, "size must not be negative"));
+    }
+    let size = input.size.unsigned_abs();
+    let visibility = input
+        .visibility
+        .as_deref()
+        .map(parse_visibility)
+        .transpose()?;
+    let bucket = check_bucket(app, input.bucket.as_deref())?;
+    let metadata = input.metadata.map(check_metadata).transpose()?;
+    let shared_with = check_shared_with(input.shared_with.unwrap_or_default())?;
+
+    if app.db.find_by_key(&key).await?.is_some() {
+        return Err(bad(
+            ApiCode::S3KeyAlreadyExists,
+            format!("a file is already registered for key {key}"),
+        ));
+    }
+    let grant = app
+        .db
+        .find_upload(&key)
+        .await?
+        .filter(|g| g.project == caller.project)
+        .ok_or_else(|| bad(ApiCode::AccessDenied, "this key was not issued to you"))?;
+    let owned = grant.owner_type == OwnerType::User && grant.owner_id == user;
+    if !owned && !caller.is_secret() {
+        return Err(bad(ApiCode::AccessDenied, "this key was not issued to you"));
+    }
+    if grant.multipart_id.is_some() && !grant.completed {
+        return Err(bad(
+            ApiCode::ValidationError,
+            "the multipart upload for this key is not complete",
+        ));
+    }
+    let head = app.storage.head(&key).await.map_err(|e| match e {
+        crate::storage::StorageError::NotFound => bad(
+            ApiCode::FileNotFound,
+            "nothing has been uploaded to this key yet",
+        ),
+        other => ApiError::from(other),
+    })?;
+    if head.size != size {
+        return Err(bad(
+            ApiCode::ValidationError,
+            format!(
+                "size is {size} but the stored object has {} bytes",
+                head.size
+            ),
+        ));
+    }
+    let (width, height) = match (input.width, input.height) {
+        (Some(w), Some(h)) => (Some(w), Some(h)),
+        _ => probe_dimensions(app, &key, &mime_type).await,
+    };
+    let new = NewFile {
+        project: caller.project.clone(),
+        key: key.clone(),
+        original_name,
+        mime_type,
+        size,
+        width,
+        height,
+        // The visibility given at registration, else the one given when presigning.
+        visibility: visibility.unwrap_or(grant.visibility),
+        owner_id: grant.owner_id,
+        owner_type: grant.owner_type,
+    };
+    let extras = FileExtras {
+        bucket,
+        metadata,
+        shared_with,
+    };
+    let rec = app.db.register_file(new, extras, true).await?;
+    app.caches.purge(&key).await;
+    Ok(json(StatusCode::CREATED, &view(app, &rec, &caller)))
+}
+
+/// Width and height from the image header, when the object is an image we can read.
+async fn probe_dimensions(app: &App, key: &ObjectKey, mime: &str) -> (Option<u32>, Option<u32>) {
+    if !mime.starts_with("image/") {
+        return (None, None);
+    }
+    let Ok(bytes) = app.storage.get(key, app.config.max_source_bytes).await else {
+        return (None, None);
+    };
+    match imaging::probe(&bytes) {
+        Ok(info) => {
+            let (w, h) = info.oriented_size();
+            (Some(w), Some(h))
+        }
+        Err(_) => (None, None),
+    }
+}
+
+fn check_bucket(app: &App, bucket: Option<&str>) -> Result<String, ApiError> {
+    match bucket {
+        None => Ok(app.config.bucket.clone()),
+        Some(b) if b == app.config.bucket => Ok(b.to_owned()),
+        Some(b) => Err(bad(
+            ApiCode::ValidationError,
+            format!(
+                "bucket `{b}` is not configured here (this node stores in `{}`)",
+                app.config.bucket
+            ),
+        )),
+    }
+}
+
+/// `metadata`: an object with optional `category` (string), `tags` (strings),
+/// `description`, `alt`, `relatedEntityId` (strings) and `custom` (object).
+fn check_metadata(value: Value) -> Result<Value, ApiError> {
+    let invalid = |why: String| bad(ApiCode::ValidationError, format!("metadata: {why}"));
+    let Value::Object(map) = &value else {
+        return Err(invalid("must be an object".into()));
+    };
+    for (k, v) in map {
+        let ok = match k.as_str() {
+            "category" | "description" | "alt" | "relatedEntityId" => v.is_string() || v.is_null(),
+            "tags" => {
+                v.is_null()
+                    || v.as_array()
+                        .is_some_and(|a| a.len() <= 50 && a.iter().all(Value::is_string))
+            }
+            "custom" => v.is_object() || v.is_null(),
+            other => return Err(invalid(format!("unknown field `{other}`"))),
+        };
+        if !ok {
+            return Err(invalid(format!("`{k}` has the wrong type")));
+        }
+    }
+    if value.to_string().len() > MAX_METADATA_BYTES {
+        return Err(invalid(format!(
+            "must be at most {MAX_METADATA_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(value)
+}
+
+fn check_shared_with(users: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if users.len() > MAX_SHARED_WITH {
+        return Err(bad(
+            ApiCode::ValidationError,
+            format!("sharedWith lists at most {MAX_SHARED_WITH} users"),
+        ));
+    }
+    if users.iter().any(|u| u.is_empty() || u.len() > 256) {
+        return Err(bad(
+            ApiCode::ValidationError,
+            "sharedWith entries must be user ids of 1..=256 characters",
+        ));
+    }
+    Ok(users)
+}
+
+fn view(app: &App, rec: &FileRecord, caller: &Caller) -> FileView {
+    FileView::new(rec, caller, &app.config.cdn_base_url())
+}
+
+/// The file, if it exists in the caller's project and the caller may read it; otherwise a
+/// 404 that does not reveal whether it exists.
+async fn readable(app: &App, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
+    let rec = app.db.find_by_id(&caller.project, id).await?;
+    rec.filter(|r| can_read(caller, r))
+        .ok_or_else(|| bad(ApiCode::FileNotFound, format!("no file {id}")))
+}
+
+async fn editable(app: &App, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
+    let rec = readable(app, caller, id).await?;
+    if !can_edit(caller, &rec) {
+        return Err(bad(
+            ApiCode::AccessDenied,
+            "only the owner may change this file",
+        ));
+    }
+    Ok(rec)
+}
+
+pub async fn get<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(app, &req)?;
+    let rec = readable(app, &caller, id).await?;
+    Ok(json(StatusCode::OK, &view(app, &rec, &caller)))
+}
+
+pub async fn list<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(app, &req)?;
+    let q = ListQuery::parse(req.uri().query())?;
+    let reader = match (&caller.user, caller.is_secret()) {
+        (_, true) => Reader::Service,
+        (Some(user), false) => Reader::User(user.clone()),
+        (None, false) => Reader::Anonymous,
+    };
+    let listing = app
+        .db
+        .list_files(
+            &caller.project,
+            &reader,
+            &q.filter,
+            q.sort,
+            q.direction,
+            q.page,
+            q.limit,
+        )
+        .await?;
+    let items = listing
+        .items
+        .iter()
+        .map(|r| view(app, r, &caller))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &ListView {
+            items,
+            pagination: Pagination::new(listing.total, q.page, q.limit),
+        },
+    ))
+}
+
+struct ListQuery {
+    page: u32,
+    limit: u32,
+    sort: SortBy,
+    direction: Direction,
+    filter: FileFilter,
+}
+
+impl ListQuery {
+    fn parse(query: Option<&str>) -> Result<ListQuery, ApiError> {
+        let invalid = |name: &str, why: &str| {
+            bad(
+                ApiCode::InvalidParameters,
+                format!("query parameter `{name}`: {why}"),
+            )
+        };
+        let mut q = ListQuery {
+            page: 1,
+            limit: 20,
+            sort: SortBy::CreatedAt,
+            direction: Direction::Desc,
+            filter: FileFilter::default(),
+        };
+        for (name, value) in body::query_pairs(query)? {
+            let number = |lo: u32, hi: u32| {
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (lo..=hi).contains(n))
+                    .ok_or_else(|| invalid(&name, &format!("must be an integer {lo}..={hi}")))
+            };
+            match name.as_str() {
+                "page" => q.page = number(1, 1_000_000)?,
+                "limit" => q.limit = number(1, 100)?,
+                "sortBy" => {
+                    q.sort = match value.as_str() {
+                        "createdAt" => SortBy::CreatedAt,
+                        "updatedAt" => SortBy::UpdatedAt,
+                        "originalName" => SortBy::OriginalName,
+                        "size" => SortBy::Size,
+                        _ => {
+                            return Err(invalid(
+                                &name,
+                                "must be createdAt, updatedAt, originalName or size",
+                            ));
+                        }
+                    }
+                }
+                "sortDirection" => {
+                    q.direction = match value.as_str() {
+                        "asc" => Direction::Asc,
+                        "desc" => Direction::Desc,
+                        _ => return Err(invalid(&name, "must be asc or desc")),
+                    }
+                }
+                "visibility" => {
+                    q.filter.visibility =
+                        Some(value.parse().map_err(|e: String| invalid(&name, &e))?)
+                }
+                "ownerType" => {
+                    q.filter.owner_type =
+                        Some(value.parse().map_err(|e: String| invalid(&name, &e))?)
+                }
+                "ownerId" => q.filter.owner_id = Some(value),
+                "bucket" => q.filter.bucket = Some(value),
+                "mimeType" => q.filter.mime_type = Some(value),
+                "search" if value.len() <= 255 => q.filter.search = Some(value),
+                "search" => return Err(invalid(&name, "must be at most 255 characters")),
+                _ => return Err(invalid(&name, "is not a known parameter")),
+            }
+        }
+        Ok(q)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchRequest {
+    original_name: Option<String>,
+    visibility: Option<String>,
+    metadata: Option<Value>,
+    shared_with: Option<Vec<String>>,
+}
+
+pub async fn patch<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let caller = body::caller(app, &req)?;
+    require_writer(&caller)?;
+    let input: PatchRequest = body::json(req).await?;
+    let rec = editable(app, &caller, id).await?;
+    let original_name = match input.original_name {
+        Some(name) if name.chars().count() > MAX_NAME => {
+            return Err(bad(
+                ApiCode::OriginalNameTooLong,
+                "originalName must be at most 255 characters",
+            ));
+        }
+        Some(name) => Some(check_filename(&name)?),
+        None => None,
+    };
+    let visibility = input
+        .visibility
+        .as_deref()
+        .map(parse_visibility)
+        .transpose()?;
+    let metadata = match input.metadata {
+        Some(patch) => Some(check_metadata(merge(&rec.metadata, patch)?)?),
+        None => None,
+    };
+    let shared_with = input.shared_with.map(check_shared_with).transpose()?;
+    let patch = FilePatch {
+        original_name,
+        visibility,
+        metadata,
+        shared_with,
+    };
+    let updated = app
+        .db
+        .update_file(&caller.project, id, patch)
+        .await?
+        .ok_or_else(|| bad(ApiCode::FileNotFound, format!("no file {id}")))?;
+    app.caches.purge(&updated.key).await;
+    Ok(json(StatusCode::OK, &view(app, &updated, &caller)))
+}
+
+/// Top-level merge of a metadata patch: a `null` value removes the field.
+fn merge(current: &Value, patch: Value) -> Result<Value, ApiError> {
+    let Value::Object(patch) = patch else {
+        return Err(bad(ApiCode::ValidationError, "metadata: must be an object"));
+    };
+    let mut merged: Map<String, Value> = current.as_object().cloned().unwrap_or_default();
+    for (k, v) in patch {
+        if v.is_null() {
+            merged.remove(&k);
+        } else {
+            merged.insert(k, v);
+        }
+    }
+    Ok(Value::Object(merged))
+}
+
+/// Every write needs a user token (SPEC §2.1); a secret key only widens what may be edited.
+fn require_writer(caller: &Caller) -> Result<(), ApiError> {
+    if caller.user.is_some() {
+        Ok(())
+    } else {
+        Err(bad(
+            ApiCode::AuthenticationRequired,
+            "a Bearer token is required for this change",
+        ))
+    }
+}
+
+pub async fn delete<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(app, &req)?;
+    require_writer(&caller)?;
+    let rec = editable(app, &caller, id).await?;
+    // The object first: if that fails nothing has changed and the call can be retried; if
+    // the metadata delete then fails, a retry finds the object already gone, which is fine.
+    app.storage.delete(&rec.key).await?;
+    app.caches.purge(&rec.key).await;
+    app.db.delete_file(&caller.project, &rec.id).await?;
+    Ok(json(StatusCode::OK, &json!({})))
+}
+
+pub async fn download_url<B>(
+    app: &App,
+    req: Request<B>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(app, &req)?;
+    let rec = readable(app, &caller, id).await?;
+    let expires = OffsetDateTime::now_utc() + DOWNLOAD_URL_TTL;
+    let url = match &app.storage {
+        Storage::Fs(_) => app.signer.url(
+            &Permit::Get {
+                key: rec.key.clone(),
+                filename: rec.original_name.clone(),
+                content_type: rec.mime_type.clone(),
+            },
+            expires,
+        ),
+    };
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "url": url,
+            "filename": rec.original_name,
+            "contentType": rec.mime_type,
+            "size": rec.size,
+            "expiresAt": rfc3339(expires),
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_merge_and_checks() {
+        let cur = json!({"category": "images", "tags": ["a"], "alt": "x"});
+        let merged = merge(
+            &cur,
+            json!({"tags": ["b", "c"], "alt": null, "description": "d"}),
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            json!({"category": "images", "tags": ["b", "c"], "description": "d"})
+        );
+        assert!(check_metadata(merged).is_ok());
+        for bad_meta in [
+            json!([1]),
+            json!({"nope": 1}),
+            json!({"tags": "x"}),
+            json!({"custom": 3}),
+            json!({"alt": 1}),
+        ] {
+            assert_eq!(
+                check_metadata(bad_meta.clone()).unwrap_err().code,
+                ApiCode::ValidationError,
+                "{bad_meta}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_query_parsing() {
+        let q = ListQuery::parse(Some(
+            "page=2&limit=5&sortBy=size&sortDirection=asc&visibility=public&search=cat%20pic",
+        ))
+        .unwrap();
+        assert_eq!(
+            (q.page, q.limit, q.sort, q.direction),
+            (2, 5, SortBy::Size, Direction::Asc)
+        );
+        assert_eq!(q.filter.search.as_deref(), Some("cat pic"));
+        for bad_q in [
+            "limit=0",
+            "limit=101",
+            "page=0",
+            "sortBy=id",
+            "sortDirection=up",
+            "nope=1",
+            "visibility=secret",
+            "page=1&page=2",
+        ] {
+            assert_eq!(
+                ListQuery::parse(Some(bad_q)).err().map(|e| e.code),
+                Some(ApiCode::InvalidParameters),
+                "{bad_q}"
+            );
+        }
+    }
+}
