@@ -1,6 +1,8 @@
 //! The API listener: health, readiness and Prometheus metrics now; the storage API
 //! (SPEC §2) lives here too as it is built.
 
+pub mod auth;
+
 use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
