@@ -1035,7 +1035,8 @@ xIrxcZv3h+P2ICKU/igr4jnBsh/U73z6ImPvbgObSRnyxMG0TlGjKd0HkrkcuNHD
         let lower = format!("bearer  {token}");
         let expired = format!("Bearer {expired}");
         let basic = "Basic dXNlcjpwYXNz".to_owned();
-        let cases: Vec<(Vec<(&str, &str)>, Result<Caller, AuthError>)> = vec![
+        type Headers<'a> = Vec<(&'static str, &'a str)>;
+        let cases: Vec<(Headers, Result<Caller, AuthError>)> = vec![
             (vec![], Err(AuthError::MissingApiKey)),
             (
                 vec![("authorization", &bearer)],
