@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::api::auth::{JwtVerifier, KeyRing};
+
 const ENV_PREFIX: &str = "IMGEDGE_";
 
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +297,10 @@ impl Config {
         if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
             return bad("database_url must start with sqlite:// (PostgreSQL is not built in yet)");
         }
+        KeyRing::parse(&self.api_keys)
+            .map_err(|e| ConfigError::Invalid(format!("api_keys (IMGEDGE_API_KEYS): {e}")))?;
+        JwtVerifier::from_settings(&self.jwt_secret, &self.jwt_public_key)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -435,11 +441,58 @@ mod tests {
             (&[("IMGEDGE_DEFAULT_QUALITY", "0")], "default_quality"),
             (&[("IMGEDGE_REQUIRE_SIGNATURE", "true")], "security_key"),
             (&[("IMGEDGE_AUTO_WEBP", "maybe")], "maybe"),
+            (&[("IMGEDGE_API_KEYS", "web")], "api_keys"),
+            (&[("IMGEDGE_API_KEYS", "web:abc")], "`web:abc`"),
+            (&[("IMGEDGE_JWT_SECRET", "too-short")], "jwt_secret"),
+            (&[("IMGEDGE_JWT_SECRET", "too-short")], "at least 32 bytes"),
+            (
+                &[("IMGEDGE_JWT_PUBLIC_KEY", "/no/such/key.pem")],
+                "jwt_public_key",
+            ),
+            (
+                &[("IMGEDGE_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----")],
+                "jwt_public_key",
+            ),
         ];
         for (vars, needle) in cases {
             let err = Config::load(None, env(vars), []).unwrap_err().to_string();
             assert!(err.contains(needle), "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn auth_settings() {
+        let c = Config::load(None, env(&[]), []).unwrap();
+        assert!(c.api_keys.is_empty() && c.jwt_secret.is_empty() && c.jwt_public_key.is_empty());
+        let hash = crate::api::auth::sha256_hex("pk_example");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imgedge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "api_keys = \"web:{hash}\"\njwt_secret = \"{}\"\n",
+                "s".repeat(32)
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), []).unwrap();
+        assert_eq!(c.api_keys, format!("web:{hash}"));
+        assert_eq!(KeyRing::parse(&c.api_keys).unwrap().len(), 1);
+        assert!(
+            JwtVerifier::from_settings(&c.jwt_secret, &c.jwt_public_key)
+                .unwrap()
+                .is_some_and(|v| v.can_mint())
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[(
+                "IMGEDGE_API_KEYS",
+                &format!("web:{hash}, app:{}", "0".repeat(64)),
+            )]),
+            [],
+        )
+        .unwrap();
+        assert_eq!(KeyRing::parse(&c.api_keys).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The `imgedge` binary: parses flags, loads configuration, initialises logging, binds
 //! the listeners and calls the library. `anyhow` lives only here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use imgedge::api::auth::{JwtVerifier, KeyKind, KeyRing, is_project_name, mint_key};
 use imgedge::config::Config;
 use imgedge::db::Visibility;
 use imgedge::import::{ImportOptions, import_dir};
@@ -91,6 +93,39 @@ enum Command {
         common: Common,
         #[arg(long)]
         security_key: Option<String>,
+    },
+    /// Manage storage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print a development bearer token (HS256), signed with the configured jwt_secret.
+    Token {
+        /// The user id to put in the token's `sub` claim.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime: a number followed by s, m, h or d (30s, 15m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key: prints it once and the hash to add to the configuration.
+    New {
+        /// Project the key gives access to ([A-Za-z0-9_-], at most 64 characters).
+        #[arg(long)]
+        project: String,
+        /// Create a secret key (`sk_`, server side, full access) instead of a
+        /// publishable one (`pk_`).
+        #[arg(long)]
+        secret: bool,
+        /// Add the entry to `api_keys` in this TOML file (created when missing).
+        #[arg(long, value_name = "FILE")]
+        append_to: Option<PathBuf>,
     },
 }
 
@@ -191,7 +226,209 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}/{signed}", config.cdn_base_url());
             Ok(())
         }
+        Command::Keys {
+            command:
+                KeysCommand::New {
+                    project,
+                    secret,
+                    append_to,
+                },
+        } => {
+            let kind = if secret {
+                KeyKind::Secret
+            } else {
+                KeyKind::Publishable
+            };
+            new_key(&project, kind, append_to.as_deref())
+        }
+        Command::Token { sub, ttl, common } => {
+            let config = load(&common, Vec::new())?;
+            let verifier = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let Some(verifier) = verifier.filter(|v| v.can_mint()) else {
+                anyhow::bail!(
+                    "no HS256 secret is configured: set IMGEDGE_JWT_SECRET (at least 32 bytes, \
+                     e.g. `openssl rand -hex 32`) or jwt_secret in the --config file"
+                );
+            };
+            let token = verifier.mint(&sub, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
     }
+}
+
+/// `imgedge keys new`: mints a key, prints it once, and prints or appends its entry.
+fn new_key(project: &str, kind: KeyKind, append_to: Option<&Path>) -> anyhow::Result<()> {
+    let (key, hash) = mint_key(kind);
+    // Refuse a bad project name before showing a key that could never be configured.
+    if !is_project_name(project) {
+        anyhow::bail!(
+            "--project `{project}`: a project name is 1 to 64 characters of A-Z, a-z, 0-9, \
+             `_` or `-`"
+        );
+    }
+    let entry = format!("{project}:{hash}");
+    if let Some(path) = append_to {
+        let old = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let new = append_api_key(old.as_deref(), &entry)
+            .with_context(|| format!("cannot add the key to {}", path.display()))?;
+        check_appended(&new, &key)
+            .with_context(|| format!("refusing to write {}", path.display()))?;
+        std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let kind_name = match kind {
+        KeyKind::Publishable => "publishable",
+        KeyKind::Secret => "secret",
+    };
+    println!("New {kind_name} API key for project `{project}` (it will not be shown again):");
+    println!();
+    println!("    {key}");
+    println!();
+    match append_to {
+        Some(path) => {
+            println!("Its hash was added to api_keys in {}.", path.display());
+            println!("(IMGEDGE_API_KEYS, when set, replaces that list.)");
+        }
+        None => {
+            println!("Add its hash to the configuration (comma-separate several entries):");
+            println!("    TOML:        api_keys = \"{entry}\"");
+            println!("    environment: IMGEDGE_API_KEYS={entry}");
+        }
+    }
+    Ok(())
+}
+
+/// Adds `entry` to the `api_keys` string of a TOML document, changing nothing else:
+/// the existing value line is rewritten in place (its trailing comment kept), or a new
+/// line is added before the first table. `None` means the file does not exist yet.
+fn append_api_key(text: Option<&str>, entry: &str) -> anyhow::Result<String> {
+    let Some(text) = text else {
+        return Ok(format!("api_keys = {}\n", toml_string(entry)));
+    };
+    let table: toml::Table = text.parse().context("the file is not valid TOML")?;
+    let current = match table.get("api_keys") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s.as_str()),
+        Some(_) => anyhow::bail!("api_keys must be a string"),
+    };
+    let Some(current) = current else {
+        let line = format!("api_keys = {}\n", toml_string(entry));
+        // Keys after a `[table]` header would belong to that table: insert before it.
+        let mut offset = 0;
+        for l in text.split_inclusive('\n') {
+            if l.trim_start().starts_with('[') {
+                return Ok(format!("{}{line}{}", &text[..offset], &text[offset..]));
+            }
+            offset += l.len();
+        }
+        let separator = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        return Ok(format!("{text}{separator}{line}"));
+    };
+    let kept = current.trim().trim_end_matches(',').trim_end();
+    let value = if kept.is_empty() {
+        entry.to_owned()
+    } else {
+        format!("{kept},{entry}")
+    };
+    // Find the one line `api_keys = <string>` whose value parses back to `current`.
+    let mut found = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(span) = value_span(line, current) {
+            if found.is_some() {
+                anyhow::bail!("api_keys appears on several lines; add `{entry}` by hand");
+            }
+            found = Some((offset + span.start)..(offset + span.end));
+        }
+        offset += line.len();
+    }
+    let Some(span) = found else {
+        anyhow::bail!(
+            "api_keys is not a one-line string this tool can edit; add `{entry}` by hand"
+        );
+    };
+    Ok(format!(
+        "{}{}{}",
+        &text[..span.start],
+        toml_string(&value),
+        &text[span.end..]
+    ))
+}
+
+/// Where, in `line`, the string value of an `api_keys = ...` assignment equal to
+/// `expected` sits: the shortest prefix of the text after `=` that parses as it.
+fn value_span(line: &str, expected: &str) -> Option<std::ops::Range<usize>> {
+    let rest = line.trim_start().strip_prefix("api_keys")?;
+    let rest = rest.trim_start().strip_prefix('=')?;
+    let start = line.len() - rest.len();
+    let start = start + (rest.len() - rest.trim_start().len());
+    let tail = &line[start..];
+    for (end, c) in tail.char_indices() {
+        if end == 0 || (c != '"' && c != '\'') {
+            continue;
+        }
+        let candidate = &tail[..=end];
+        let parsed: Result<toml::Table, _> = format!("v = {candidate}").parse();
+        if let Ok(table) = parsed
+            && table.get("v").and_then(toml::Value::as_str) == Some(expected)
+        {
+            return Some(start..start + end + 1);
+        }
+    }
+    None
+}
+
+/// A TOML basic string holding `text`.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// Re-reads the edited document as the service would and checks the new key works.
+fn check_appended(text: &str, key: &str) -> anyhow::Result<()> {
+    let table: toml::Table = text.parse().context("the edit produced invalid TOML")?;
+    let value = table
+        .get("api_keys")
+        .and_then(toml::Value::as_str)
+        .context("the edit lost api_keys")?;
+    let ring = KeyRing::parse(value)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("api_keys")?;
+    ring.authenticate(key)
+        .context("the new key does not authenticate against the edited api_keys")?;
+    Ok(())
+}
+
+/// Parses a lifetime such as `30s`, `15m`, `1h` or `7d` (at most 365 days).
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let usage =
+        || format!("`{text}`: expected a number followed by s, m, h or d (30s, 15m, 1h, 7d)");
+    let text = text.trim();
+    let unit = text.chars().last().ok_or_else(usage)?;
+    let number = &text[..text.len() - unit.len_utf8()];
+    let unit_secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(usage()),
+    };
+    let number: u64 = number.parse().map_err(|_| usage())?;
+    let secs = number.saturating_mul(unit_secs);
+    if secs == 0 || secs > 365 * 86_400 {
+        return Err(format!(
+            "`{text}`: the lifetime must be between 1s and 365d"
+        ));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
@@ -233,5 +470,82 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENTRY: &str = "web:abc";
+
+    #[test]
+    fn append_api_key_edits_only_that_value() {
+        let cases: &[(Option<&str>, &str)] = &[
+            (None, "api_keys = \"web:abc\"\n"),
+            (Some(""), "api_keys = \"web:abc\"\n"),
+            (
+                Some("# imgedge\ndata_dir = \"/srv\""),
+                "# imgedge\ndata_dir = \"/srv\"\napi_keys = \"web:abc\"\n",
+            ),
+            (
+                Some("a = 1\n[table]\nb = 2\n"),
+                "a = 1\napi_keys = \"web:abc\"\n[table]\nb = 2\n",
+            ),
+            (
+                Some("# keys\napi_keys = \"\"  # none yet\nauto_avif = true\n"),
+                "# keys\napi_keys = \"web:abc\"  # none yet\nauto_avif = true\n",
+            ),
+            (
+                Some("  api_keys='app:1, ' # 'quoted'\n"),
+                "  api_keys=\"app:1,web:abc\" # 'quoted'\n",
+            ),
+            (
+                Some("api_keys = \"app:1\" # \"x\"\r\nother = \"api_keys = \\\"app:1\\\"\"\r\n"),
+                "api_keys = \"app:1,web:abc\" # \"x\"\r\nother = \"api_keys = \\\"app:1\\\"\"\r\n",
+            ),
+        ];
+        for (old, expected) in cases {
+            assert_eq!(append_api_key(*old, ENTRY).unwrap(), *expected, "{old:?}");
+        }
+        let refused: &[(&str, &str)] = &[
+            ("api_keys = [\"a\"]\n", "must be a string"),
+            ("api_keys = \"\"\"\na:1\"\"\"\n", "by hand"),
+            ("not toml = = 1", "not valid TOML"),
+        ];
+        for (old, needle) in refused {
+            let err = format!("{:#}", append_api_key(Some(old), ENTRY).unwrap_err());
+            assert!(err.contains(needle), "{old:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn appended_keys_authenticate() {
+        let (key, hash) = mint_key(KeyKind::Secret);
+        let text = append_api_key(Some("api_keys = \"\"\n"), &format!("p:{hash}")).unwrap();
+        check_appended(&text, &key).unwrap();
+        assert!(check_appended(&text, &mint_key(KeyKind::Secret).0).is_err());
+    }
+
+    #[test]
+    fn ttl() {
+        let ok: &[(&str, u64)] = &[("30s", 30), ("15m", 900), ("1h", 3600), ("7d", 604_800)];
+        for (text, secs) in ok {
+            assert_eq!(parse_ttl(text), Ok(Duration::from_secs(*secs)), "{text}");
+        }
+        for text in [
+            "",
+            "h",
+            "1",
+            "1é",
+            "0s",
+            "1w",
+            "-1h",
+            "1.5h",
+            "366d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_ttl(text).is_err(), "{text}");
+        }
     }
 }

@@ -427,7 +427,8 @@ fn from_jwt(kind: &ErrorKind) -> AuthError {
             invalid("algorithm not accepted")
         }
         ErrorKind::MissingRequiredClaim(claim) => {
-            invalid(&format!("the `{claim}` claim is required"))
+            // jsonwebtoken also reports a claim of the wrong type as missing.
+            invalid(&format!("the `{claim}` claim is missing or malformed"))
         }
         ErrorKind::InvalidClaimFormat(claim) => {
             invalid(&format!("the `{claim}` claim is malformed"))
@@ -826,11 +827,11 @@ xIrxcZv3h+P2ICKU/igr4jnBsh/U73z6ImPvbgObSRnyxMG0TlGjKd0HkrkcuNHD
             (claims("u", -120), Err(AuthError::ExpiredToken)),
             (
                 serde_json::json!({ "sub": "u" }),
-                Err(invalid("the `exp` claim is required")),
+                Err(invalid("the `exp` claim is missing or malformed")),
             ),
             (
                 serde_json::json!({ "exp": t + 60 }),
-                Err(invalid("the `sub` claim is required")),
+                Err(invalid("the `sub` claim is missing or malformed")),
             ),
             (
                 serde_json::json!({ "sub": "", "exp": t + 60 }),
@@ -842,7 +843,7 @@ xIrxcZv3h+P2ICKU/igr4jnBsh/U73z6ImPvbgObSRnyxMG0TlGjKd0HkrkcuNHD
             ),
             (
                 serde_json::json!({ "sub": "u", "exp": "tomorrow" }),
-                Err(invalid("the `exp` claim is malformed")),
+                Err(invalid("the `exp` claim is missing or malformed")),
             ),
             (
                 serde_json::json!({ "sub": "u", "exp": t + 60, "nbf": t + 3600 }),
@@ -1034,7 +1035,8 @@ xIrxcZv3h+P2ICKU/igr4jnBsh/U73z6ImPvbgObSRnyxMG0TlGjKd0HkrkcuNHD
         let lower = format!("bearer  {token}");
         let expired = format!("Bearer {expired}");
         let basic = "Basic dXNlcjpwYXNz".to_owned();
-        let cases: Vec<(Vec<(&str, &str)>, Result<Caller, AuthError>)> = vec![
+        type Headers<'a> = Vec<(&'static str, &'a str)>;
+        let cases: Vec<(Headers, Result<Caller, AuthError>)> = vec![
             (vec![], Err(AuthError::MissingApiKey)),
             (
                 vec![("authorization", &bearer)],

@@ -668,6 +668,15 @@ async fn error_codes_of_every_endpoint() {
     s.stop().await;
 }
 
+/// (who, API key, user, visibilities they may read, whether they may edit).
+type Caller = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+    bool,
+);
+
 #[tokio::test]
 async fn access_matrix() {
     let s = TestServer::start().await;
@@ -682,7 +691,7 @@ async fn access_matrix() {
         ids.push((vis, f["id"].as_str().unwrap().to_owned()));
     }
     // (who, key, user) → which visibilities they may read, and whether they may edit.
-    let callers: &[(&str, &str, Option<&str>, &[&str], bool)] = &[
+    let callers: &[Caller] = &[
         (
             "owner",
             PK,

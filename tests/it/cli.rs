@@ -145,3 +145,100 @@ fn invalid_configuration_fails_with_a_clear_message() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("IMGEDGE_CDN_PORT"));
 }
+
+#[test]
+fn keys_new_prints_the_key_once_and_appends_its_hash() {
+    use imgedge::api::auth::{KeyKind, KeyRing};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imgedge.toml");
+    std::fs::write(&file, "# mine\ncdn_addr = \"127.0.0.1:9090\" # keep\n").unwrap();
+    let new_key = |args: &[&str]| {
+        let out = imgedge().args(["keys", "new"]).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let key_in = |stdout: &str| {
+        stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("pk_") || w.starts_with("sk_"))
+            .unwrap()
+            .to_owned()
+    };
+
+    let (ok, stdout, stderr) = new_key(&["--project", "web"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("will not be shown again"), "{stdout}");
+    assert!(stdout.contains("api_keys = \"web:"), "{stdout}");
+    assert!(stdout.contains("IMGEDGE_API_KEYS=web:"), "{stdout}");
+    let printed = key_in(&stdout);
+    assert!(printed.starts_with("pk_"), "{printed}");
+
+    let file_arg = file.to_str().unwrap();
+    let (ok, first, stderr) = new_key(&["--project", "web", "--secret", "--append-to", file_arg]);
+    assert!(ok, "{stderr}");
+    let (ok, second, stderr) = new_key(&["--project", "app", "--append-to", file_arg]);
+    assert!(ok, "{stderr}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("# mine\ncdn_addr = \"127.0.0.1:9090\" # keep\n"),
+        "{text}"
+    );
+    let config = imgedge::config::Config::load(Some(&file), Vec::new(), []).unwrap();
+    let ring = KeyRing::parse(&config.api_keys).unwrap();
+    let secret = ring.authenticate(&key_in(&first)).unwrap();
+    assert_eq!(
+        (secret.project.as_str(), secret.kind),
+        ("web", KeyKind::Secret)
+    );
+    let publishable = ring.authenticate(&key_in(&second)).unwrap();
+    assert_eq!(publishable.project, "app");
+    // Keys are never written in clear.
+    assert!(!text.contains(&key_in(&first)), "{text}");
+
+    let (ok, _, stderr) = new_key(&["--project", "no spaces"]);
+    assert!(!ok);
+    assert!(stderr.contains("--project"), "{stderr}");
+}
+
+#[test]
+fn token_needs_an_hs256_secret() {
+    use imgedge::api::auth::JwtVerifier;
+
+    let out = imgedge()
+        .args(["token", "--sub", "user-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("IMGEDGE_JWT_SECRET"), "{err}");
+
+    let secret = "a-development-secret-of-32-bytes!";
+    let out = imgedge()
+        .args(["token", "--sub", "user-1", "--ttl", "15m"])
+        .env("IMGEDGE_JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let verifier = JwtVerifier::from_settings(secret, "").unwrap().unwrap();
+    let claims = verifier.verify(&token).unwrap();
+    assert_eq!(claims.sub, "user-1");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((claims.exp - now - 900).abs() <= 5, "{claims:?}");
+
+    let out = imgedge()
+        .args(["token", "--sub", "user-1", "--ttl", "2w"])
+        .env("IMGEDGE_JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
