@@ -149,7 +149,7 @@ fn signing_secret(config: &Config) -> Result<Vec<u8>, StartError> {
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(secret);
     std::fs::create_dir_all(&config.data_dir).map_err(fail)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, hex.as_bytes()).map_err(fail)?;

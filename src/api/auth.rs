@@ -79,7 +79,7 @@ impl fmt::Debug for KeyRing {
             list.entry(&format_args!(
                 "{}:{}…",
                 entry.project,
-                &hex(&entry.hash)[..8]
+                &hex::encode(entry.hash)[..8]
             ));
         }
         list.finish()
@@ -548,24 +548,14 @@ pub fn mint_key(kind: KeyKind) -> (String, String) {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .expect("invariant: the operating system's random number generator is available");
-    let key = format!("{}{}", kind.prefix(), hex(&bytes));
+    let key = format!("{}{}", kind.prefix(), hex::encode(bytes));
     let hash = sha256_hex(&key);
     (key, hash)
 }
 
 /// Lowercase hex SHA-256 of `text`.
 pub fn sha256_hex(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]

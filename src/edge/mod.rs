@@ -138,30 +138,14 @@ async fn render_variant(
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Arc<Variant>, EdgeError> {
-    let original = fetch_original(app, &parsed.key).await?;
-    let recipe = parsed.recipe.clone();
-    let limits = app.imaging_limits.clone();
-    let quality = app.config.default_quality;
-    let encoded = app
-        .cpu
-        .submit(deadline, move |cancel| {
-            imaging::render(&Job {
-                bytes: &original,
-                recipe: &recipe,
-                output: choice,
-                default_quality: quality,
-                limits: &limits,
-                cancel,
-            })
-        })
-        .await??;
+    let encoded = run_imaging(app, parsed, choice, deadline, imaging::render).await?;
     let m = &app.metrics;
     m.renders.inc();
     m.observe_stage("decode", encoded.timings.decode);
     m.observe_stage("transform", encoded.timings.transform);
     m.observe_stage("encode", encoded.timings.encode);
     let digest = Sha256::digest(&encoded.bytes);
-    let etag = format!("\"{}\"", hex(&digest[..16]));
+    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     Ok(Arc::new(Variant {
         key: parsed.key.clone(),
         bytes: Bytes::from(encoded.bytes),
@@ -172,6 +156,34 @@ async fn render_variant(
     }))
 }
 
+/// Fetches the original and runs `work` (render or describe) on it on the CPU pool.
+async fn run_imaging<T: Send + 'static>(
+    app: &App,
+    parsed: &ParsedUrl,
+    choice: FormatChoice,
+    deadline: Instant,
+    work: fn(&Job) -> Result<T, imaging::ImagingError>,
+) -> Result<T, EdgeError> {
+    let original = fetch_original(app, &parsed.key).await?;
+    let recipe = parsed.recipe.clone();
+    let limits = app.imaging_limits.clone();
+    let default_quality = app.config.default_quality;
+    let result = app
+        .cpu
+        .submit(deadline, move |cancel| {
+            work(&Job {
+                bytes: &original,
+                recipe: &recipe,
+                output: choice,
+                default_quality,
+                limits: &limits,
+                cancel,
+            })
+        })
+        .await??;
+    Ok(result)
+}
+
 /// `meta/`: JSON describing the source, the operations and the output; never cached.
 async fn describe(
     app: &App,
@@ -179,23 +191,7 @@ async fn describe(
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Response<Body>, EdgeError> {
-    let original = fetch_original(app, &parsed.key).await?;
-    let recipe = parsed.recipe.clone();
-    let limits = app.imaging_limits.clone();
-    let quality = app.config.default_quality;
-    let mut doc = app
-        .cpu
-        .submit(deadline, move |cancel| {
-            imaging::describe(&Job {
-                bytes: &original,
-                recipe: &recipe,
-                output: choice,
-                default_quality: quality,
-                limits: &limits,
-                cancel,
-            })
-        })
-        .await??;
+    let mut doc = run_imaging(app, parsed, choice, deadline, imaging::describe).await?;
     doc["key"] = serde_json::json!(parsed.key.as_str());
     doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
     let mut resp = Response::new(full(doc.to_string()));
@@ -211,12 +207,4 @@ async fn describe(
 /// Errors shared between coalesced waiters arrive as `Arc<EdgeError>`.
 fn unshare(e: Arc<EdgeError>) -> EdgeError {
     Arc::unwrap_or_clone(e)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

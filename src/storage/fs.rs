@@ -221,7 +221,7 @@ impl FsStorage {
         let result = async {
             let (_, digest) = write_body(&tmp, body, max_bytes).await?;
             tokio::fs::rename(&tmp, dir.join(part.to_string())).await?;
-            Ok(format!("\"{}\"", super::presign::hex(&digest[..16])))
+            Ok(format!("\"{}\"", hex::encode(&digest[..16])))
         }
         .await;
         if result.is_err() {
@@ -252,7 +252,7 @@ impl FsStorage {
                     _ => StorageError::Io(e),
                 })?;
                 let digest = Sha256::digest(&bytes);
-                let actual = super::presign::hex(&digest[..16]);
+                let actual = hex::encode(&digest[..16]);
                 if etag.trim_matches('"') != actual {
                     return Err(StorageError::PartMismatch { part: *number });
                 }

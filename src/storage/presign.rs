@@ -159,7 +159,7 @@ impl LocalSigner {
         };
         let exp =
             i64::try_from(q.number("exp")?).map_err(|_| PresignError::Malformed("exp".into()))?;
-        let given = hex_decode(q.get("sig")?).ok_or(PresignError::BadSignature)?;
+        let given = hex::decode(q.get("sig")?).map_err(|_| PresignError::BadSignature)?;
         self.mac(&permit, exp)
             .verify_slice(&given)
             .map_err(|_| PresignError::BadSignature)?;
@@ -170,7 +170,7 @@ impl LocalSigner {
     }
 
     fn signature(&self, permit: &Permit, exp: i64) -> String {
-        hex(&self.mac(permit, exp).finalize().into_bytes())
+        hex::encode(self.mac(permit, exp).finalize().into_bytes())
     }
 
     fn mac(&self, permit: &Permit, exp: i64) -> HmacSha256 {
@@ -235,26 +235,6 @@ impl Query {
             .parse()
             .map_err(|_| PresignError::Malformed(format!("{name} is not a number")))
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

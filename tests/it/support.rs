@@ -35,6 +35,18 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a whole response.
+    pub async fn read(resp: http::Response<hyper::body::Incoming>) -> Resp {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
@@ -208,14 +220,7 @@ impl TestServer {
             .request(req.body(Empty::new()).unwrap())
             .await
             .unwrap_or_else(|e| panic!("request {path}: {e}"));
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(resp).await
     }
 
     /// A development token for `user`, as `imgedge token` mints it.
@@ -275,14 +280,7 @@ impl TestServer {
             .request(req.body(Full::new(body.into())).unwrap())
             .await
             .unwrap_or_else(|e| panic!("request {url}: {e}"));
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(resp).await
     }
 
     /// Triggers graceful shutdown and waits for the server to finish draining.
