@@ -21,7 +21,7 @@ fn parse(c: &mut Criterion) {
     let urls = [
         "/fit-in/300x200/filters:quality(80)/photos/2024/a.jpg",
         "/unsafe/10x20:300x400/-300x-200/left/top/smart/filters:format(webp):blur(2,1.5):round_corner(20|10,255,255,255)/some%20key/with/slashes.png",
-        "/meta/trim:bottom-right:10/full-fit-in/orig x0/filters:fill(blur):focal(10x10:20x20)/k.jpg",
+        "/meta/trim:bottom-right:10/full-fit-in/origx0/filters:fill(blur):focal(10x10:20x20)/k.jpg",
     ];
     let mut group = c.benchmark_group("parse");
     for (i, u) in urls.iter().enumerate() {

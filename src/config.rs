@@ -34,6 +34,34 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A secret setting: used as a string, never printed (`Debug` shows only whether it is set).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
 /// Which object store holds the originals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,7 +118,7 @@ pub struct Config {
     #[serde(deserialize_with = "flex")]
     pub storage: StorageKind,
     /// Thumbor security key; empty disables signature checking.
-    pub security_key: String,
+    pub security_key: Secret,
     /// Refuse unsigned (bare or `unsafe/`) URLs.
     #[serde(deserialize_with = "flex")]
     pub require_signature: bool,
@@ -156,7 +184,7 @@ pub struct Config {
     pub bucket: String,
     /// Key for signing the local store's presigned URLs; empty means a random key kept in
     /// `<data_dir>/storage-signing.key` (created on first start).
-    pub storage_signing_secret: String,
+    pub storage_signing_secret: Secret,
     /// Upload size limit for the `images` category, in bytes.
     #[serde(deserialize_with = "flex")]
     pub max_image_bytes: u64,
@@ -177,7 +205,7 @@ pub struct Config {
     pub api_keys: String,
     /// HS256 secret for bearer tokens (at least 32 bytes); also lets `imgedge token` mint
     /// development tokens. Empty disables HS256.
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// RS256/ES256 public key for bearer tokens: PEM text, or the path of a PEM file.
     /// An RSA key means RS256, an EC P-256 key ES256. Empty disables them.
     pub jwt_public_key: String,
@@ -191,7 +219,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: String::new(),
             storage: StorageKind::Fs,
-            security_key: String::new(),
+            security_key: Secret::default(),
             require_signature: false,
             max_source_bytes: 50 * 1024 * 1024,
             max_source_pixels: 100_000_000,
@@ -214,14 +242,14 @@ impl Default for Config {
             public_cdn_url: String::new(),
             public_api_url: String::new(),
             bucket: "default".into(),
-            storage_signing_secret: String::new(),
+            storage_signing_secret: Secret::default(),
             max_image_bytes: 10 * 1000 * 1000,
             max_media_bytes: 100 * 1000 * 1000,
             max_document_bytes: 20 * 1000 * 1000,
             upload_ttl_secs: 24 * 3600,
             housekeeping_interval_secs: 300,
             api_keys: String::new(),
-            jwt_secret: String::new(),
+            jwt_secret: Secret::default(),
             jwt_public_key: String::new(),
         }
     }
@@ -493,6 +521,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(KeyRing::parse(&c.api_keys).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let mut c = Config::load(None, env(&[]), []).unwrap();
+        c.security_key = "hunter2-hunter2".into();
+        let text = format!("{c:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]
