@@ -9,7 +9,7 @@ import http from 'k6/http';
 import { check } from 'k6';
 
 const BASE = __ENV.BASE || 'http://127.0.0.1:8080';
-const KEYS = (__ENV.KEYS || 'demo/landscape.jpg').split(',');
+const KEYS = (__ENV.KEYS || 'demo/bridge.jpg').split(',');
 const MODE = __ENV.MODE || 'cold';
 const OPS = __ENV.OPS || 'fit-in/{w}x{h}/filters:quality(80)';
 
