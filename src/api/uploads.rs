@@ -112,7 +112,7 @@ struct Checked {
 }
 
 /// Checks name, type, category and size against SPEC §2.4's codes.
-fn check(app: &App, req: &UploadRequest, size_required: bool) -> Result<Checked, ApiError> {
+fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiError> {
     let filename = check_filename(&req.filename)?;
     let content_type = check_content_type(&req.content_type)?;
     let visibility = match &req.visibility {
@@ -134,7 +134,7 @@ fn check(app: &App, req: &UploadRequest, size_required: bool) -> Result<Checked,
     }
     let limit = category.limit(app);
     let max_size = match req.file_size {
-        None if size_required => {
+        None if size == SizeRule::Required => {
             return Err(ApiError::new(
                 ApiCode::ValidationError,
                 "fileSize is required for multipart uploads",
@@ -295,7 +295,20 @@ struct PresignView {
     expires_at: String,
 }
 
-pub async fn presign<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+/// Whether an upload request must declare its `fileSize`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SizeRule {
+    Optional,
+    Required,
+}
+
+/// The common start of presign and multipart init: authenticate (a token is required),
+/// read the body, validate it.
+async fn read_upload_request<B>(
+    app: &App,
+    req: Request<B>,
+    size: SizeRule,
+) -> Result<(Caller, Checked), ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -303,7 +316,16 @@ where
     let caller = body::caller(app, &req)?;
     owner_of(&caller)?;
     let input: UploadRequest = body::json(req).await?;
-    let checked = check(app, &input, false)?;
+    let checked = check(app, &input, size)?;
+    Ok((caller, checked))
+}
+
+pub async fn presign<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let (caller, checked) = read_upload_request(app, req, SizeRule::Optional).await?;
     let grant = issue(app, &caller, &checked, None).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
     let url = match &app.storage {
@@ -334,10 +356,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
-    owner_of(&caller)?;
-    let input: UploadRequest = body::json(req).await?;
-    let checked = check(app, &input, true)?;
+    let (caller, checked) = read_upload_request(app, req, SizeRule::Required).await?;
     let upload_id = match &app.storage {
         Storage::Fs(fs) => fs.create_multipart().await.map_err(|e| {
             tracing::error!(error = %e, "multipart init failed");

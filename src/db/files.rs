@@ -129,6 +129,28 @@ impl Db {
         Ok(rows.iter().map(|r| r.get("user_id")).collect())
     }
 
+    /// Loads `shared_with` for a page of records in one query (not one per record).
+    async fn fill_shares(&self, items: &mut [FileRecord]) -> Result<(), DbError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let Db::Sqlite(pool) = self;
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT file_id, user_id FROM file_shares WHERE file_id IN (");
+        let mut ids = q.separated(", ");
+        for rec in items.iter() {
+            ids.push_bind(rec.id.clone());
+        }
+        q.push(") ORDER BY user_id");
+        for row in q.build().fetch_all(pool).await? {
+            let file_id: String = row.get("file_id");
+            if let Some(rec) = items.iter_mut().find(|r| r.id == file_id) {
+                rec.shared_with.push(row.get("user_id"));
+            }
+        }
+        Ok(())
+    }
+
     /// Inserts a new record (import, demo); a second record for a key is `DuplicateKey`.
     pub async fn insert_file(&self, new: NewFile) -> Result<FileRecord, DbError> {
         self.register_file(new, FileExtras::default(), false).await
@@ -324,12 +346,11 @@ impl Db {
         q.push(" OFFSET ")
             .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
         let rows = q.build().fetch_all(pool).await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut rec = record_from_row(row)?;
-            rec.shared_with = self.shares_of(&rec.id).await?;
-            items.push(rec);
-        }
+        let mut items = rows
+            .iter()
+            .map(record_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fill_shares(&mut items).await?;
         Ok(Listing {
             items,
             total: u64::try_from(total).unwrap_or(0),
