@@ -14,7 +14,7 @@ use crate::edge::access::Signing;
 use crate::edge::negotiate::Policy;
 use crate::imaging;
 use crate::storage::presign::LocalSigner;
-use crate::storage::{FsStorage, Storage, StorageError};
+use crate::storage::{FsStorage, S3Storage, Storage, StorageError};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,6 @@ pub struct App {
     /// API keys by hash, and the bearer-token verifier when one is configured.
     pub keys: KeyRing,
     pub jwt: Option<JwtVerifier>,
-    /// Signs and checks the local store's presigned URLs.
-    pub signer: LocalSigner,
     /// Set at shutdown: `/readyz` fails and responses ask clients to close.
     pub draining: AtomicBool,
 }
@@ -70,8 +68,10 @@ impl App {
                 let path = config.data_dir.join("objects");
                 let fs = FsStorage::open(&path)
                     .map_err(|source| StartError::StorageOpen { path, source })?;
-                Storage::Fs(fs)
+                let signer = LocalSigner::new(signing_secret(&config)?, &config.api_base_url());
+                Storage::Fs(fs, signer)
             }
+            StorageKind::S3 => Storage::S3(S3Storage::connect(&config.s3_settings()).await),
         };
         storage.check().await?;
         let url = config.database_url();
@@ -111,11 +111,9 @@ impl App {
         let keys = KeyRing::parse(&config.api_keys).map_err(StartError::Auth)?;
         let jwt = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
             .map_err(StartError::Auth)?;
-        let signer = LocalSigner::new(signing_secret(&config)?, &config.api_base_url());
         Ok(App {
             keys,
             jwt,
-            signer,
             config,
             storage,
             db,

@@ -130,6 +130,12 @@ impl Caches {
             .expect("invariant: the variant cache supports invalidation closures");
     }
 
+    /// Forgets every cached visibility (announcements from other nodes may have been
+    /// missed); the next request for each key asks the metadata store again.
+    pub fn forget_all_visibility(&self) {
+        self.visibility.invalidate_all();
+    }
+
     /// Approximate bytes held by the variant and original caches.
     pub fn weighted_sizes(&self) -> (u64, u64) {
         (

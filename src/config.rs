@@ -66,7 +66,10 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
+    /// A local directory, `<data_dir>/objects` (one node).
     Fs,
+    /// An S3-compatible bucket (`s3_*` settings), shared by any number of nodes.
+    S3,
 }
 
 impl FromStr for StorageKind {
@@ -74,7 +77,8 @@ impl FromStr for StorageKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "fs" | "local" => Ok(StorageKind::Fs),
-            other => Err(format!("unknown storage `{other}`, expected `fs`")),
+            "s3" => Ok(StorageKind::S3),
+            other => Err(format!("unknown storage `{other}`, expected `fs` or `s3`")),
         }
     }
 }
@@ -113,10 +117,33 @@ pub struct Config {
     pub api_addr: SocketAddr,
     /// Root of embedded state: SQLite database and local object storage.
     pub data_dir: PathBuf,
-    /// Metadata store URL; empty means `sqlite://<data_dir>/imgedge.db`.
+    /// Metadata store URL: `sqlite://path` or `postgres://user:pass@host/db`; empty means
+    /// `sqlite://<data_dir>/imgedge.db`.
     pub database_url: String,
+    /// Object store: `fs` (local directory) or `s3`.
     #[serde(deserialize_with = "flex")]
     pub storage: StorageKind,
+    /// S3 endpoint URL (MinIO, Ceph, R2, s3s…); empty means AWS's regional endpoint.
+    pub s3_endpoint: String,
+    /// Endpoint that presigned URLs are signed for, when clients reach the store under
+    /// another name than the nodes do; empty means `s3_endpoint`.
+    pub s3_public_endpoint: String,
+    /// Bucket holding the originals (required with `storage = "s3"`).
+    pub s3_bucket: String,
+    /// Region; empty means the AWS chain's region, else `us-east-1`.
+    pub s3_region: String,
+    /// Key prefix inside the bucket (`tenant-a/`); empty for none.
+    pub s3_prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), as most self-hosted stores want.
+    #[serde(deserialize_with = "flex")]
+    pub s3_path_style: bool,
+    /// Static credentials; empty means the standard AWS chain (`AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`, profiles, web identity, instance metadata).
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: Secret,
+    /// Connect timeout towards S3, in milliseconds.
+    #[serde(deserialize_with = "flex")]
+    pub s3_connect_timeout_ms: u64,
     /// Thumbor security key; empty disables signature checking.
     pub security_key: Secret,
     /// Refuse unsigned (bare or `unsafe/`) URLs.
@@ -219,6 +246,15 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: String::new(),
             storage: StorageKind::Fs,
+            s3_endpoint: String::new(),
+            s3_public_endpoint: String::new(),
+            s3_bucket: String::new(),
+            s3_region: String::new(),
+            s3_prefix: String::new(),
+            s3_path_style: false,
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: Secret::default(),
+            s3_connect_timeout_ms: 2_000,
             security_key: Secret::default(),
             require_signature: false,
             max_source_bytes: 50 * 1024 * 1024,
@@ -322,8 +358,37 @@ impl Config {
         if self.bucket.is_empty() {
             return bad("bucket must not be empty");
         }
-        if !self.database_url.is_empty() && !self.database_url.starts_with("sqlite:") {
-            return bad("database_url must start with sqlite:// (PostgreSQL is not built in yet)");
+        if !self.database_url.is_empty()
+            && !self.database_url.starts_with("sqlite:")
+            && !crate::db::is_postgres_url(&self.database_url)
+        {
+            return bad(
+                "database_url (IMGEDGE_DATABASE_URL) must start with sqlite:// or postgres://",
+            );
+        }
+        if self.storage == StorageKind::S3 {
+            if self.s3_bucket.is_empty() {
+                return bad("storage = s3 needs s3_bucket (IMGEDGE_S3_BUCKET)");
+            }
+            if self.s3_access_key_id.is_empty() != self.s3_secret_access_key.is_empty() {
+                return bad(
+                    "s3_access_key_id and s3_secret_access_key must be set together \
+                     (or neither, for the standard AWS credential chain)",
+                );
+            }
+            for (name, url) in [
+                ("s3_endpoint", &self.s3_endpoint),
+                ("s3_public_endpoint", &self.s3_public_endpoint),
+            ] {
+                if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} must be an http:// or https:// URL, got `{url}`"
+                    )));
+                }
+            }
+            if self.s3_connect_timeout_ms == 0 {
+                return bad("s3_connect_timeout_ms must be positive");
+            }
         }
         KeyRing::parse(&self.api_keys)
             .map_err(|e| ConfigError::Invalid(format!("api_keys (IMGEDGE_API_KEYS): {e}")))?;
@@ -355,6 +420,22 @@ impl Config {
 
     pub fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    /// The S3 settings, for `storage = "s3"`.
+    pub fn s3_settings(&self) -> crate::storage::S3Settings {
+        crate::storage::S3Settings {
+            endpoint: self.s3_endpoint.clone(),
+            public_endpoint: self.s3_public_endpoint.clone(),
+            bucket: self.s3_bucket.clone(),
+            region: self.s3_region.clone(),
+            prefix: self.s3_prefix.clone(),
+            path_style: self.s3_path_style,
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            connect_timeout: Duration::from_millis(self.s3_connect_timeout_ms),
+            attempt_timeout: self.storage_timeout(),
+        }
     }
 
     /// The base URL of presigned local-store URLs: `public_api_url` or `http://<api_addr>`.

@@ -38,6 +38,8 @@ pub enum EdgeError {
     StorageTimeout,
     #[error("storage failed: {0}")]
     Storage(String),
+    #[error("the metadata store is unavailable")]
+    MetadataUnavailable(String),
     #[error("the transform did not finish before the deadline")]
     Deadline,
     #[error("internal: {0}")]
@@ -79,8 +81,10 @@ impl From<StorageError> for EdgeError {
             StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge { size, limit },
             StorageError::Timeout => EdgeError::StorageTimeout,
             StorageError::Io(io) => EdgeError::Storage(io.to_string()),
+            StorageError::Unavailable(why) => EdgeError::Storage(why),
             other @ (StorageError::Incomplete(_)
             | StorageError::PartMismatch { .. }
+            | StorageError::PartTooSmall { .. }
             | StorageError::Empty) => EdgeError::Storage(other.to_string()),
         }
     }
@@ -104,7 +108,9 @@ impl EdgeError {
                 ImagingError::Cancelled => StatusCode::GATEWAY_TIMEOUT,
                 ImagingError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            EdgeError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::Overloaded | EdgeError::MetadataUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             EdgeError::StorageTimeout | EdgeError::Deadline => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Storage(_) => StatusCode::BAD_GATEWAY,
             EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,6 +138,7 @@ impl EdgeError {
             EdgeError::Overloaded => "server/overloaded",
             EdgeError::StorageTimeout => "storage/timeout",
             EdgeError::Storage(_) => "storage/failed",
+            EdgeError::MetadataUnavailable(_) => "metadata/unavailable",
             EdgeError::Deadline => "image/deadline",
             EdgeError::Internal(_) => "internal",
         }
@@ -140,6 +147,9 @@ impl EdgeError {
     /// The response, logging server-side faults once with their cause.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
+        if let EdgeError::MetadataUnavailable(why) = &self {
+            tracing::warn!(request_id, error = %why, "metadata store unavailable");
+        }
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(request_id, error = %self, "request failed");
             match status {
@@ -202,6 +212,7 @@ mod tests {
             ),
             (EdgeError::Overloaded, 503),
             (EdgeError::Storage("x".into()), 502),
+            (EdgeError::MetadataUnavailable("x".into()), 503),
             (EdgeError::StorageTimeout, 504),
             (EdgeError::Deadline, 504),
             (EdgeError::from(ImagingError::Cancelled), 504),
@@ -360,6 +371,15 @@ impl From<crate::db::DbError> for ApiError {
                 ApiCode::S3KeyAlreadyExists,
                 format!("a file is already registered for key {key}"),
             ),
+            crate::db::DbError::Sqlx(
+                e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
+            ) => {
+                tracing::error!(error = %e, "metadata store unavailable");
+                ApiError::new(
+                    ApiCode::Unavailable,
+                    "the metadata store is unavailable; retry shortly",
+                )
+            }
             other => ApiError::internal(other),
         }
     }
@@ -379,11 +399,21 @@ impl From<StorageError> for ApiError {
                 ApiCode::InvalidPartsArray,
                 format!("part {part} was not uploaded or its etag does not match"),
             ),
+            e @ StorageError::PartTooSmall { .. } => {
+                ApiError::new(ApiCode::InvalidPartsArray, e.to_string())
+            }
             StorageError::Empty => ApiError::new(ApiCode::FileTooSmall, "the upload is empty"),
             StorageError::Incomplete(why) => ApiError::new(
                 ApiCode::InvalidParameters,
                 format!("the upload broke off before the end: {why}"),
             ),
+            other @ (StorageError::Unavailable(_) | StorageError::Timeout) => {
+                tracing::error!(error = %other, "object storage failed");
+                ApiError::new(
+                    ApiCode::Unavailable,
+                    "object storage is unavailable; retry shortly",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

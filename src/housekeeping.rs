@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::db::DbError;
-use crate::storage::Storage;
 
 /// Grants handled per database round trip.
 const BATCH: u32 = 200;
@@ -37,8 +36,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime) -> Result<SweepReport, DbErro
             // A registered file (via another path) keeps its object.
             let registered = app.db.find_by_key(&grant.key).await?.is_some();
             if let Some(upload_id) = &grant.multipart_id {
-                let Storage::Fs(fs) = &app.storage;
-                if let Err(e) = fs.abort_multipart(upload_id).await {
+                if let Err(e) = app.storage.abort_multipart(&grant.key, upload_id).await {
                     tracing::warn!(key = %grant.key, error = %e, "could not drop parts");
                 }
                 report.multipart += 1;

@@ -8,6 +8,7 @@
 //! - `api`: the API listener: the storage API, presigned local-store endpoints, health,
 //!   readiness, metrics.
 //! - `housekeeping`: sweeping uploads that were issued but never registered.
+//! - `cluster`: applying other nodes' change announcements to this node's caches.
 //! - `imaging`: synchronous decode → geometry → resize → filters → encode.
 //! - `cpu`: the only async → CPU bridge (bounded, queued, cancellable).
 //! - `cache`: moka caches for variants, originals and visibility.
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod cpu;
 pub mod db;
@@ -93,11 +95,12 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
         token.clone(),
     ));
     let sweeper = housekeeping::spawn(app.clone(), token.clone());
+    let listener = cluster::spawn(app.clone(), token.clone());
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Relaxed);
     token.cancel();
-    let _ = tokio::join!(cdn, api, sweeper);
+    let _ = tokio::join!(cdn, api, sweeper, listener);
     app.db.close().await;
     tracing::info!("stopped");
 }

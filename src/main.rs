@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use imgedge::api::auth::{JwtVerifier, KeyKind, KeyRing, is_project_name, mint_key};
 use imgedge::config::Config;
 use imgedge::db::Visibility;
-use imgedge::import::{ImportOptions, import_dir};
+use imgedge::import::{ImportOptions, ImportSource, import};
 use imgedge::{App, Listeners, telemetry};
 
 // mimalloc: lower fragmentation than glibc malloc for many short-lived, large image
@@ -66,10 +66,12 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Register every image under DIR as a file, keyed by PREFIX + its relative path.
+    /// Register existing images as files: every image under a directory (keyed by PREFIX +
+    /// its relative path), or every object under `s3://bucket/prefix` in the configured
+    /// bucket (keyed by its own key).
     Import {
-        /// Directory to import, recursively.
-        dir: PathBuf,
+        /// Directory to import recursively, or `s3://bucket/prefix`.
+        source: String,
         #[command(flatten)]
         common: Common,
         /// Visibility of the imported files: public, private, protected or shared.
@@ -172,7 +174,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             serve(config, demo).await
         }
         Command::Import {
-            dir,
+            source,
             common,
             visibility,
             prefix,
@@ -185,15 +187,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!(e))
                 .context("--visibility")?;
+            let source = ImportSource::parse(&source)?;
             let app = App::build(config).await?;
             let options = ImportOptions {
-                dir,
+                source,
                 prefix,
                 visibility,
                 project,
                 owner_id: owner,
             };
-            let report = import_dir(&app, &options).await?;
+            let report = import(&app, &options).await?;
             for (path, reason) in &report.skipped {
                 eprintln!("skipped {}: {reason}", path.display());
             }

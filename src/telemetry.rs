@@ -72,6 +72,8 @@ pub struct Metrics {
     pub transforms_running: Gauge,
     pub renders: Counter,
     pub storage_fetches: Counter,
+    /// Cache purges applied on announcements from other nodes.
+    pub remote_purges: Counter,
     pub storage_errors: Family<KindLabel, Counter>,
     pub shed: Counter,
     request_ids: AtomicU64,
@@ -104,6 +106,7 @@ impl Metrics {
         let transforms_running = Gauge::default();
         let renders = Counter::default();
         let storage_fetches = Counter::default();
+        let remote_purges = Counter::default();
         let storage_errors = Family::<KindLabel, Counter>::default();
         let shed = Counter::default();
         registry.register(
@@ -148,6 +151,11 @@ impl Metrics {
             storage_fetches.clone(),
         );
         registry.register(
+            "remote_purges",
+            "Cache purges applied on change announcements from other nodes",
+            remote_purges.clone(),
+        );
+        registry.register(
             "storage_errors",
             "Storage failures by kind (timeout|io)",
             storage_errors.clone(),
@@ -168,6 +176,7 @@ impl Metrics {
             transforms_running,
             renders,
             storage_fetches,
+            remote_purges,
             storage_errors,
             shed,
             request_ids: AtomicU64::new(1),

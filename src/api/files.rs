@@ -20,7 +20,6 @@ use crate::edge::url::ObjectKey;
 use crate::error::{ApiCode, ApiError};
 use crate::imaging;
 use crate::server::Body;
-use crate::storage::Storage;
 use crate::storage::presign::Permit;
 
 /// Download URLs are valid this long (SPEC §2.2).
@@ -120,6 +119,20 @@ where
         ),
         other => ApiError::from(other),
     })?;
+    if head.size > grant.max_size {
+        // S3 presigned PUTs cannot cap the body, so the cap is enforced here: the object
+        // goes, and the key cannot be registered.
+        if let Err(e) = app.storage.delete(&key).await {
+            tracing::warn!(key = %key, error = %e, "could not remove an oversize upload");
+        }
+        return Err(bad(
+            ApiCode::FileTooLarge,
+            format!(
+                "the stored object has {} bytes, over the limit of {} for this upload",
+                head.size, grant.max_size
+            ),
+        ));
+    }
     if head.size != size {
         return Err(bad(
             ApiCode::ValidationError,
@@ -472,16 +485,17 @@ pub async fn download_url<B>(
     let caller = body::caller(app, &req)?;
     let rec = readable(app, &caller, id).await?;
     let expires = OffsetDateTime::now_utc() + DOWNLOAD_URL_TTL;
-    let url = match &app.storage {
-        Storage::Fs(_) => app.signer.url(
+    let url = app
+        .storage
+        .presign(
             &Permit::Get {
                 key: rec.key.clone(),
                 filename: rec.original_name.clone(),
                 content_type: rec.mime_type.clone(),
             },
             expires,
-        ),
-    };
+        )
+        .await?;
     Ok(json(
         StatusCode::OK,
         &json!({

@@ -15,15 +15,27 @@ use super::json;
 use crate::app::App;
 use crate::error::{ApiCode, ApiError};
 use crate::server::{Body, empty};
-use crate::storage::Storage;
-use crate::storage::presign::{Permit, PresignError};
+use crate::storage::presign::{LocalSigner, Permit, PresignError};
+use crate::storage::{FsStorage, Storage};
 
 fn presign_error(e: PresignError) -> ApiError {
     ApiError::new(ApiCode::AccessDenied, e.to_string())
 }
 
+/// The local store and its signer; these endpoints do not exist with S3 storage.
+fn local(app: &App) -> Result<(&FsStorage, &LocalSigner), ApiError> {
+    match &app.storage {
+        Storage::Fs(fs, signer) => Ok((fs, signer)),
+        Storage::S3(_) => Err(ApiError::new(
+            ApiCode::RouteNotFound,
+            "this node stores objects in S3; presigned URLs point there",
+        )),
+    }
+}
+
 fn permit<B>(app: &App, req: &Request<B>) -> Result<Permit, ApiError> {
-    app.signer
+    local(app)?
+        .1
         .verify(
             req.method(),
             req.uri().path(),
@@ -93,7 +105,7 @@ where
             "this upload is no longer open (registered or expired)",
         ));
     }
-    let Storage::Fs(fs) = &app.storage;
+    let (fs, _) = local(app)?;
     let size = fs.put_stream(&key, req.into_body(), max_size).await?;
     Ok(json(
         StatusCode::OK,
@@ -131,7 +143,7 @@ where
             "this multipart upload is no longer open",
         ));
     }
-    let Storage::Fs(fs) = &app.storage;
+    let (fs, _) = local(app)?;
     let etag = fs
         .put_part(&upload_id, part, req.into_body(), max_size)
         .await?;
@@ -157,7 +169,7 @@ pub async fn get<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiErr
             "not a download URL".into(),
         )));
     };
-    let Storage::Fs(fs) = &app.storage;
+    let (fs, _) = local(app)?;
     let (file, len) = fs.open_object(&key).await?;
     let body = if req.method() == Method::HEAD {
         empty()
@@ -176,7 +188,7 @@ pub async fn get<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiErr
     );
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&content_disposition(&filename))
+        HeaderValue::from_str(&crate::storage::content_disposition(&filename))
             .unwrap_or(HeaderValue::from_static("attachment")),
     );
     h.insert(
@@ -186,23 +198,6 @@ pub async fn get<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiErr
     Ok(resp)
 }
 
-/// `attachment` with an ASCII fallback name and the RFC 5987 UTF-8 name.
-fn content_disposition(filename: &str) -> String {
-    let ascii: String = filename
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded =
-        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,10 +205,10 @@ mod tests {
     #[test]
     fn content_disposition_is_safe_for_any_name() {
         assert_eq!(
-            content_disposition("a b.jpg"),
+            crate::storage::content_disposition("a b.jpg"),
             "attachment; filename=\"a b.jpg\"; filename*=UTF-8''a%20b%2Ejpg"
         );
-        let d = content_disposition("ü\"x\r\n.png");
+        let d = crate::storage::content_disposition("ü\"x\r\n.png");
         assert!(HeaderValue::from_str(&d).is_ok(), "{d}");
         assert!(d.starts_with("attachment; filename=\"__x__.png\""), "{d}");
     }

@@ -15,7 +15,6 @@ use crate::db::{OwnerType, UploadGrant, Visibility};
 use crate::edge::url::ObjectKey;
 use crate::error::{ApiCode, ApiError};
 use crate::server::Body;
-use crate::storage::Storage;
 use crate::storage::presign::Permit;
 
 /// Presigned upload URLs are valid this long (SPEC §2.2).
@@ -261,12 +260,13 @@ fn new_key(project: &str, category: Category, filename: &str) -> Result<ObjectKe
 async fn issue(
     app: &App,
     caller: &Caller,
+    key: ObjectKey,
     checked: &Checked,
     multipart_id: Option<String>,
 ) -> Result<UploadGrant, ApiError> {
     let (owner_id, owner_type) = owner_of(caller)?;
     let grant = UploadGrant {
-        key: new_key(&caller.project, checked.category, &checked.filename)?,
+        key,
         project: caller.project.clone(),
         owner_id,
         owner_type,
@@ -326,18 +326,20 @@ where
     B::Error: std::fmt::Display,
 {
     let (caller, checked) = read_upload_request(app, req, SizeRule::Optional).await?;
-    let grant = issue(app, &caller, &checked, None).await?;
+    let key = new_key(&caller.project, checked.category, &checked.filename)?;
+    let grant = issue(app, &caller, key, &checked, None).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
-    let url = match &app.storage {
-        Storage::Fs(_) => app.signer.url(
+    let url = app
+        .storage
+        .presign(
             &Permit::Put {
                 key: grant.key.clone(),
                 content_type: grant.content_type.clone(),
                 max_size: grant.max_size,
             },
             expires,
-        ),
-    };
+        )
+        .await?;
     Ok(json(
         StatusCode::OK,
         &PresignView {
@@ -357,16 +359,19 @@ where
     B::Error: std::fmt::Display,
 {
     let (caller, checked) = read_upload_request(app, req, SizeRule::Required).await?;
-    let upload_id = match &app.storage {
-        Storage::Fs(fs) => fs.create_multipart().await.map_err(|e| {
+    let key = new_key(&caller.project, checked.category, &checked.filename)?;
+    let upload_id = app
+        .storage
+        .create_multipart(&key, &checked.content_type)
+        .await
+        .map_err(|e| {
             tracing::error!(error = %e, "multipart init failed");
             ApiError::new(
                 ApiCode::UploadInitFailed,
                 "could not start the multipart upload",
             )
-        })?,
-    };
-    let grant = issue(app, &caller, &checked, Some(upload_id.clone())).await?;
+        })?;
+    let grant = issue(app, &caller, key, &checked, Some(upload_id.clone())).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "uploadId": upload_id, "key": grant.key.as_str(), "filename": grant.filename }),
@@ -462,8 +467,9 @@ where
     let part = part_number(input.part_number)?;
     let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
-    let url = match &app.storage {
-        Storage::Fs(_) => app.signer.url(
+    let url = app
+        .storage
+        .presign(
             &Permit::Part {
                 key: grant.key.clone(),
                 upload_id: input.upload_id,
@@ -471,8 +477,8 @@ where
                 max_size: grant.max_size,
             },
             expires,
-        ),
-    };
+        )
+        .await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "url": url, "partNumber": part, "expiresAt": rfc3339(expires) }),
@@ -489,12 +495,9 @@ where
     let input: CompleteRequest = body::json(req).await?;
     let parts = check_parts(&input.parts)?;
     let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
-    match &app.storage {
-        Storage::Fs(fs) => {
-            fs.complete_multipart(&grant.key, &input.upload_id, &parts, grant.max_size)
-                .await?
-        }
-    };
+    app.storage
+        .complete_multipart(&grant.key, &input.upload_id, &parts, grant.max_size)
+        .await?;
     app.db.mark_upload_completed(&grant.key).await?;
     let location = super::view::cdn_url(&app.config.cdn_base_url(), &grant.key);
     Ok(json(
@@ -537,9 +540,9 @@ where
     owner_of(&caller)?;
     let input: AbortRequest = body::json(req).await?;
     let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
-    match &app.storage {
-        Storage::Fs(fs) => fs.abort_multipart(&input.upload_id).await?,
-    }
+    app.storage
+        .abort_multipart(&grant.key, &input.upload_id)
+        .await?;
     app.db.delete_upload(&grant.key).await?;
     Ok(json(
         StatusCode::OK,

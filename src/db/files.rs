@@ -1,11 +1,10 @@
 //! File records: lookups for the edge, registration, listing with row-level security,
 //! partial updates and deletion.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::{
-    Db, DbError, FileExtras, FileRecord, NewFile, OwnerType, Visibility, format_time, now,
+    Db, DbError, FileExtras, FileRecord, NewFile, OwnerType, Visibility, format_time, now, on_pool,
     parse_enum, parse_time,
 };
 use crate::edge::url::ObjectKey;
@@ -78,55 +77,70 @@ pub struct FilePatch {
 
 const INSERT_FILE: &str = "INSERT INTO files (id, project, s3_key, original_name, mime_type, \
      size, width, height, visibility, bucket, owner_id, owner_type, metadata, created_at, \
-     updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+const INSERT_SHARE: &str =
+    "INSERT INTO file_shares (file_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+/// A `files` row as both engines return it.
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    id: String,
+    project: String,
+    s3_key: String,
+    original_name: String,
+    mime_type: String,
+    size: i64,
+    width: Option<i64>,
+    height: Option<i64>,
+    visibility: String,
+    bucket: String,
+    owner_id: String,
+    owner_type: String,
+    metadata: String,
+    created_at: String,
+    updated_at: String,
+}
 
 impl Db {
     /// The visibility of the file stored under `key`, or `None` when there is no such file.
     pub async fn visibility_of(&self, key: &ObjectKey) -> Result<Option<Visibility>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT visibility FROM files WHERE s3_key = ?")
-            .bind(key.as_str())
-            .fetch_optional(pool)
-            .await?;
-        row.map(|r| parse_enum::<Visibility>(r.get("visibility")))
-            .transpose()
+        let found: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT visibility FROM files WHERE s3_key = $1")
+                .bind(key.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        found.map(|v| parse_enum::<Visibility>(&v)).transpose()
     }
 
     pub async fn find_by_key(&self, key: &ObjectKey) -> Result<Option<FileRecord>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT * FROM files WHERE s3_key = ?")
-            .bind(key.as_str())
-            .fetch_optional(pool)
-            .await?;
+        let row: Option<FileRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM files WHERE s3_key = $1")
+                .bind(key.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
         self.with_shares(row).await
     }
 
     /// A file of `project` by id.
     pub async fn find_by_id(&self, project: &str, id: &str) -> Result<Option<FileRecord>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT * FROM files WHERE id = ? AND project = ?")
-            .bind(id)
-            .bind(project)
-            .fetch_optional(pool)
-            .await?;
+        let row: Option<FileRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM files WHERE id = $1 AND project = $2")
+                .bind(id)
+                .bind(project)
+                .fetch_optional(pool)
+                .await?
+        });
         self.with_shares(row).await
     }
 
-    async fn with_shares(&self, row: Option<SqliteRow>) -> Result<Option<FileRecord>, DbError> {
+    async fn with_shares(&self, row: Option<FileRow>) -> Result<Option<FileRecord>, DbError> {
         let Some(row) = row else { return Ok(None) };
-        let mut rec = record_from_row(&row)?;
-        rec.shared_with = self.shares_of(&rec.id).await?;
+        let mut rec = record_from_row(row)?;
+        self.fill_shares(std::slice::from_mut(&mut rec)).await?;
         Ok(Some(rec))
-    }
-
-    async fn shares_of(&self, file_id: &str) -> Result<Vec<String>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let rows =
-            sqlx::query("SELECT user_id FROM file_shares WHERE file_id = ? ORDER BY user_id")
-                .bind(file_id)
-                .fetch_all(pool)
-                .await?;
-        Ok(rows.iter().map(|r| r.get("user_id")).collect())
     }
 
     /// Loads `shared_with` for a page of records in one query (not one per record).
@@ -134,18 +148,18 @@ impl Db {
         if items.is_empty() {
             return Ok(());
         }
-        let Db::Sqlite(pool) = self;
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT file_id, user_id FROM file_shares WHERE file_id IN (");
-        let mut ids = q.separated(", ");
-        for rec in items.iter() {
-            ids.push_bind(rec.id.clone());
-        }
-        q.push(") ORDER BY user_id");
-        for row in q.build().fetch_all(pool).await? {
-            let file_id: String = row.get("file_id");
+        let pairs: Vec<(String, String)> = on_pool!(self, pool => {
+            let mut q = QueryBuilder::new("SELECT file_id, user_id FROM file_shares WHERE file_id IN (");
+            let mut ids = q.separated(", ");
+            for rec in items.iter() {
+                ids.push_bind(rec.id.clone());
+            }
+            q.push(") ORDER BY user_id");
+            q.build_query_as().fetch_all(pool).await?
+        });
+        for (file_id, user_id) in pairs {
             if let Some(rec) = items.iter_mut().find(|r| r.id == file_id) {
-                rec.shared_with.push(row.get("user_id"));
+                rec.shared_with.push(user_id);
             }
         }
         Ok(())
@@ -164,53 +178,54 @@ impl Db {
         extras: FileExtras,
         consume_upload: bool,
     ) -> Result<FileRecord, DbError> {
-        let Db::Sqlite(pool) = self;
         let id = uuid::Uuid::new_v4().to_string();
         let stamp = format_time(now());
         let metadata = extras
             .metadata
             .unwrap_or_else(|| serde_json::json!({}))
             .to_string();
-        let mut tx = pool.begin().await?;
-        let inserted = sqlx::query(INSERT_FILE)
-            .bind(&id)
-            .bind(&new.project)
-            .bind(new.key.as_str())
-            .bind(&new.original_name)
-            .bind(&new.mime_type)
-            .bind(new.size as i64)
-            .bind(new.width.map(i64::from))
-            .bind(new.height.map(i64::from))
-            .bind(new.visibility.as_str())
-            .bind(&extras.bucket)
-            .bind(&new.owner_id)
-            .bind(new.owner_type.as_str())
-            .bind(&metadata)
-            .bind(&stamp)
-            .bind(&stamp)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(DbError::DuplicateKey(new.key.to_string()));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        for user in &extras.shared_with {
-            sqlx::query("INSERT OR IGNORE INTO file_shares (file_id, user_id) VALUES (?, ?)")
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(INSERT_FILE)
                 .bind(&id)
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if consume_upload {
-            sqlx::query("UPDATE uploads SET registered = 1 WHERE key = ?")
+                .bind(&new.project)
                 .bind(new.key.as_str())
+                .bind(&new.original_name)
+                .bind(&new.mime_type)
+                .bind(new.size as i64)
+                .bind(new.width.map(i64::from))
+                .bind(new.height.map(i64::from))
+                .bind(new.visibility.as_str())
+                .bind(&extras.bucket)
+                .bind(&new.owner_id)
+                .bind(new.owner_type.as_str())
+                .bind(&metadata)
+                .bind(&stamp)
+                .bind(&stamp)
                 .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
+                .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(DbError::DuplicateKey(new.key.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for user in &extras.shared_with {
+                sqlx::query(INSERT_SHARE)
+                    .bind(&id)
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if consume_upload {
+                sqlx::query("UPDATE uploads SET registered = TRUE WHERE key = $1")
+                    .bind(new.key.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
         self.find_by_key(&new.key)
             .await?
             .ok_or_else(|| DbError::Corrupt(format!("inserted row {id} vanished")))
@@ -218,20 +233,22 @@ impl Db {
 
     /// Updates the stored facts (size, type, dimensions, visibility) of an existing record.
     pub async fn refresh_file(&self, new: &NewFile) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        sqlx::query(
-            "UPDATE files SET size = ?, mime_type = ?, width = ?, height = ?, visibility = ?, \
-             updated_at = ? WHERE s3_key = ?",
-        )
-        .bind(new.size as i64)
-        .bind(&new.mime_type)
-        .bind(new.width.map(i64::from))
-        .bind(new.height.map(i64::from))
-        .bind(new.visibility.as_str())
-        .bind(format_time(now()))
-        .bind(new.key.as_str())
-        .execute(pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE files SET size = $1, mime_type = $2, width = $3, height = $4, \
+                 visibility = $5, updated_at = $6 WHERE s3_key = $7",
+            )
+            .bind(new.size as i64)
+            .bind(&new.mime_type)
+            .bind(new.width.map(i64::from))
+            .bind(new.height.map(i64::from))
+            .bind(new.visibility.as_str())
+            .bind(format_time(now()))
+            .bind(new.key.as_str())
+            .execute(pool)
+            .await?;
+        });
+        self.announce_change(&new.key).await;
         Ok(())
     }
 
@@ -241,14 +258,17 @@ impl Db {
         key: &ObjectKey,
         visibility: Visibility,
     ) -> Result<bool, DbError> {
-        let Db::Sqlite(pool) = self;
-        let done = sqlx::query("UPDATE files SET visibility = ?, updated_at = ? WHERE s3_key = ?")
-            .bind(visibility.as_str())
-            .bind(format_time(now()))
-            .bind(key.as_str())
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let done = on_pool!(self, pool => {
+            sqlx::query("UPDATE files SET visibility = $1, updated_at = $2 WHERE s3_key = $3")
+                .bind(visibility.as_str())
+                .bind(format_time(now()))
+                .bind(key.as_str())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        self.announce_change(key).await;
+        Ok(done > 0)
     }
 
     /// Applies a partial update and returns the new record (`None`: no such file).
@@ -258,40 +278,48 @@ impl Db {
         id: &str,
         patch: FilePatch,
     ) -> Result<Option<FileRecord>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let mut tx = pool.begin().await?;
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE files SET updated_at = ");
-        q.push_bind(format_time(now()));
-        if let Some(name) = &patch.original_name {
-            q.push(", original_name = ").push_bind(name);
-        }
-        if let Some(v) = patch.visibility {
-            q.push(", visibility = ").push_bind(v.as_str());
-        }
-        if let Some(m) = &patch.metadata {
-            q.push(", metadata = ").push_bind(m.to_string());
-        }
-        q.push(" WHERE id = ").push_bind(id);
-        q.push(" AND project = ").push_bind(project);
-        let done = q.build().execute(&mut *tx).await?;
-        if done.rows_affected() == 0 {
+        let updated = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut q = QueryBuilder::new("UPDATE files SET updated_at = ");
+            q.push_bind(format_time(now()));
+            if let Some(name) = &patch.original_name {
+                q.push(", original_name = ").push_bind(name.clone());
+            }
+            if let Some(v) = patch.visibility {
+                q.push(", visibility = ").push_bind(v.as_str().to_owned());
+            }
+            if let Some(m) = &patch.metadata {
+                q.push(", metadata = ").push_bind(m.to_string());
+            }
+            q.push(" WHERE id = ").push_bind(id.to_owned());
+            q.push(" AND project = ").push_bind(project.to_owned());
+            let done = q.build().execute(&mut *tx).await?;
+            if done.rows_affected() > 0 {
+                if let Some(users) = &patch.shared_with {
+                    sqlx::query("DELETE FROM file_shares WHERE file_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for user in users {
+                        sqlx::query(INSERT_SHARE)
+                            .bind(id)
+                            .bind(user)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+            }
+            done.rows_affected() > 0
+        });
+        if !updated {
             return Ok(None);
         }
-        if let Some(users) = &patch.shared_with {
-            sqlx::query("DELETE FROM file_shares WHERE file_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            for user in users {
-                sqlx::query("INSERT OR IGNORE INTO file_shares (file_id, user_id) VALUES (?, ?)")
-                    .bind(id)
-                    .bind(user)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        let rec = self.find_by_id(project, id).await?;
+        if let Some(rec) = &rec {
+            self.announce_change(&rec.key).await;
         }
-        tx.commit().await?;
-        self.find_by_id(project, id).await
+        Ok(rec)
     }
 
     /// Deletes a file record (and its shares and upload grant); returns what was deleted.
@@ -303,17 +331,19 @@ impl Db {
         let Some(rec) = self.find_by_id(project, id).await? else {
             return Ok(None);
         };
-        let Db::Sqlite(pool) = self;
-        let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM files WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM uploads WHERE key = ?")
-            .bind(rec.key.as_str())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM files WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM uploads WHERE key = $1")
+                .bind(rec.key.as_str())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        self.announce_change(&rec.key).await;
         Ok(Some(rec))
     }
 
@@ -329,25 +359,26 @@ impl Db {
         page: u32,
         limit: u32,
     ) -> Result<Listing, DbError> {
-        let Db::Sqlite(pool) = self;
-        let mut count: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM files");
-        push_scope(&mut count, project, reader, filter);
-        let total: i64 = count.build().fetch_one(pool).await?.get(0);
-
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM files");
-        push_scope(&mut q, project, reader, filter);
         let dir = match direction {
             Direction::Asc => "ASC",
             Direction::Desc => "DESC",
         };
-        // `id` breaks ties so pages never overlap or skip rows.
-        q.push(format!(" ORDER BY {} {dir}, id {dir}", sort.column()));
-        q.push(" LIMIT ").push_bind(i64::from(limit));
-        q.push(" OFFSET ")
-            .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
-        let rows = q.build().fetch_all(pool).await?;
+        let (total, rows): (i64, Vec<FileRow>) = on_pool!(self, pool => {
+            let mut count = QueryBuilder::new("SELECT COUNT(*) FROM files");
+            push_scope(&mut count, project, reader, filter);
+            let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+
+            let mut q = QueryBuilder::new("SELECT * FROM files");
+            push_scope(&mut q, project, reader, filter);
+            // `id` breaks ties so pages never overlap or skip rows.
+            q.push(format!(" ORDER BY {} {dir}, id {dir}", sort.column()));
+            q.push(" LIMIT ").push_bind(i64::from(limit));
+            q.push(" OFFSET ")
+                .push_bind(i64::from(page.saturating_sub(1)) * i64::from(limit));
+            (total, q.build_query_as().fetch_all(pool).await?)
+        });
         let mut items = rows
-            .iter()
+            .into_iter()
             .map(record_from_row)
             .collect::<Result<Vec<_>, _>>()?;
         self.fill_shares(&mut items).await?;
@@ -358,8 +389,13 @@ impl Db {
     }
 }
 
-/// `WHERE` clause: project, row-level security for `reader`, then the filters.
-fn push_scope(q: &mut QueryBuilder<Sqlite>, project: &str, reader: &Reader, f: &FileFilter) {
+/// `WHERE` clause: project, row-level security for `reader`, then the filters. Every
+/// bound value is a `String`, which both engines encode.
+fn push_scope<DB>(q: &mut QueryBuilder<DB>, project: &str, reader: &Reader, f: &FileFilter)
+where
+    DB: sqlx::Database,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     q.push(" WHERE project = ").push_bind(project.to_owned());
     match reader {
         Reader::Service => {}
@@ -375,10 +411,12 @@ fn push_scope(q: &mut QueryBuilder<Sqlite>, project: &str, reader: &Reader, f: &
         }
     }
     if let Some(v) = f.visibility {
-        q.push(" AND visibility = ").push_bind(v.as_str());
+        q.push(" AND visibility = ")
+            .push_bind(v.as_str().to_owned());
     }
     if let Some(t) = f.owner_type {
-        q.push(" AND owner_type = ").push_bind(t.as_str());
+        q.push(" AND owner_type = ")
+            .push_bind(t.as_str().to_owned());
     }
     if let Some(o) = &f.owner_id {
         q.push(" AND owner_id = ").push_bind(o.clone());
@@ -391,44 +429,40 @@ fn push_scope(q: &mut QueryBuilder<Sqlite>, project: &str, reader: &Reader, f: &
     }
     if let Some(s) = &f.search {
         let escaped = s
+            .to_lowercase()
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");
-        q.push(" AND original_name LIKE ")
+        // lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+        q.push(" AND lower(original_name) LIKE ")
             .push_bind(format!("%{escaped}%"))
             .push(" ESCAPE '\\'");
     }
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<FileRecord, DbError> {
+fn record_from_row(row: FileRow) -> Result<FileRecord, DbError> {
     let corrupt = |what: &str, e: &dyn std::fmt::Display| DbError::Corrupt(format!("{what}: {e}"));
-    let key: String = row.get("s3_key");
-    let dim = |col: &str| -> Result<Option<u32>, DbError> {
-        let v: Option<i64> = row.get(col);
+    let dim = |col: &str, v: Option<i64>| -> Result<Option<u32>, DbError> {
         v.map(|v| u32::try_from(v).map_err(|e| corrupt(col, &e)))
             .transpose()
     };
-    let size: i64 = row.get("size");
-    let metadata: String = row.get("metadata");
-    let created: String = row.get("created_at");
-    let updated: String = row.get("updated_at");
     Ok(FileRecord {
-        id: row.get("id"),
-        project: row.get("project"),
-        key: ObjectKey::parse(&key).map_err(|e| corrupt("s3_key", &e))?,
-        original_name: row.get("original_name"),
-        mime_type: row.get("mime_type"),
-        size: u64::try_from(size).map_err(|e| corrupt("size", &e))?,
-        width: dim("width")?,
-        height: dim("height")?,
-        visibility: parse_enum(row.get("visibility"))?,
-        bucket: row.get("bucket"),
-        owner_id: row.get("owner_id"),
-        owner_type: parse_enum(row.get("owner_type"))?,
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+        key: ObjectKey::parse(&row.s3_key).map_err(|e| corrupt("s3_key", &e))?,
+        size: u64::try_from(row.size).map_err(|e| corrupt("size", &e))?,
+        width: dim("width", row.width)?,
+        height: dim("height", row.height)?,
+        visibility: parse_enum(&row.visibility)?,
+        owner_type: parse_enum(&row.owner_type)?,
+        metadata: serde_json::from_str(&row.metadata).map_err(|e| corrupt("metadata", &e))?,
         shared_with: Vec::new(),
-        created_at: parse_time(&created, "created_at")?,
-        updated_at: parse_time(&updated, "updated_at")?,
+        created_at: parse_time(&row.created_at, "created_at")?,
+        updated_at: parse_time(&row.updated_at, "updated_at")?,
+        id: row.id,
+        project: row.project,
+        original_name: row.original_name,
+        mime_type: row.mime_type,
+        bucket: row.bucket,
+        owner_id: row.owner_id,
     })
 }
 

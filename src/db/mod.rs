@@ -1,18 +1,27 @@
 //! The metadata store: the only module that holds SQL. `Db` is a closed enum over the
-//! engines (SQLite is the embedded default; PostgreSQL joins it later) with one typed
+//! engines (SQLite, the embedded default; PostgreSQL, for several nodes) with one typed
 //! query per operation. Migrations run when the store is opened.
+//!
+//! Each query is written once, in the SQL both engines accept (`$N` placeholders,
+//! `ON CONFLICT DO NOTHING`, `TRUE`/`FALSE`), and `on_pool!` compiles it for each engine.
 //!
 //! - `files`: file records, listing with row-level security, patch, delete.
 //! - `uploads`: keys issued by presign / multipart init, and their sweeping.
+//! - Change announcements: with PostgreSQL, every change to a file's visibility or
+//!   existence is announced with `NOTIFY` on `PURGE_CHANNEL`, so other nodes drop their
+//!   cached view of it at once (`PurgeListener`).
 
 mod files;
 mod uploads;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -22,6 +31,26 @@ pub use files::{Direction, FileFilter, FilePatch, Listing, Reader, SortBy};
 pub use uploads::UploadGrant;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL channel on which changed keys are announced.
+pub const PURGE_CHANNEL: &str = "imgedge_purge";
+
+/// How long a query waits for a pooled connection before failing (the store is down or
+/// saturated); requests fail promptly instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs `$body` with `$pool` bound to the engine's pool; the body is compiled once per
+/// engine, so one query text serves both.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -160,12 +189,31 @@ pub struct FileExtras {
 #[derive(Debug, Clone)]
 pub enum Db {
     Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 impl Db {
-    /// Connects and runs migrations. `sqlite://path` creates the file when missing and uses
-    /// WAL with `synchronous=FULL`, so a committed row survives a crash.
+    /// Connects and runs migrations.
+    /// - `sqlite://path` creates the file when missing and uses WAL with
+    ///   `synchronous=FULL`, so a committed row survives a crash.
+    /// - `postgres://…` runs the PostgreSQL migrations (under the migrator's advisory lock,
+    ///   so nodes starting together do not race).
     pub async fn open(url: &str) -> Result<Db, DbError> {
+        if is_postgres_url(url) {
+            let options = PgConnectOptions::from_str(url)?.application_name("imgedge");
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+            return Ok(Db::Postgres(pool));
+        }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -174,6 +222,7 @@ impl Db {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
@@ -182,20 +231,89 @@ impl Db {
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        sqlx::query("SELECT 1").execute(pool).await?;
+        on_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
     pub async fn close(&self) {
-        let Db::Sqlite(pool) = self;
-        pool.close().await;
+        on_pool!(self, pool => pool.close().await);
+    }
+
+    /// Tells other nodes that `key` changed (visibility, existence), so they drop their
+    /// cached view of it. Best effort: a lost announcement is covered by the visibility
+    /// cache's TTL. A no-op with SQLite, which serves one node.
+    async fn announce_change(&self, key: &ObjectKey) {
+        let Db::Postgres(pool) = self else { return };
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PURGE_CHANNEL)
+            .bind(key.as_str())
+            .execute(pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(key = %key, error = %e, "could not announce a change to other nodes");
+        }
+    }
+
+    /// Subscribes to other nodes' change announcements; `None` with SQLite.
+    pub async fn purge_listener(&self) -> Result<Option<PurgeListener>, DbError> {
+        let Db::Postgres(pool) = self else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(PURGE_CHANNEL).await?;
+        Ok(Some(PurgeListener { listener }))
     }
 }
 
+/// What a `PurgeListener` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeEvent {
+    /// This key changed on some node.
+    Changed(ObjectKey),
+    /// The connection dropped, so announcements may have been missed; the listener
+    /// reconnects on the next call.
+    Lost,
+}
+
+/// A live subscription to `PURGE_CHANNEL`.
+pub struct PurgeListener {
+    listener: PgListener,
+}
+
+impl fmt::Debug for PurgeListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PurgeListener").finish_non_exhaustive()
+    }
+}
+
+impl PurgeListener {
+    /// The next announcement. An error means reconnecting failed; calling again retries.
+    pub async fn next(&mut self) -> Result<PurgeEvent, DbError> {
+        loop {
+            match self.listener.try_recv().await? {
+                None => return Ok(PurgeEvent::Lost),
+                Some(n) => match ObjectKey::parse(n.payload()) {
+                    Ok(key) => return Ok(PurgeEvent::Changed(key)),
+                    Err(e) => {
+                        tracing::warn!(payload = n.payload(), error = %e, "ignored a bad purge");
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Fixed-width RFC 3339 in UTC with microseconds, so text order is time order on every
+/// engine.
 pub(crate) fn format_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339)
-        .expect("invariant: a UTC timestamp formats as RFC 3339")
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .expect("invariant: a UTC timestamp formats")
 }
 
 pub(crate) fn parse_time(text: &str, what: &str) -> Result<OffsetDateTime, DbError> {

@@ -2,11 +2,9 @@
 //! to and the limits it was issued with. Registration consumes a grant; grants never
 //! registered are swept, with their objects, after `upload_ttl_secs`.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
-use super::{Db, DbError, OwnerType, Visibility, format_time, parse_enum, parse_time};
+use super::{Db, DbError, OwnerType, Visibility, format_time, on_pool, parse_enum, parse_time};
 use crate::edge::url::ObjectKey;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,31 +27,52 @@ pub struct UploadGrant {
     pub created_at: OffsetDateTime,
 }
 
+/// An `uploads` row as both engines return it.
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    key: String,
+    project: String,
+    owner_id: String,
+    owner_type: String,
+    filename: String,
+    content_type: String,
+    max_size: i64,
+    category: String,
+    visibility: String,
+    multipart_id: Option<String>,
+    completed: bool,
+    registered: bool,
+    created_at: String,
+}
+
 impl Db {
     pub async fn insert_upload(&self, grant: &UploadGrant) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        let inserted = sqlx::query(
-            "INSERT INTO uploads (key, project, owner_id, owner_type, filename, content_type, \
-             max_size, category, visibility, multipart_id, completed, registered, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(grant.key.as_str())
-        .bind(&grant.project)
-        .bind(&grant.owner_id)
-        .bind(grant.owner_type.as_str())
-        .bind(&grant.filename)
-        .bind(&grant.content_type)
-        .bind(grant.max_size as i64)
-        .bind(&grant.category)
-        .bind(grant.visibility.as_str())
-        .bind(&grant.multipart_id)
-        .bind(grant.completed)
-        .bind(grant.registered)
-        .bind(format_time(grant.created_at))
-        .execute(pool)
-        .await;
+        let inserted = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO uploads (key, project, owner_id, owner_type, filename, \
+                 content_type, max_size, category, visibility, multipart_id, completed, \
+                 registered, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(grant.key.as_str())
+            .bind(&grant.project)
+            .bind(&grant.owner_id)
+            .bind(grant.owner_type.as_str())
+            .bind(&grant.filename)
+            .bind(&grant.content_type)
+            .bind(grant.max_size as i64)
+            .bind(&grant.category)
+            .bind(grant.visibility.as_str())
+            .bind(&grant.multipart_id)
+            .bind(grant.completed)
+            .bind(grant.registered)
+            .bind(format_time(grant.created_at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        });
         match inserted {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(DbError::DuplicateKey(grant.key.to_string()))
             }
@@ -62,29 +81,32 @@ impl Db {
     }
 
     pub async fn find_upload(&self, key: &ObjectKey) -> Result<Option<UploadGrant>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let row = sqlx::query("SELECT * FROM uploads WHERE key = ?")
-            .bind(key.as_str())
-            .fetch_optional(pool)
-            .await?;
-        row.as_ref().map(grant_from_row).transpose()
+        let row: Option<GrantRow> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT * FROM uploads WHERE key = $1")
+                .bind(key.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(grant_from_row).transpose()
     }
 
     pub async fn mark_upload_completed(&self, key: &ObjectKey) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        sqlx::query("UPDATE uploads SET completed = 1 WHERE key = ?")
-            .bind(key.as_str())
-            .execute(pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE uploads SET completed = TRUE WHERE key = $1")
+                .bind(key.as_str())
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn delete_upload(&self, key: &ObjectKey) -> Result<(), DbError> {
-        let Db::Sqlite(pool) = self;
-        sqlx::query("DELETE FROM uploads WHERE key = ?")
-            .bind(key.as_str())
-            .execute(pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM uploads WHERE key = $1")
+                .bind(key.as_str())
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -94,37 +116,36 @@ impl Db {
         cutoff: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<UploadGrant>, DbError> {
-        let Db::Sqlite(pool) = self;
-        let rows = sqlx::query(
-            "SELECT * FROM uploads WHERE registered = 0 AND created_at < ? \
-             ORDER BY created_at LIMIT ?",
-        )
-        .bind(format_time(cutoff))
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-        rows.iter().map(grant_from_row).collect()
+        let rows: Vec<GrantRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT * FROM uploads WHERE registered = FALSE AND created_at < $1 \
+                 ORDER BY created_at LIMIT $2",
+            )
+            .bind(format_time(cutoff))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(grant_from_row).collect()
     }
 }
 
-fn grant_from_row(row: &SqliteRow) -> Result<UploadGrant, DbError> {
-    let key: String = row.get("key");
-    let max_size: i64 = row.get("max_size");
-    let created: String = row.get("created_at");
+fn grant_from_row(row: GrantRow) -> Result<UploadGrant, DbError> {
     Ok(UploadGrant {
-        key: ObjectKey::parse(&key).map_err(|e| DbError::Corrupt(format!("uploads.key: {e}")))?,
-        project: row.get("project"),
-        owner_id: row.get("owner_id"),
-        owner_type: parse_enum(row.get("owner_type"))?,
-        filename: row.get("filename"),
-        content_type: row.get("content_type"),
-        max_size: u64::try_from(max_size).map_err(|e| DbError::Corrupt(e.to_string()))?,
-        category: row.get("category"),
-        visibility: parse_enum(row.get("visibility"))?,
-        multipart_id: row.get("multipart_id"),
-        completed: row.get("completed"),
-        registered: row.get("registered"),
-        created_at: parse_time(&created, "uploads.created_at")?,
+        key: ObjectKey::parse(&row.key)
+            .map_err(|e| DbError::Corrupt(format!("uploads.key: {e}")))?,
+        owner_type: parse_enum(&row.owner_type)?,
+        max_size: u64::try_from(row.max_size).map_err(|e| DbError::Corrupt(e.to_string()))?,
+        visibility: parse_enum(&row.visibility)?,
+        created_at: parse_time(&row.created_at, "uploads.created_at")?,
+        project: row.project,
+        owner_id: row.owner_id,
+        filename: row.filename,
+        content_type: row.content_type,
+        category: row.category,
+        multipart_id: row.multipart_id,
+        completed: row.completed,
+        registered: row.registered,
     })
 }
 

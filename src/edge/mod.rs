@@ -108,7 +108,7 @@ async fn ensure_public(app: &App, key: &ObjectKey) -> Result<(), EdgeError> {
         .caches
         .visibility(key, async move { db.visibility_of(&lookup_key).await })
         .await
-        .map_err(|e| EdgeError::Internal(format!("metadata lookup: {e}")))?;
+        .map_err(|e| EdgeError::MetadataUnavailable(e.to_string()))?;
     match visibility {
         Some(Visibility::Public) => Ok(()),
         _ => Err(EdgeError::NotFound),

@@ -256,6 +256,13 @@ impl FsStorage {
                 if etag.trim_matches('"') != actual {
                     return Err(StorageError::PartMismatch { part: *number });
                 }
+                let last = parts.last().is_some_and(|(n, _)| n == number);
+                if !last && (bytes.len() as u64) < super::MIN_PART_BYTES {
+                    return Err(StorageError::PartTooSmall {
+                        part: *number,
+                        size: bytes.len() as u64,
+                    });
+                }
                 total += bytes.len() as u64;
                 if total > max_bytes {
                     return Err(StorageError::TooLarge {

@@ -1,5 +1,5 @@
 //! Object storage: where originals live. `Storage` is a closed enum over the backends
-//! (local filesystem now; S3 joins it later) so handlers hold one concrete type.
+//! (local filesystem, S3-compatible) so handlers hold one concrete type.
 //!
 //! Invariants: every read is size-capped (an oversize object is refused before it is read
 //! whole); keys reach this module only as validated `ObjectKey`s, never raw strings; no
@@ -7,10 +7,19 @@
 
 mod fs;
 pub mod presign;
+mod s3;
 
 use bytes::Bytes;
+use time::OffsetDateTime;
 
 pub use fs::FsStorage;
+pub use s3::{Listed, S3Settings, S3Storage};
+
+use presign::{LocalSigner, Permit};
+
+/// S3's smallest part but the last; the local store keeps the same rule so clients that
+/// work against one node work against S3.
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
 use crate::edge::url::ObjectKey;
 
@@ -28,8 +37,12 @@ pub enum StorageError {
     Incomplete(String),
     #[error("part {part} is missing or its ETag does not match")]
     PartMismatch { part: u32 },
+    #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
+    PartTooSmall { part: u32, size: u64 },
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Facts about a stored object, without its bytes.
@@ -41,41 +54,122 @@ pub struct ObjectHead {
 /// The configured object store.
 #[derive(Debug, Clone)]
 pub enum Storage {
-    Fs(FsStorage),
+    /// The embedded store; its presigned URLs are answered by the API listener itself.
+    Fs(FsStorage, LocalSigner),
+    S3(S3Storage),
 }
 
 impl Storage {
     /// Reads a whole object, refusing it when it is larger than `max_bytes`.
     pub async fn get(&self, key: &ObjectKey, max_bytes: u64) -> Result<Bytes, StorageError> {
         match self {
-            Storage::Fs(fs) => fs.get(key, max_bytes).await,
+            Storage::Fs(fs, _) => fs.get(key, max_bytes).await,
+            Storage::S3(s3) => s3.get(key, max_bytes).await,
         }
     }
 
     pub async fn head(&self, key: &ObjectKey) -> Result<ObjectHead, StorageError> {
         match self {
-            Storage::Fs(fs) => fs.head(key).await,
+            Storage::Fs(fs, _) => fs.head(key).await,
+            Storage::S3(s3) => s3.head(key).await,
         }
     }
 
     /// Stores `bytes` under `key` atomically (temporary file + rename).
     pub async fn put(&self, key: &ObjectKey, bytes: Bytes) -> Result<(), StorageError> {
         match self {
-            Storage::Fs(fs) => fs.put(key, bytes).await,
+            Storage::Fs(fs, _) => fs.put(key, bytes).await,
+            Storage::S3(s3) => s3.put(key, bytes).await,
         }
     }
 
     /// Removes an object; removing a missing object is not an error.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         match self {
-            Storage::Fs(fs) => fs.delete(key).await,
+            Storage::Fs(fs, _) => fs.delete(key).await,
+            Storage::S3(s3) => s3.delete(key).await,
         }
     }
 
     /// Checks the store is usable; `/readyz` and start-up call it.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self {
-            Storage::Fs(fs) => fs.check().await,
+            Storage::Fs(fs, _) => fs.check().await,
+            Storage::S3(s3) => s3.check().await,
         }
     }
+
+    /// A presigned URL for what `permit` allows, valid until `expires`.
+    pub async fn presign(
+        &self,
+        permit: &Permit,
+        expires: OffsetDateTime,
+    ) -> Result<String, StorageError> {
+        match self {
+            Storage::Fs(_, signer) => Ok(signer.url(permit, expires)),
+            Storage::S3(s3) => s3.presign(permit, expires).await,
+        }
+    }
+
+    /// Starts a multipart upload of `key`; returns its upload id.
+    pub async fn create_multipart(
+        &self,
+        key: &ObjectKey,
+        content_type: &str,
+    ) -> Result<String, StorageError> {
+        match self {
+            Storage::Fs(fs, _) => fs.create_multipart().await,
+            Storage::S3(s3) => s3.create_multipart(key, content_type).await,
+        }
+    }
+
+    /// Joins the listed `(part number, etag)` parts into `key`, refusing more than
+    /// `max_bytes` in all. Returns the object's size.
+    pub async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[(u32, String)],
+        max_bytes: u64,
+    ) -> Result<u64, StorageError> {
+        match self {
+            Storage::Fs(fs, _) => {
+                fs.complete_multipart(key, upload_id, parts, max_bytes)
+                    .await
+            }
+            Storage::S3(s3) => {
+                s3.complete_multipart(key, upload_id, parts, max_bytes)
+                    .await
+            }
+        }
+    }
+
+    /// Drops a multipart upload and its parts (idempotent).
+    pub async fn abort_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        match self {
+            Storage::Fs(fs, _) => fs.abort_multipart(upload_id).await,
+            Storage::S3(s3) => s3.abort_multipart(key, upload_id).await,
+        }
+    }
+}
+
+/// `attachment` with an ASCII fallback name and the RFC 5987 UTF-8 name.
+pub(crate) fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded =
+        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }

@@ -2,6 +2,7 @@
 //! HTTP to it.
 
 mod api;
+mod backends;
 mod cli;
 mod edge;
 mod ops;

@@ -115,11 +115,19 @@ impl TestServer {
         TestServer::start_with(|_| {}).await
     }
 
+    /// A server on the backends the environment names (see `Backends`), each with a new
+    /// bucket and database of its own, after `tweak`.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
+        Backends::from_env().apply_fresh(&mut config).await;
         tweak(&mut config);
         TestServer::start_in(dir, config).await
+    }
+
+    /// Whether this server stores objects in S3 (else the local store).
+    pub fn is_s3(&self) -> bool {
+        self.app.config.storage == imgedge::config::StorageKind::S3
     }
 
     pub async fn start_in(dir: tempfile::TempDir, mut config: Config) -> TestServer {
@@ -328,6 +336,25 @@ pub async fn occupy_cpu(app: &App, slots: usize) -> std::sync::mpsc::Sender<()> 
     release_tx
 }
 
+/// Polls the async `cond` until it holds, failing after `within`.
+pub async fn eventually_async<F, Fut>(within: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition did not hold within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits (without sleeping a fixed time) until `cond` holds, polling on the runtime.
 pub async fn eventually(mut cond: impl FnMut() -> bool) {
     for _ in 0..200_000 {
@@ -338,4 +365,219 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     panic!("condition never held");
+}
+
+/// The backends the suite runs on, chosen by the environment so that one suite covers
+/// every combination (`scripts/test.sh` runs it three times):
+/// - `TEST_S3_ENDPOINT` (with `TEST_S3_ACCESS_KEY` / `TEST_S3_SECRET_KEY`): S3 storage on
+///   that server, a new bucket per test server;
+/// - `TEST_POSTGRES_URL` (an administrative URL): PostgreSQL, a new database per test
+///   server.
+///
+/// Neither set: the embedded defaults (local store, SQLite).
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    pub s3: Option<S3Access>,
+    pub postgres: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Access {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Backends {
+    pub fn from_env() -> Backends {
+        Backends {
+            s3: env_value("TEST_S3_ENDPOINT").map(|endpoint| S3Access {
+                endpoint,
+                access_key: env_value("TEST_S3_ACCESS_KEY").unwrap_or_else(|| "imgedge".into()),
+                secret_key: env_value("TEST_S3_SECRET_KEY")
+                    .unwrap_or_else(|| "imgedge-secret".into()),
+            }),
+            postgres: env_value("TEST_POSTGRES_URL"),
+        }
+    }
+
+    /// Points `config` at a new bucket and a new database on the configured servers.
+    pub async fn apply_fresh(&self, config: &mut Config) {
+        if let Some(s3) = &self.s3 {
+            let bucket = s3.new_bucket().await;
+            s3.apply(config, &bucket);
+        }
+        if let Some(admin) = &self.postgres {
+            config.database_url = new_database(admin).await;
+        }
+    }
+}
+
+impl S3Access {
+    pub fn apply(&self, config: &mut Config, bucket: &str) {
+        config.storage = imgedge::config::StorageKind::S3;
+        config.s3_endpoint = self.endpoint.clone();
+        config.s3_bucket = bucket.to_owned();
+        config.s3_region = "us-east-1".into();
+        config.s3_path_style = true;
+        config.s3_access_key_id = self.access_key.clone();
+        config.s3_secret_access_key = self.secret_key.as_str().into();
+    }
+
+    /// A plain SDK client for the test server (creating buckets, looking behind the API).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &self.access_key,
+                &self.secret_key,
+                None,
+                None,
+                "tests",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub async fn new_bucket(&self) -> String {
+        let name = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
+        self.client()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name} at {}: {e:?}", self.endpoint));
+        name
+    }
+}
+
+/// Creates an empty database on the server of `admin_url`; returns its URL.
+pub async fn new_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {admin_url}: {e}"));
+    // The name is ours (a UUID), not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let (server, _) = base.rsplit_once('/').expect("a URL with a database path");
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
+}
+
+/// A TCP relay in front of a real server, for fault injection: it passes traffic, refuses
+/// it (connections are closed at once, existing ones cut), or stalls it (connections are
+/// accepted and held without an answer).
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    Pass = 0,
+    Refuse = 1,
+    Stall = 2,
+}
+
+impl FaultProxy {
+    pub async fn start(target: SocketAddr) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(Fault::Pass as u8));
+        let shared = mode.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mode = shared.clone();
+                tokio::spawn(async move {
+                    match mode.load(Ordering::SeqCst) {
+                        0 => {}
+                        1 => return,
+                        _ => {
+                            // Hold the connection, answer nothing.
+                            let _keep = client;
+                            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                            return;
+                        }
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    relay(client, server, mode).await;
+                });
+            }
+        });
+        FaultProxy { addr, mode, task }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.mode
+            .store(fault as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies both ways chunk by chunk, obeying the current fault mode for every chunk.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mode: Arc<std::sync::atomic::AtomicU8>,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match mode.load(std::sync::atomic::Ordering::SeqCst) {
+                0 => {}
+                1 => return,
+                _ => {
+                    tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                    return;
+                }
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    tokio::select! {
+        () = pump(cr, sw, mode.clone()) => {}
+        () = pump(sr, cw, mode) => {}
+    }
 }
