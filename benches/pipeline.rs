@@ -87,6 +87,8 @@ fn render(c: &mut Criterion) {
                     default_quality: 80,
                     limits: &limits,
                     cancel: &cancel,
+                    reduced: None,
+                    share: None,
                 })
                 .expect("benchmark render succeeds")
             })

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::api::auth::{JwtVerifier, KeyRing};
 use crate::cache::{CacheSizes, Caches};
 use crate::config::{Config, StorageKind};
@@ -12,7 +14,7 @@ use crate::cpu::CpuPool;
 use crate::db::{Db, DbError};
 use crate::edge::access::Signing;
 use crate::edge::negotiate::Policy;
-use crate::imaging;
+use crate::imaging::{self, DecodeShare};
 use crate::storage::presign::LocalSigner;
 use crate::storage::{FsStorage, S3Storage, Storage, StorageError};
 use crate::telemetry::Metrics;
@@ -58,6 +60,10 @@ pub struct App {
     pub jwt: Option<JwtVerifier>,
     /// Set at shutdown: `/readyz` fails and responses ask clients to close.
     pub draining: AtomicBool,
+    /// One decode for concurrent renders of the same source.
+    pub decodes: Arc<DecodeShare>,
+    /// Wakes the derivative builder (a file was registered or replaced).
+    pub derivatives_wanted: Notify,
 }
 
 impl App {
@@ -111,6 +117,10 @@ impl App {
         let keys = KeyRing::parse(&config.api_keys).map_err(StartError::Auth)?;
         let jwt = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
             .map_err(StartError::Auth)?;
+        let decodes = Arc::new(DecodeShare::new(
+            metrics.decodes.clone(),
+            metrics.decodes_shared.clone(),
+        ));
         Ok(App {
             keys,
             jwt,
@@ -124,6 +134,8 @@ impl App {
             negotiation,
             imaging_limits,
             draining: AtomicBool::new(false),
+            decodes,
+            derivatives_wanted: Notify::new(),
         })
     }
 }

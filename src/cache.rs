@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::future::Cache;
 
-use crate::db::Visibility;
+use crate::db::EdgeFacts;
 use crate::edge::url::ObjectKey;
 use crate::imaging::Format;
 
@@ -44,7 +44,7 @@ pub struct CacheSizes {
 pub struct Caches {
     variants: Cache<String, Arc<Variant>>,
     originals: Cache<ObjectKey, Bytes>,
-    visibility: Cache<ObjectKey, Option<Visibility>>,
+    visibility: Cache<ObjectKey, Option<Arc<EdgeFacts>>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -72,6 +72,7 @@ impl Caches {
             .max_capacity(sizes.original_bytes)
             .weigher(|_: &ObjectKey, v: &Bytes| weight(v.len()))
             .time_to_live(Duration::from_secs(300))
+            .support_invalidation_closures()
             .build();
         let visibility = Cache::builder()
             .max_capacity(100_000)
@@ -107,23 +108,30 @@ impl Caches {
         self.originals.try_get_with_by_ref(key, fetch).await
     }
 
+    /// What the edge knows about `key` (visibility, derivatives), looked up at most once
+    /// per TTL and coalesced across concurrent requests.
     pub async fn visibility<E, F>(
         &self,
         key: &ObjectKey,
         lookup: F,
-    ) -> Result<Option<Visibility>, Arc<E>>
+    ) -> Result<Option<Arc<EdgeFacts>>, Arc<E>>
     where
-        F: Future<Output = Result<Option<Visibility>, E>>,
+        F: Future<Output = Result<Option<Arc<EdgeFacts>>, E>>,
         E: Send + Sync + 'static,
     {
         self.visibility.try_get_with_by_ref(key, lookup).await
     }
 
-    /// Forgets everything cached about `key`: its visibility, its original and every
-    /// variant rendered from it. Called when a file changes visibility or is deleted.
+    /// Forgets everything cached about `key`: its visibility, its original, its reduced
+    /// copies and every variant rendered from it. Called when a file changes visibility, is
+    /// replaced or is deleted.
     pub async fn purge(&self, key: &ObjectKey) {
         self.visibility.invalidate(key).await;
         self.originals.invalidate(key).await;
+        let original = key.clone();
+        self.originals
+            .invalidate_entries_if(move |k, _| k.is_derivative_of(&original))
+            .expect("invariant: the originals cache supports invalidation closures");
         let key = key.clone();
         self.variants
             .invalidate_entries_if(move |_, v| v.key == key)

@@ -179,6 +179,11 @@ pub struct Config {
     /// Originals cache capacity in bytes; 0 turns it off.
     #[serde(deserialize_with = "flex")]
     pub original_cache_bytes: u64,
+    /// Long edges, in pixels, of the reduced copies (derivatives) built in the background
+    /// for every registered or imported image, comma-separated (e.g. `2560,640`). The edge
+    /// renders from the smallest one still at least twice the output size. Empty turns
+    /// derivatives off: none are built and existing ones are not used.
+    pub derivative_sizes: String,
     /// How long a visibility lookup may be reused, in milliseconds. Changes made through
     /// this node purge it at once; this bounds how stale other nodes can be.
     #[serde(deserialize_with = "flex")]
@@ -267,6 +272,7 @@ impl Default for Config {
             variant_cache_bytes: 256 * 1024 * 1024,
             variant_cache_ttl_secs: 3600,
             original_cache_bytes: 64 * 1024 * 1024,
+            derivative_sizes: "2560,640".into(),
             visibility_ttl_ms: 2_000,
             cache_max_age_secs: 86_400,
             default_quality: 80,
@@ -390,6 +396,7 @@ impl Config {
                 return bad("s3_connect_timeout_ms must be positive");
             }
         }
+        parse_derivative_sizes(&self.derivative_sizes).map_err(ConfigError::Invalid)?;
         KeyRing::parse(&self.api_keys)
             .map_err(|e| ConfigError::Invalid(format!("api_keys (IMGEDGE_API_KEYS): {e}")))?;
         JwtVerifier::from_settings(&self.jwt_secret, &self.jwt_public_key)
@@ -404,6 +411,16 @@ impl Config {
         } else {
             self.database_url.clone()
         }
+    }
+
+    /// The derivative long edges, ascending; empty when derivatives are off.
+    pub fn derivative_sizes(&self) -> Vec<u32> {
+        parse_derivative_sizes(&self.derivative_sizes).unwrap_or_default()
+    }
+
+    /// Whether reduced copies are built and used.
+    pub fn derivatives_enabled(&self) -> bool {
+        !self.derivative_sizes().is_empty()
     }
 
     /// Concurrent transforms, resolving 0 to the number of cores.
@@ -502,6 +519,31 @@ where
         .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
 }
 
+/// Parses `derivative_sizes`: distinct long edges in 64..=8192, any order; empty is allowed.
+fn parse_derivative_sizes(raw: &str) -> Result<Vec<u32>, String> {
+    let mut sizes = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let size: u32 = part.parse().map_err(|_| {
+            format!(
+                "derivative_sizes (IMGEDGE_DERIVATIVE_SIZES): `{part}` is not a number of pixels"
+            )
+        })?;
+        if !(64..=8192).contains(&size) {
+            return Err(format!(
+                "derivative_sizes (IMGEDGE_DERIVATIVE_SIZES): {size} is outside 64..=8192"
+            ));
+        }
+        if sizes.contains(&size) {
+            return Err(format!(
+                "derivative_sizes (IMGEDGE_DERIVATIVE_SIZES): {size} is listed twice"
+            ));
+        }
+        sizes.push(size);
+    }
+    sizes.sort_unstable();
+    Ok(sizes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +562,20 @@ mod tests {
         assert_eq!(c.api_addr.port(), 8081);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.database_url().starts_with("sqlite://"));
+        assert_eq!(c.derivative_sizes(), vec![640, 2560]);
+    }
+
+    #[test]
+    fn derivatives_can_be_turned_off_or_resized() {
+        let off = Config::load(None, env(&[("IMGEDGE_DERIVATIVE_SIZES", "")]), []).unwrap();
+        assert!(off.derivative_sizes().is_empty());
+        let custom = Config::load(
+            None,
+            env(&[("IMGEDGE_DERIVATIVE_SIZES", " 2048, 512 ,1024")]),
+            [],
+        )
+        .unwrap();
+        assert_eq!(custom.derivative_sizes(), vec![512, 1024, 2048]);
     }
 
     #[test]
@@ -550,6 +606,9 @@ mod tests {
             (&[("IMGEDGE_DEFAULT_QUALITY", "0")], "default_quality"),
             (&[("IMGEDGE_REQUIRE_SIGNATURE", "true")], "security_key"),
             (&[("IMGEDGE_AUTO_WEBP", "maybe")], "maybe"),
+            (&[("IMGEDGE_DERIVATIVE_SIZES", "2560,big")], "`big`"),
+            (&[("IMGEDGE_DERIVATIVE_SIZES", "32")], "64..=8192"),
+            (&[("IMGEDGE_DERIVATIVE_SIZES", "640,640")], "twice"),
             (&[("IMGEDGE_API_KEYS", "web")], "api_keys"),
             (&[("IMGEDGE_API_KEYS", "web:abc")], "`web:abc`"),
             (&[("IMGEDGE_JWT_SECRET", "too-short")], "jwt_secret"),

@@ -8,6 +8,7 @@
 //! - `api`: the API listener: the storage API, presigned local-store endpoints, health,
 //!   readiness, metrics.
 //! - `housekeeping`: sweeping uploads that were issued but never registered.
+//! - `derivatives`: building each image's reduced copies in the background.
 //! - `cluster`: applying other nodes' change announcements to this node's caches.
 //! - `imaging`: synchronous decode → geometry → resize → filters → encode.
 //! - `cpu`: the only async → CPU bridge (bounded, queued, cancellable).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod cpu;
 pub mod db;
 pub mod demo;
+pub mod derivatives;
 pub mod edge;
 pub mod error;
 pub mod housekeeping;
@@ -96,11 +98,12 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     ));
     let sweeper = housekeeping::spawn(app.clone(), token.clone());
     let listener = cluster::spawn(app.clone(), token.clone());
+    let builder = derivatives::spawn(app.clone(), token.clone());
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Relaxed);
     token.cancel();
-    let _ = tokio::join!(cdn, api, sweeper, listener);
+    let _ = tokio::join!(cdn, api, sweeper, listener, builder);
     app.db.close().await;
     tracing::info!("stopped");
 }

@@ -76,6 +76,18 @@ pub struct Metrics {
     pub remote_purges: Counter,
     pub storage_errors: Family<KindLabel, Counter>,
     pub shed: Counter,
+    /// Image decodes run by renders (a srcset burst shares one).
+    pub decodes: Counter,
+    /// Renders that used a decode run by another render of the same source.
+    pub decodes_shared: Counter,
+    /// Renders that started from a reduced copy instead of the original.
+    pub derivative_renders: Counter,
+    /// Files whose reduced copies were built (or found unneeded).
+    pub derivatives_built: Counter,
+    /// Attempts to build reduced copies that failed.
+    pub derivative_failures: Counter,
+    /// Files whose reduced copies are not built yet.
+    pub derivative_backlog: Gauge,
     request_ids: AtomicU64,
 }
 
@@ -109,6 +121,12 @@ impl Metrics {
         let remote_purges = Counter::default();
         let storage_errors = Family::<KindLabel, Counter>::default();
         let shed = Counter::default();
+        let decodes = Counter::default();
+        let decodes_shared = Counter::default();
+        let derivative_renders = Counter::default();
+        let derivatives_built = Counter::default();
+        let derivative_failures = Counter::default();
+        let derivative_backlog = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by listener and status",
@@ -165,6 +183,36 @@ impl Metrics {
             "Transforms refused with 503 because the queue was full",
             shed.clone(),
         );
+        registry.register(
+            "decodes",
+            "Image decodes run for renders (concurrent renders of one source share one)",
+            decodes.clone(),
+        );
+        registry.register(
+            "decodes_shared",
+            "Renders that used another concurrent render's decode of the same source",
+            decodes_shared.clone(),
+        );
+        registry.register(
+            "derivative_renders",
+            "Renders that started from a reduced copy (derivative) instead of the original",
+            derivative_renders.clone(),
+        );
+        registry.register(
+            "derivatives_built",
+            "Files whose reduced copies were built (or found unneeded)",
+            derivatives_built.clone(),
+        );
+        registry.register(
+            "derivative_failures",
+            "Failed attempts to build a file's reduced copies",
+            derivative_failures.clone(),
+        );
+        registry.register(
+            "derivative_backlog",
+            "Files whose reduced copies are not built yet",
+            derivative_backlog.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -179,6 +227,12 @@ impl Metrics {
             remote_purges,
             storage_errors,
             shed,
+            decodes,
+            decodes_shared,
+            derivative_renders,
+            derivatives_built,
+            derivative_failures,
+            derivative_backlog,
             request_ids: AtomicU64::new(1),
         }
     }

@@ -166,6 +166,7 @@ where
     };
     let rec = app.db.register_file(new, extras, true).await?;
     app.caches.purge(&key).await;
+    app.derivatives_wanted.notify_one();
     Ok(json(StatusCode::CREATED, &view(app, &rec, &caller)))
 }
 
@@ -471,7 +472,12 @@ pub async fn delete<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<
     let rec = editable(app, &caller, id).await?;
     // The object first: if that fails nothing has changed and the call can be retried; if
     // the metadata delete then fails, a retry finds the object already gone, which is fine.
+    let pyramid = match app.db.edge_facts(&rec.key).await? {
+        Some(facts) => facts.pyramid,
+        None => None,
+    };
     app.storage.delete(&rec.key).await?;
+    crate::derivatives::remove(app, &rec.key, pyramid.as_deref()).await;
     app.caches.purge(&rec.key).await;
     app.db.delete_file(&caller.project, &rec.id).await?;
     Ok(json(StatusCode::OK, &json!({})))

@@ -231,12 +231,13 @@ impl Db {
             .ok_or_else(|| DbError::Corrupt(format!("inserted row {id} vanished")))
     }
 
-    /// Updates the stored facts (size, type, dimensions, visibility) of an existing record.
+    /// Updates the stored facts (size, type, dimensions, visibility) of an existing record;
+    /// its derivatives are to be built again.
     pub async fn refresh_file(&self, new: &NewFile) -> Result<(), DbError> {
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE files SET size = $1, mime_type = $2, width = $3, height = $4, \
-                 visibility = $5, updated_at = $6 WHERE s3_key = $7",
+                 visibility = $5, updated_at = $6, derivatives = NULL WHERE s3_key = $7",
             )
             .bind(new.size as i64)
             .bind(&new.mime_type)

@@ -6,11 +6,13 @@
 //! `ON CONFLICT DO NOTHING`, `TRUE`/`FALSE`), and `on_pool!` compiles it for each engine.
 //!
 //! - `files`: file records, listing with row-level security, patch, delete.
+//! - `derivatives`: which files still need reduced copies, claims, and the edge's view.
 //! - `uploads`: keys issued by presign / multipart init, and their sweeping.
 //! - Change announcements: with PostgreSQL, every change to a file's visibility or
 //!   existence is announced with `NOTIFY` on `PURGE_CHANNEL`, so other nodes drop their
 //!   cached view of it at once (`PurgeListener`).
 
+mod derivatives;
 mod files;
 mod uploads;
 
@@ -27,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::edge::url::ObjectKey;
 
+pub use derivatives::{Claim, EdgeFacts, NO_DERIVATIVES};
 pub use files::{Direction, FileFilter, FilePatch, Listing, Reader, SortBy};
 pub use uploads::UploadGrant;
 

@@ -11,6 +11,7 @@ pub mod respond;
 pub mod url;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
@@ -19,9 +20,9 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::cache::Variant;
-use crate::db::Visibility;
+use crate::db::{EdgeFacts, Visibility};
 use crate::error::EdgeError;
-use crate::imaging::{self, FormatChoice, Job};
+use crate::imaging::{self, FormatChoice, Job, Pyramid, Reduced};
 use crate::server::{Body, full};
 use url::{ObjectKey, ParsedUrl};
 
@@ -41,14 +42,14 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
     let parsed = url::parse(req.uri().path())?;
     access::authorize_url(&app.signing, &parsed)?;
     check_requested_size(app, &parsed)?;
-    ensure_public(app, &parsed.key).await?;
+    let facts = ensure_public(app, &parsed.key).await?;
     let negotiated = negotiate::negotiate(
         &parsed.recipe,
         req.headers().get(header::ACCEPT),
         app.negotiation,
     );
     if parsed.meta {
-        return describe(app, &parsed, negotiated.choice, deadline).await;
+        return describe(app, &parsed, &facts, negotiated.choice, deadline).await;
     }
     let cache_key = format!(
         "{}|{}",
@@ -57,7 +58,7 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
     );
     let hit = app.caches.has_variant(&cache_key);
     app.metrics.cache_lookup("variant", hit);
-    let render = render_variant(app, &parsed, negotiated.choice, deadline);
+    let render = render_variant(app, &parsed, &facts, negotiated.choice, deadline);
     let variant = tokio::time::timeout_at(deadline, app.caches.variant(cache_key, render))
         .await
         .map_err(|_| EdgeError::Deadline)?
@@ -101,21 +102,26 @@ fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> 
 }
 
 /// Only `public` files are served; everything else is indistinguishable from missing.
-async fn ensure_public(app: &App, key: &ObjectKey) -> Result<(), EdgeError> {
+async fn ensure_public(app: &App, key: &ObjectKey) -> Result<Arc<EdgeFacts>, EdgeError> {
     let db = app.db.clone();
     let lookup_key = key.clone();
-    let visibility = app
+    let facts = app
         .caches
-        .visibility(key, async move { db.visibility_of(&lookup_key).await })
+        .visibility(key, async move {
+            db.edge_facts(&lookup_key)
+                .await
+                .map(|found| found.map(Arc::new))
+        })
         .await
         .map_err(|e| EdgeError::MetadataUnavailable(e.to_string()))?;
-    match visibility {
-        Some(Visibility::Public) => Ok(()),
+    match facts {
+        Some(facts) if facts.visibility == Visibility::Public => Ok(facts),
         _ => Err(EdgeError::NotFound),
     }
 }
 
-async fn fetch_original(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
+/// Reads a stored object through the originals cache (one fetch for concurrent callers).
+async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
     let storage = app.storage.clone();
     let limit = app.config.max_source_bytes;
     let timeout = app.config.storage_timeout();
@@ -132,13 +138,48 @@ async fn fetch_original(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> 
     app.caches.original(key, fetch).await.map_err(unshare)
 }
 
+/// The bytes to render from: the smallest reduced copy still good enough for the recipe
+/// (see `Pyramid::level_for`), else the original. A copy that cannot be read falls back
+/// to the original, which is always correct.
+async fn fetch_source(
+    app: &App,
+    parsed: &ParsedUrl,
+    facts: &EdgeFacts,
+) -> Result<(ObjectKey, Bytes, Option<Reduced>), EdgeError> {
+    let level = match &facts.pyramid {
+        Some(p) if app.config.derivatives_enabled() => p
+            .level_for(&parsed.recipe, app.config.max_output_side)
+            .map(|level| (p, level)),
+        _ => None,
+    };
+    if let Some((pyramid, level)) = level {
+        let key = parsed.key.derivative(Pyramid::long_edge(level));
+        match fetch(app, &key).await {
+            Ok(bytes) => {
+                let reduced = Reduced {
+                    width: pyramid.width,
+                    height: pyramid.height,
+                    format: pyramid.format,
+                };
+                return Ok((key, bytes, Some(reduced)));
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "reduced copy unreadable; using the original");
+            }
+        }
+    }
+    let bytes = fetch(app, &parsed.key).await?;
+    Ok((parsed.key.clone(), bytes, None))
+}
+
 async fn render_variant(
     app: &App,
     parsed: &ParsedUrl,
+    facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Arc<Variant>, EdgeError> {
-    let encoded = run_imaging(app, parsed, choice, deadline, imaging::render).await?;
+    let encoded = run_imaging(app, parsed, facts, choice, deadline, imaging::render).await?;
     let m = &app.metrics;
     m.renders.inc();
     m.observe_stage("decode", encoded.timings.decode);
@@ -156,31 +197,54 @@ async fn render_variant(
     }))
 }
 
-/// Fetches the original and runs `work` (render or describe) on it on the CPU pool.
+/// Fetches the source (original or reduced copy) and runs `work` (render or describe) on
+/// it on the CPU pool, sharing the decode with concurrent renders of the same bytes.
 async fn run_imaging<T: Send + 'static>(
     app: &App,
     parsed: &ParsedUrl,
+    facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
     work: fn(&Job) -> Result<T, imaging::ImagingError>,
 ) -> Result<T, EdgeError> {
-    let original = fetch_original(app, &parsed.key).await?;
+    let (source_key, bytes, reduced) = fetch_source(app, parsed, facts).await?;
     let recipe = parsed.recipe.clone();
     let limits = app.imaging_limits.clone();
     let default_quality = app.config.default_quality;
+    // Join before queueing for a CPU slot, so that every member of a burst is known by
+    // the time the first one decodes. Header-only; a bad header fails in `work` instead.
+    let probe = Job {
+        bytes: &bytes,
+        recipe: &recipe,
+        output: choice,
+        default_quality,
+        limits: &limits,
+        cancel: &AtomicBool::new(false),
+        reduced,
+        share: None,
+    };
+    let ticket = imaging::decode_scale(&probe).ok().map(|scale| {
+        app.decodes
+            .join(format!("{source_key}@{}", bytes.len()), scale)
+    });
     let result = app
         .cpu
         .submit(deadline, move |cancel| {
             work(&Job {
-                bytes: &original,
+                bytes: &bytes,
                 recipe: &recipe,
                 output: choice,
                 default_quality,
                 limits: &limits,
                 cancel,
+                reduced,
+                share: ticket.as_ref(),
             })
         })
         .await??;
+    if reduced.is_some() {
+        app.metrics.derivative_renders.inc();
+    }
     Ok(result)
 }
 
@@ -188,10 +252,11 @@ async fn run_imaging<T: Send + 'static>(
 async fn describe(
     app: &App,
     parsed: &ParsedUrl,
+    facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Response<Body>, EdgeError> {
-    let mut doc = run_imaging(app, parsed, choice, deadline, imaging::describe).await?;
+    let mut doc = run_imaging(app, parsed, facts, choice, deadline, imaging::describe).await?;
     doc["key"] = serde_json::json!(parsed.key.as_str());
     doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
     let mut resp = Response::new(full(doc.to_string()));

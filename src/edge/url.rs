@@ -110,6 +110,23 @@ impl ObjectKey {
         Ok(ObjectKey(decoded.into_owned()))
     }
 
+    /// Where the reduced copy with long edge `long_edge` of this file is stored:
+    /// `.imgedge/d<long_edge>/<key>`, under a first segment no file key may use.
+    pub fn derivative(&self, long_edge: u32) -> ObjectKey {
+        ObjectKey(format!("{RESERVED_SEGMENT}/d{long_edge}/{}", self.0))
+    }
+
+    /// Whether this is where one of `original`'s reduced copies is stored.
+    pub fn is_derivative_of(&self, original: &ObjectKey) -> bool {
+        self.0
+            .strip_prefix(RESERVED_SEGMENT)
+            .and_then(|rest| rest.strip_prefix("/d"))
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(size, key)| {
+                size.bytes().all(|b| b.is_ascii_digit()) && key == original.0
+            })
+    }
+
     /// The decoded key, as stored.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -1012,6 +1029,9 @@ fn decode_percent<'a>(text: &'a str, what: &str) -> Result<Cow<'a, str>, String>
         .map_err(|_| format!("{what} is not valid UTF-8 after percent-decoding"))
 }
 
+/// The first key segment kept for the service's own objects (derivatives).
+pub const RESERVED_SEGMENT: &str = ".imgedge";
+
 fn validate_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("the file key is missing: add it after the options".into());
@@ -1033,6 +1053,11 @@ fn validate_key(key: &str) -> Result<(), String> {
     }
     if key.starts_with('/') {
         return Err("the file key must be relative, not start with `/`".into());
+    }
+    if key.split('/').next() == Some(RESERVED_SEGMENT) {
+        return Err(format!(
+            "the file key starts with `{RESERVED_SEGMENT}/`, which is reserved for derived images"
+        ));
     }
     for segment in key.split('/') {
         match segment {
@@ -1837,6 +1862,14 @@ mod tests {
             "error: a%2.jpg => does not start an escape like `%20`",
         ),
         ("a%zz.jpg", "error: a%zz.jpg => write `%` as `%25`"),
+        (
+            ".imgedge/d640/a.jpg",
+            "error: .imgedge/d640/a.jpg => reserved for derived images",
+        ),
+        (
+            "fit-in/10x10/%2Eimgedge/x.jpg",
+            "error: %2Eimgedge/x.jpg => reserved for derived images",
+        ),
     ];
 
     #[test]

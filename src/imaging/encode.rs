@@ -84,6 +84,16 @@ fn failed(format: Format, e: impl std::fmt::Display) -> ImagingError {
 }
 
 fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    jpeg_with(image, quality, Subsamp::Sub2x2)
+}
+
+/// JPEG at `quality` without chroma subsampling: for reduced copies that are resampled
+/// again later, so colour edges stay as sharp as the luma.
+pub fn jpeg_full_chroma(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    jpeg_with(image, quality, Subsamp::None)
+}
+
+fn jpeg_with(image: &DynamicImage, quality: u8, subsamp: Subsamp) -> Result<Vec<u8>, ImagingError> {
     let rgb;
     let rgb = match image {
         DynamicImage::ImageRgb8(img) => img,
@@ -95,7 +105,7 @@ fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     let err = |e| failed(Format::Jpeg, e);
     let mut compressor = Compressor::new().map_err(err)?;
     compressor.set_quality(i32::from(quality)).map_err(err)?;
-    compressor.set_subsamp(Subsamp::Sub2x2).map_err(err)?;
+    compressor.set_subsamp(subsamp).map_err(err)?;
     // Optimised Huffman tables: a few percent smaller for little CPU. Progressive would save
     // a little more but costs noticeably more time.
     compressor.set_optimize(true).map_err(err)?;
@@ -111,9 +121,17 @@ fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
 }
 
 fn png(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
+    png_with(image, CompressionType::Default)
+}
+
+/// PNG with fast compression: for reduced copies, written once and read many times.
+pub fn png_fast(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
+    png_with(image, CompressionType::Fast)
+}
+
+fn png_with(image: &DynamicImage, compression: CompressionType) -> Result<Vec<u8>, ImagingError> {
     let mut out = Vec::new();
-    let encoder =
-        PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive);
+    let encoder = PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive);
     encoder
         .write_image(
             image.as_bytes(),

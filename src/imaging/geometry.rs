@@ -191,6 +191,26 @@ pub fn shrink_factor(window: Size, resize: Size) -> u32 {
         .unwrap_or(1)
 }
 
+/// How many pixels of a reduced copy (derivative) there must at least be per output pixel,
+/// along each axis, for the copy to stand in for the original: the resize from it is then a
+/// real downscale by two or more, so the copy's own softness never shows.
+pub const LEVEL_MARGIN: f64 = 2.0;
+
+/// The smallest of `levels` (reduced copies of a `full`-sized image, ascending) that still
+/// has `LEVEL_MARGIN` pixels per output pixel when `window` (full-size pixels) is resized to
+/// `resize`; `None` when only the original is good enough.
+pub fn pick_level(full: Size, levels: &[Size], window: Size, resize: Size) -> Option<usize> {
+    let needed = |level: u32, full: u32, window: u32, resize: u32| {
+        // level / full >= MARGIN * resize / window, without dividing.
+        f64::from(level) * f64::from(window) >= LEVEL_MARGIN * f64::from(resize) * f64::from(full)
+    };
+    levels.iter().position(|l| {
+        l.width < full.width
+            && needed(l.width, full.width, window.width, resize.width)
+            && needed(l.height, full.height, window.height, resize.height)
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cover {
     /// Fit inside the box (`fit-in`).
@@ -299,6 +319,65 @@ mod tests {
             width,
             height,
             ..Recipe::default()
+        }
+    }
+
+    #[test]
+    fn the_smallest_level_with_twice_the_output_pixels_is_picked() {
+        let full = Size::new(6000, 4000);
+        let levels = [Size::new(640, 427), Size::new(2560, 1707)];
+        let whole = Size::new(6000, 4000);
+        // 300x200 needs 600x400 of source pixels: 640 is enough.
+        assert_eq!(
+            pick_level(full, &levels, whole, Size::new(300, 200)),
+            Some(0)
+        );
+        // 330x220 needs 660 wide: only 2560.
+        assert_eq!(
+            pick_level(full, &levels, whole, Size::new(330, 220)),
+            Some(1)
+        );
+        assert_eq!(
+            pick_level(full, &levels, whole, Size::new(1200, 800)),
+            Some(1)
+        );
+        // 1300 wide needs 2600: the original.
+        assert_eq!(pick_level(full, &levels, whole, Size::new(1300, 867)), None);
+        // A crop window of a quarter of the width needs four times the scale.
+        let quarter = Size::new(1500, 1000);
+        assert_eq!(
+            pick_level(full, &levels, quarter, Size::new(300, 200)),
+            Some(1)
+        );
+        assert_eq!(
+            pick_level(full, &levels, quarter, Size::new(700, 466)),
+            None
+        );
+        // No levels, or levels not smaller than the original: the original.
+        assert_eq!(pick_level(full, &[], whole, Size::new(10, 10)), None);
+        let small = Size::new(500, 300);
+        assert_eq!(
+            pick_level(small, &[Size::new(640, 384)], small, Size::new(10, 6)),
+            None
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn a_picked_level_always_has_the_margin(
+            fw in 100u32..10_000, fh in 100u32..10_000,
+            lw in 16u32..4000,
+            rw in 1u32..2000, rh in 1u32..2000,
+        ) {
+            let full = Size::new(fw, fh);
+            let lh = ((u64::from(lw) * u64::from(fh)) / u64::from(fw)).max(1) as u32;
+            let levels = [Size::new(lw, lh)];
+            if let Some(i) = pick_level(full, &levels, full, Size::new(rw, rh)) {
+                let l = levels[i];
+                prop_assert!(l.width < fw);
+                prop_assert!(f64::from(l.width) >= 2.0 * f64::from(rw) * 0.999);
+                prop_assert!(f64::from(l.height) >= 2.0 * f64::from(rh) * 0.999);
+            }
         }
     }
 

@@ -12,21 +12,28 @@
 //! - `filters`  pixel filters, fill/canvas, trim, flattening.
 //! - `encode`   JPEG, PNG, WebP, AVIF, GIF encoders and the `max_bytes` search.
 //! - `render`   the orchestration, readable top to bottom.
+//! - `pyramid`  reduced copies (derivatives) built once per file, and their text form.
+//! - `share`    one decode for concurrent renders of the same source (srcset bursts).
 
 mod decode;
 mod encode;
 mod filters;
 mod geometry;
+mod pyramid;
 pub mod recipe;
 mod render;
 mod resize;
+mod share;
 mod smart;
 
 use std::time::Duration;
 
 pub use decode::{SourceFormat, SourceInfo, probe};
+pub use geometry::Size;
+pub use pyramid::{Level, Pyramid, build as build_pyramid};
 pub use recipe::*;
-pub use render::{Job, describe, render};
+pub use render::{Job, Reduced, decode_scale, describe, render};
+pub use share::{DecodeShare, Ticket};
 
 /// Resource bounds for one render, from the operator's configuration.
 #[derive(Debug, Clone)]

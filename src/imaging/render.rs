@@ -6,16 +6,18 @@
 //! The `cancel` flag is checked between stages; a stage itself is never interrupted.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use image::DynamicImage;
 use serde_json::json;
 
-use super::decode::{self, SourceFormat, SourceInfo, probe};
+use super::decode::{self, Decoded, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
 use super::recipe::{Color, Fill, Format, PixelFilter, Recipe, Rect};
 use super::resize::{CropBox, resize};
+use super::share::Ticket;
 use super::{Encoded, FormatChoice, ImagingError, Limits, StageTimings, encode, filters, smart};
 
 /// One render request. Everything is borrowed: the caller owns the bytes and the recipe.
@@ -30,6 +32,29 @@ pub struct Job<'a> {
     pub limits: &'a Limits,
     /// Set by the caller when the deadline passes or the client goes away.
     pub cancel: &'a AtomicBool,
+    /// Set when `bytes` are a reduced copy of the original (a pyramid level): planning,
+    /// crops and format negotiation then follow the original, as if the copy were a
+    /// shrink-on-load decode of it.
+    pub reduced: Option<Reduced>,
+    /// Shares the decode with concurrent renders of the same bytes.
+    pub share: Option<&'a Ticket>,
+}
+
+/// The original a reduced copy stands in for: its upright size and its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reduced {
+    pub width: u32,
+    pub height: u32,
+    pub format: SourceFormat,
+}
+
+/// The JPEG shrink-on-load denominator `render` will decode `job` with (1 for other formats
+/// and for trims). Reads headers only; the caller uses it to join a `DecodeShare`.
+pub fn decode_scale(job: &Job) -> Result<u32, ImagingError> {
+    if decode::sniff(job.bytes) != Some(SourceFormat::Jpeg) {
+        return Ok(1);
+    }
+    guarded(|| front(job).map(|f| f.shrink))
 }
 
 /// Decodes, transforms and encodes one image. Synchronous and CPU-bound.
@@ -108,11 +133,18 @@ impl Log<'_> {
     }
 }
 
-fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepared, ImagingError> {
-    let recipe = job.recipe;
-    let max_side = job.limits.max_output_side;
-    let started = Instant::now();
+/// What is known before decoding: the source facts, the output format, the full-size base
+/// and the shrink-on-load denominator.
+struct Front {
+    info: SourceInfo,
+    format: Format,
+    /// The original's upright size (also when decoding a reduced copy).
+    full: Size,
+    shrink: u32,
+}
 
+fn front(job: &Job) -> Result<Front, ImagingError> {
+    let recipe = job.recipe;
     // Headers only: refuse pixel bombs before any pixel buffer exists.
     let info = probe(job.bytes)?;
     let limit = job.limits.max_source_pixels;
@@ -123,9 +155,20 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
             limit,
         });
     }
-    let format = job.output.resolve(&info);
-    let (ow, oh) = info.oriented_size();
-    let full = Size::new(ow, oh);
+    let stored = {
+        let (w, h) = info.oriented_size();
+        Size::new(w, h)
+    };
+    let (format, full) = match job.reduced {
+        Some(r) => (
+            job.output.resolve(&SourceInfo {
+                format: r.format,
+                ..info
+            }),
+            Size::new(r.width, r.height),
+        ),
+        None => (job.output.resolve(&info), stored),
+    };
 
     // Planning before decoding refuses oversized outputs early and gives the JPEG
     // shrink-on-load factor. Trim needs pixels to know the base size, so a trimmed image is
@@ -136,21 +179,71 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
                 .crop
                 .and_then(|c| geometry::clamp_rect(c, full))
                 .map_or(full, size_of);
-            Some(geometry::plan(base, recipe, max_side)?)
+            Some(geometry::plan(base, recipe, job.limits.max_output_side)?)
         }
         Some(_) => None,
     };
     let shrink = match early_plan {
         Some(plan) if info.format == SourceFormat::Jpeg => {
-            geometry::shrink_factor(size_of(plan.window), plan.resize)
+            // The window in pixels of the bytes at hand (a reduced copy has fewer).
+            let window = size_of(plan.window);
+            let in_source = |v: u32, have: u32, full: u32| {
+                (u64::from(v) * u64::from(have) / u64::from(full)) as u32
+            };
+            let window = Size::new(
+                in_source(window.width, stored.width, full.width),
+                in_source(window.height, stored.height, full.height),
+            );
+            geometry::shrink_factor(window, plan.resize)
         }
         _ => 1,
     };
+    Ok(Front {
+        info,
+        format,
+        full,
+        shrink,
+    })
+}
+
+fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepared, ImagingError> {
+    let recipe = job.recipe;
+    let max_side = job.limits.max_output_side;
+    let started = Instant::now();
+    let Front {
+        info,
+        format,
+        full,
+        shrink,
+    } = front(job)?;
+    let (ow, oh) = (full.width, full.height);
+    if let Some(r) = job.reduced {
+        log.step(|| {
+            format!(
+                "source: the {}x{} reduced copy of the {}x{} original",
+                info.width, info.height, r.width, r.height
+            )
+        });
+    }
     checkpoint(job)?;
 
-    let max_alloc = limit.saturating_mul(8).saturating_add(64 << 20);
-    let decoded = decode::decode(job.bytes, &info, shrink, max_alloc)?;
-    let mut image = decoded.image;
+    let max_alloc = job
+        .limits
+        .max_source_pixels
+        .saturating_mul(8)
+        .saturating_add(64 << 20);
+    let decode_now = |shrink: u32| -> Result<Decoded, ImagingError> {
+        let mut decoded = decode::decode(job.bytes, &info, shrink, max_alloc)?;
+        if info.orientation > 1 {
+            decode::orient(&mut decoded.image, info.orientation);
+        }
+        Ok(decoded)
+    };
+    let decoded = match job.share {
+        Some(ticket) => ticket.decoded(decode_now)?,
+        None => Arc::new(decode_now(shrink)?),
+    };
+    let image = &decoded.image;
     log.step(|| {
         let scale = if decoded.shrink > 1 {
             format!(" at 1/{} (DCT scaling)", decoded.shrink)
@@ -167,7 +260,6 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         )
     });
     if info.orientation > 1 {
-        decode::orient(&mut image, info.orientation);
         log.step(|| {
             format!(
                 "orient: EXIF orientation {} → {}x{}",
@@ -195,7 +287,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         bottom: oh,
     };
     if let Some(trim) = recipe.trim {
-        if let Some(found) = filters::trim_box(&image, trim) {
+        if let Some(found) = filters::trim_box(image, trim) {
             base = found;
         }
         log.step(|| {
@@ -252,7 +344,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
                 right: base_size.width,
                 bottom: base_size.height,
             });
-            match smart::place(&image, region, (crop.width, crop.height))? {
+            match smart::place(image, region, (crop.width, crop.height))? {
                 Some((dx, dy)) => {
                     crop.left = region.left + dx;
                     crop.top = region.top + dy;
@@ -262,7 +354,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
             }
         }
     }
-    let mut image = resize(&image, crop, plan.resize)?;
+    let mut image = resize(image, crop, plan.resize)?;
     log.step(|| {
         let full_res = |v: f64, s: f64| (v / s).round() as u32;
         format!(
@@ -427,6 +519,8 @@ mod tests {
             default_quality: 85,
             limits: &limits,
             cancel: &cancel,
+            reduced: None,
+            share: None,
         })
     }
 
@@ -722,6 +816,8 @@ mod tests {
             default_quality: 80,
             limits: &limits,
             cancel: &cancel,
+            reduced: None,
+            share: None,
         };
         assert!(matches!(render(&job), Err(ImagingError::Cancelled)));
     }
@@ -756,6 +852,8 @@ mod tests {
             default_quality: 80,
             limits: &limits,
             cancel: &cancel,
+            reduced: None,
+            share: None,
         };
         let out = render(&job).unwrap();
         assert_eq!((out.width, out.height), (640, 427));
@@ -777,6 +875,8 @@ mod tests {
             default_quality: 80,
             limits: &limits,
             cancel: &cancel,
+            reduced: None,
+            share: None,
         };
         let meta = describe(&job).unwrap();
         assert_eq!(meta["source"]["format"], "jpeg");
@@ -860,6 +960,8 @@ mod tests {
                     default_quality: 80,
                     limits: &limits,
                     cancel: &cancel,
+                    reduced: None,
+                    share: None,
                 };
                 let out = render(&job).unwrap();
                 let t = out.timings;

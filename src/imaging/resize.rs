@@ -29,7 +29,6 @@ pub struct CropBox {
 }
 
 impl CropBox {
-    #[cfg(test)]
     pub fn whole(image: &DynamicImage) -> CropBox {
         CropBox {
             left: 0.0,

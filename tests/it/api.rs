@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::support::{OTHER_PK, PK, SK, TestServer, fixture};
 
 /// presign → PUT → register, as a user; returns the registered file object.
-async fn upload(s: &TestServer, user: &str, name: &str, visibility: &str) -> Value {
+pub(crate) async fn upload(s: &TestServer, user: &str, name: &str, visibility: &str) -> Value {
     upload_with(s, user, name, visibility, json!({})).await
 }
 

@@ -1,0 +1,6 @@
+-- Reduced copies (pyramid levels) of each image, built in the background after
+-- registration or import: NULL = not built yet; '#<time>' = being built since <time> (a
+-- claim; claims sort before every other value); 'none' = none will be built; otherwise the
+-- pyramid's text form, e.g. 'jpeg 6028x3391 640x360 2560x1440'.
+ALTER TABLE files ADD COLUMN derivatives TEXT;
+CREATE INDEX files_derivatives ON files (derivatives);

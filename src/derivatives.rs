@@ -1,0 +1,242 @@
+//! The derivative builder: gives every registered or imported image its reduced copies
+//! (`imaging::pyramid`), once, in the background, and removes them with the file.
+//!
+//! The metadata store is the queue: a file whose `derivatives` column is NULL still needs
+//! them (registration, import and replacement leave it NULL). The builder claims a batch,
+//! builds one file at a time on a blocking thread (so at most one core's worth of work, and
+//! never on a tokio worker), stores the levels beside the original under
+//! `.imgedge/d<long edge>/<key>`, records the pyramid and announces the change so every
+//! node's edge starts using it. It is woken by registrations and polls every
+//! `IDLE_POLL` for imports made by another process.
+//!
+//! Renders come first: before each file the builder waits while the CPU pool has work
+//! queued (at most `MAX_DEFER`, so a permanently busy node still makes progress).
+//! Claims expire after `CLAIM_TTL`, so a node that dies mid-build delays a file, never
+//! loses it. Nothing is lost on failure: a storage error gives the claim back for a later
+//! round; only sources that can never yield copies (undecodable, animated, gone) are
+//! marked `none`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::db::{Claim, NO_DERIVATIVES};
+use crate::edge::url::ObjectKey;
+use crate::imaging::{self, ImagingError, Pyramid};
+use crate::storage::StorageError;
+
+/// Files claimed per round.
+const BATCH: u32 = 16;
+/// How often the builder looks for work when nobody wakes it.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Pause after a round in which every file failed (storage or database down).
+const FAILURE_PAUSE: Duration = Duration::from_secs(10);
+/// A claim older than this belongs to a builder that died.
+const CLAIM_TTL: Duration = Duration::from_secs(600);
+/// Longest the builder yields to queued renders before building anyway.
+const MAX_DEFER: Duration = Duration::from_secs(10);
+
+/// Runs the builder until `stop` is cancelled; does nothing when derivatives are off.
+pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !app.config.derivatives_enabled() {
+            return;
+        }
+        loop {
+            let outcome = round(&app, &stop).await;
+            if stop.is_cancelled() {
+                return;
+            }
+            let pause = match outcome {
+                Round::More => continue,
+                Round::Idle => IDLE_POLL,
+                Round::Failing => FAILURE_PAUSE,
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = app.derivatives_wanted.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    })
+}
+
+enum Round {
+    /// A full batch was handled: there may be more.
+    More,
+    /// Nothing (more) to do.
+    Idle,
+    /// Nothing could be built; wait before retrying.
+    Failing,
+}
+
+/// Sets the backlog gauge from the metadata store; `false` when the store cannot answer.
+async fn count_backlog(app: &App) -> bool {
+    match app.db.derivative_backlog().await {
+        Ok(n) => {
+            app.metrics.derivative_backlog.set(n as i64);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the derivative backlog");
+            false
+        }
+    }
+}
+
+async fn round(app: &App, stop: &CancellationToken) -> Round {
+    if !count_backlog(app).await {
+        return Round::Failing;
+    }
+    let now = OffsetDateTime::now_utc();
+    let claims = match app
+        .db
+        .claim_pending_derivatives(now, now - CLAIM_TTL, BATCH)
+        .await
+    {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim files for derivatives");
+            return Round::Failing;
+        }
+    };
+    if claims.is_empty() {
+        return Round::Idle;
+    }
+    let mut progressed = false;
+    for claim in &claims {
+        if stop.is_cancelled() {
+            let _ = app.db.release_derivatives(claim).await;
+            continue;
+        }
+        yield_to_renders(app, stop).await;
+        match build(app, claim, stop).await {
+            Ok(()) => progressed = true,
+            Err(e) => {
+                app.metrics.derivative_failures.inc();
+                tracing::warn!(key = %claim.key, error = %e, "derivatives not built; will retry");
+                if let Err(e) = app.db.release_derivatives(claim).await {
+                    tracing::warn!(key = %claim.key, error = %e, "could not release a claim");
+                }
+            }
+        }
+    }
+    count_backlog(app).await;
+    match (progressed, claims.len() as u32 == BATCH) {
+        (false, _) => Round::Failing,
+        (true, true) => Round::More,
+        (true, false) => Round::Idle,
+    }
+}
+
+/// Waits while renders are queued for the CPU, at most `MAX_DEFER`.
+async fn yield_to_renders(app: &App, stop: &CancellationToken) {
+    let started = tokio::time::Instant::now();
+    while app.metrics.queue_depth.get() > 0 && started.elapsed() < MAX_DEFER {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// A failure worth retrying later (the claim is given back).
+#[derive(Debug, thiserror::Error)]
+enum Transient {
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("metadata store: {0}")]
+    Db(#[from] crate::db::DbError),
+    #[error("stopped")]
+    Stopped,
+}
+
+async fn build(app: &App, claim: &Claim, stop: &CancellationToken) -> Result<(), Transient> {
+    let key = &claim.key;
+    let started = std::time::Instant::now();
+    let bytes = match app.storage.get(key, app.config.max_source_bytes).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound | StorageError::TooLarge { .. }) => {
+            return finish(app, claim, NO_DERIVATIVES).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let sizes = app.config.derivative_sizes();
+    let limits = app.imaging_limits.clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let work =
+        tokio::task::spawn_blocking(move || imaging::build_pyramid(&bytes, &sizes, &limits, &flag));
+    let built = tokio::select! {
+        joined = work => joined.unwrap_or_else(|e| Err(ImagingError::Undecodable(format!("builder panicked: {e}")))),
+        _ = stop.cancelled() => {
+            cancel.store(true, Ordering::Relaxed);
+            return Err(Transient::Stopped);
+        }
+    };
+    let (pyramid, levels) = match built {
+        Ok(Some(built)) => built,
+        Ok(None) => return finish(app, claim, NO_DERIVATIVES).await,
+        Err(ImagingError::Cancelled) => return Err(Transient::Stopped),
+        Err(e) => {
+            tracing::info!(key = %key, error = %e, "no derivatives for this file");
+            return finish(app, claim, NO_DERIVATIVES).await;
+        }
+    };
+    let stored_bytes: usize = levels.iter().map(|l| l.bytes.len()).sum();
+    for level in levels {
+        let at = key.derivative(Pyramid::long_edge(level.size));
+        app.storage.put(&at, level.bytes.into()).await?;
+    }
+    let recorded = app
+        .db
+        .finish_derivatives(claim, &pyramid.to_string())
+        .await?;
+    if !recorded {
+        // The file was replaced or deleted while we worked. Replaced: a later round builds
+        // again (and overwrites). Deleted: take the copies away again.
+        if app.db.edge_facts(key).await?.is_none() {
+            remove(app, key, Some(&pyramid)).await;
+        }
+        return Ok(());
+    }
+    app.caches.purge(key).await;
+    app.metrics.derivatives_built.inc();
+    tracing::info!(
+        key = %key,
+        pyramid = %pyramid,
+        bytes = stored_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "built derivatives"
+    );
+    Ok(())
+}
+
+async fn finish(app: &App, claim: &Claim, value: &str) -> Result<(), Transient> {
+    if app.db.finish_derivatives(claim, value).await? {
+        app.metrics.derivatives_built.inc();
+    }
+    Ok(())
+}
+
+/// Deletes `key`'s reduced copies: the recorded levels and every configured size (a build
+/// may have stored some before it was recorded). Best effort: failures are logged.
+pub async fn remove(app: &App, key: &ObjectKey, pyramid: Option<&Pyramid>) {
+    let mut sizes = app.config.derivative_sizes();
+    if let Some(p) = pyramid {
+        sizes.extend(p.levels.iter().map(|&l| Pyramid::long_edge(l)));
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+    for size in sizes {
+        let at = key.derivative(size);
+        match app.storage.delete(&at).await {
+            Ok(()) | Err(StorageError::NotFound) => {}
+            Err(e) => tracing::warn!(key = %at, error = %e, "could not delete a reduced copy"),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Reduced copies (derivatives): built in the background after registration, used by the
+//! edge when they have at least twice the output's pixels, invisible in the output, deleted
+//! with the file; and one decode for a burst of sizes of the same source.
+
+use std::sync::atomic::AtomicBool;
+
+use http::Method;
+use image::{DynamicImage, GenericImageView};
+use imgedge::edge::url::{ObjectKey, parse};
+use imgedge::imaging::{self, FormatChoice, Job, Limits, Size};
+use imgedge::storage::StorageError;
+
+use crate::api::upload;
+use crate::support::{PK, TestServer, eventually, eventually_async, fixture, occupy_cpu};
+
+/// Peak signal-to-noise ratio over RGB, in dB (identical images: infinity).
+fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    let sum: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = sum / a.as_raw().len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}
+
+/// What the edge would serve when rendering from the original bytes.
+fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
+    let parsed = parse(path).unwrap();
+    let encoded = imaging::render(&Job {
+        bytes,
+        recipe: &parsed.recipe,
+        output: FormatChoice::Auto {
+            webp: false,
+            avif: false,
+        },
+        default_quality: 80,
+        limits: &Limits::default(),
+        cancel: &AtomicBool::new(false),
+        reduced: None,
+        share: None,
+    })
+    .unwrap();
+    image::load_from_memory(&encoded.bytes).unwrap()
+}
+
+#[tokio::test]
+async fn derivatives_are_built_in_the_background_used_and_deleted_with_the_file() {
+    // Small levels, so that the 640x427 fixture gets two of them.
+    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
+    let file = upload(&s, "alice", "landscape.jpg", "public").await;
+    let key = ObjectKey::parse(file["s3Key"].as_str().unwrap()).unwrap();
+    let m = s.app.metrics.clone();
+
+    // Built after registration, without any request asking for it.
+    eventually(|| m.derivatives_built.get() == 1).await;
+    let facts = s.app.db.edge_facts(&key).await.unwrap().unwrap();
+    let pyramid = facts.pyramid.expect("the pyramid is recorded");
+    assert_eq!((pyramid.width, pyramid.height), (640, 427));
+    assert_eq!(
+        pyramid.levels,
+        vec![Size::new(128, 85), Size::new(256, 171)]
+    );
+    for long_edge in [128, 256] {
+        let stored = s.app.storage.get(&key.derivative(long_edge), 1 << 20).await;
+        assert!(
+            stored.is_ok(),
+            "level {long_edge} is stored beside the original"
+        );
+    }
+    eventually(|| m.derivative_backlog.get() == 0).await;
+
+    // 100 wide needs 200 source pixels: the 256 level serves it, and looks the same.
+    let path = format!("/fit-in/100x0/filters:quality(95)/{key}");
+    let r = s.get(&path).await;
+    assert_eq!(m.derivative_renders.get(), 1);
+    let served = r.image();
+    assert_eq!(served.dimensions(), (100, 67));
+    let reference = from_original(&fixture("landscape.jpg"), &path);
+    let db = psnr(&served, &reference);
+    assert!(
+        db > 35.0,
+        "rendering from the level lost quality: {db:.1} dB"
+    );
+    // meta/ says where the render starts.
+    let meta = s.get(&format!("/meta{path}")).await.json();
+    let steps = meta["operations"].to_string();
+    assert!(steps.contains("reduced copy"), "{steps}");
+    assert_eq!(meta["output"]["width"], 100);
+
+    // 200 wide needs 400: only the original will do.
+    let r = s.get(&format!("/fit-in/200x0/{key}")).await;
+    assert_eq!(r.image().width(), 200);
+    assert_eq!(
+        m.derivative_renders.get(),
+        2,
+        "the meta/ render counted, this one not"
+    );
+
+    // Deleting the file deletes its levels.
+    let id = file["id"].as_str().unwrap();
+    let r = s
+        .api(
+            Method::DELETE,
+            &format!("/v1/files/{id}"),
+            PK,
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for long_edge in [128, 256] {
+        let gone = s.app.storage.get(&key.derivative(long_edge), 1 << 20).await;
+        assert!(
+            matches!(gone, Err(StorageError::NotFound)),
+            "level {long_edge} is deleted"
+        );
+    }
+    assert_eq!(s.get(&path).await.status, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn files_that_cannot_have_derivatives_are_marked_and_served_from_the_original() {
+    let s = TestServer::start_with(|c| c.derivative_sizes = "256".into()).await;
+    // Too small for a 256 level (needs a long edge of 384), and an animation.
+    let small = upload(&s, "alice", "photo.webp", "public").await;
+    let gif = upload(&s, "alice", "animated.gif", "public").await;
+    let m = s.app.metrics.clone();
+    eventually(|| m.derivatives_built.get() == 2).await;
+    for file in [&small, &gif] {
+        let key = ObjectKey::parse(file["s3Key"].as_str().unwrap()).unwrap();
+        let facts = s.app.db.edge_facts(&key).await.unwrap().unwrap();
+        assert!(facts.pyramid.is_none_or(|p| p.levels.is_empty()), "{key}");
+        assert_eq!(s.get(&format!("/fit-in/50x50/{key}")).await.status, 200);
+    }
+    assert_eq!(m.derivative_renders.get(), 0);
+    assert_eq!(s.app.db.derivative_backlog().await.unwrap(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keys_under_the_reserved_prefix_cannot_be_served_or_registered() {
+    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
+    let file = upload(&s, "alice", "landscape.jpg", "public").await;
+    let key = file["s3Key"].as_str().unwrap().to_owned();
+    let m = s.app.metrics.clone();
+    eventually(|| m.derivatives_built.get() == 1).await;
+    // The level exists, but it is not a file: the URL is refused before any lookup.
+    let r = s.get(&format!("/.imgedge/d256/{key}")).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .to_string()
+            .contains("reserved")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_srcset_burst_of_one_source_decodes_once() {
+    let s = TestServer::start_with(|c| c.derivative_sizes = String::new()).await;
+    s.add(
+        "burst.jpg",
+        "landscape.jpg",
+        imgedge::db::Visibility::Public,
+    )
+    .await;
+    let m = s.app.metrics.clone();
+    // Hold both CPU slots so that the three requests are all queued before one decodes,
+    // as when a browser sends a srcset's sizes together.
+    let release = occupy_cpu(&s.app, 2).await;
+    let waiter = async {
+        eventually_async(std::time::Duration::from_secs(10), || async {
+            m.queue_depth.get() == 3
+        })
+        .await;
+        drop(release);
+    };
+    let (a, b, c, ()) = tokio::join!(
+        s.get("/100x0/burst.jpg"),
+        s.get("/200x0/burst.jpg"),
+        s.get("/300x0/burst.jpg"),
+        waiter
+    );
+    let responses = [a, b, c];
+    let widths: Vec<u32> = responses.iter().map(|r| r.image().width()).collect();
+    assert_eq!(widths, vec![100, 200, 300]);
+    assert_eq!(m.decodes.get(), 1, "one decode for the burst");
+    assert_eq!(m.decodes_shared.get(), 2);
+    assert_eq!(
+        s.app.decodes.active(),
+        0,
+        "decoded pixels are dropped after the burst"
+    );
+
+    // A later request decodes on its own (nothing is kept beyond the burst).
+    assert_eq!(s.get("/150x0/burst.jpg").await.status, 200);
+    assert_eq!(m.decodes.get(), 2);
+    s.stop().await;
+}
