@@ -1,14 +1,27 @@
-//! Criterion micro-benchmarks: URL parsing, and decode → resize → encode of real photos
-//! (from `../shared/bench-images`, or `IMGEDGE_BENCH_IMAGES`) for the issue's workloads.
+//! Criterion micro-benchmarks on real photos (from `../shared/bench-images`, or
+//! `IMGEDGE_BENCH_IMAGES`):
+//! - `parse`: URL parsing;
+//! - `decode`: per format, and for JPEG per shrink-on-load scale (1, 1/2, 1/4, 1/8),
+//!   baseline and progressive;
+//! - `resize`: a 12 MP photo decoded at 1/2 to 300x225, per convolution filter, and through
+//!   our `resize` (which picks the filter by factor);
+//! - `encode`: an 800x533 photo per output format;
+//! - `render`: the full pipeline per workload (W1–W5 of issue 5, every file), from the
+//!   original, and W1/W2 from the reduced copies the derivative builder makes.
 //!
-//! Run: `cargo bench --bench pipeline` (add `-- render` to run only the render group).
+//! Run: `cargo bench --bench pipeline` (add `-- render/w1` to run only matching ones).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use imgedge::edge::url;
-use imgedge::imaging::{self, FormatChoice, Job, Limits};
+use imgedge::imaging::stages::{CropBox, decode, encode, resize};
+use imgedge::imaging::{
+    self, Format, FormatChoice, Job, Limits, Pyramid, Reduced, Size, build_pyramid, probe,
+};
 
 fn bench_images() -> PathBuf {
     std::env::var_os("IMGEDGE_BENCH_IMAGES").map_or_else(
@@ -16,6 +29,28 @@ fn bench_images() -> PathBuf {
         PathBuf::from,
     )
 }
+
+fn read(file: &str) -> Option<Vec<u8>> {
+    let path = bench_images().join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            eprintln!("skipping {file}: {} not found", path.display());
+            None
+        }
+    }
+}
+
+const MAX_ALLOC: u64 = 1 << 31;
+const LARGE: [&str; 5] = [
+    "kleiber.jpg",
+    "seeding.jpg",
+    "dragonfly.jpg",
+    "sunset.jpg",
+    "phone_12mp.jpg",
+];
+const MEDIUM: [&str; 4] = ["storm.jpg", "raindrops.jpg", "dune.jpg", "brushes.jpg"];
+const ALPHA: [&str; 3] = ["emerald_logo.png", "swirlaxy.png", "camera_icon.png"];
 
 fn parse(c: &mut Criterion) {
     let urls = [
@@ -32,70 +67,160 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-fn render(c: &mut Criterion) {
-    let dir = bench_images();
-    let workloads = [
-        (
-            "w1_phone_12mp_fit300x200_q80",
-            "phone_12mp.jpg",
-            "/fit-in/300x200/filters:quality(80)/k",
-        ),
-        (
-            "w1_kleiber_20mp_fit300x200_q80",
-            "kleiber.jpg",
-            "/fit-in/300x200/filters:quality(80)/k",
-        ),
-        (
-            "w2_phone_12mp_fit800x0_q85",
-            "phone_12mp.jpg",
-            "/fit-in/800x0/filters:quality(85)/k",
-        ),
-        (
-            "w3_storm_fit400x300_webp",
-            "storm.jpg",
-            "/fit-in/400x300/filters:quality(80):format(webp)/k",
-        ),
-        ("w4_storm_80x80_smart", "storm.jpg", "/80x80/smart/k"),
-        (
-            "w5_emerald_fit200x200_webp",
-            "emerald_logo.png",
-            "/fit-in/200x200/filters:format(webp)/k",
-        ),
-    ];
-    let limits = Limits {
-        max_source_pixels: 100_000_000,
-        max_output_side: 8192,
-    };
-    let cancel = AtomicBool::new(false);
-    let mut group = c.benchmark_group("render");
+fn decoding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
     group.sample_size(10);
-    for (name, file, path) in workloads {
-        let Ok(bytes) = std::fs::read(dir.join(file)) else {
-            eprintln!("skipping {name}: {} not found", dir.join(file).display());
-            continue;
-        };
-        let parsed = url::parse(path).expect("benchmark URLs parse");
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                imaging::render(&Job {
-                    bytes: &bytes,
-                    recipe: &parsed.recipe,
-                    output: FormatChoice::Auto {
-                        webp: false,
-                        avif: false,
-                    },
-                    default_quality: 80,
-                    limits: &limits,
-                    cancel: &cancel,
-                    reduced: None,
-                    share: None,
-                })
-                .expect("benchmark render succeeds")
-            })
+    // Baseline 4:2:0 and progressive 4:2:0 JPEGs at every DCT scale.
+    for file in ["phone_12mp.jpg", "seeding.jpg"] {
+        let Some(bytes) = read(file) else { continue };
+        let info = probe(&bytes).unwrap();
+        for shrink in [1u32, 2, 4, 8] {
+            group.bench_with_input(
+                BenchmarkId::new(file, format!("1/{shrink}")),
+                &shrink,
+                |b, &s| b.iter(|| decode(&bytes, &info, s, MAX_ALLOC).unwrap()),
+            );
+        }
+    }
+    for file in ["emerald_logo.png", "kite_small.webp", "tcltk_logo.gif"] {
+        let Some(bytes) = read(file) else { continue };
+        let info = probe(&bytes).unwrap();
+        group.bench_function(file, |b| {
+            b.iter(|| decode(&bytes, &info, 1, MAX_ALLOC).unwrap())
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, parse, render);
+fn resizing(c: &mut Criterion) {
+    let Some(bytes) = read("phone_12mp.jpg") else {
+        return;
+    };
+    let info = probe(&bytes).unwrap();
+    let src = decode(&bytes, &info, 2, MAX_ALLOC).unwrap().image;
+    let rgb = src.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let mut group = c.benchmark_group("resize");
+    group.sample_size(20);
+    let filters = [
+        ("lanczos3", FilterType::Lanczos3),
+        ("catmull_rom", FilterType::CatmullRom),
+        ("bilinear", FilterType::Bilinear),
+        ("box", FilterType::Box),
+    ];
+    for (name, filter) in filters {
+        group.bench_function(format!("{w}x{h}_to_300x225_{name}"), |b| {
+            let from =
+                fast_image_resize::images::ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
+                    .unwrap();
+            let mut resizer = Resizer::new();
+            let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter));
+            b.iter(|| {
+                let mut to = Image::new(300, 225, PixelType::U8x3);
+                resizer.resize(&from, &mut to, &options).unwrap();
+                to
+            })
+        });
+    }
+    for (tw, th) in [(300, 225), (800, 600), (1200, 900)] {
+        group.bench_function(format!("ours_{w}x{h}_to_{tw}x{th}"), |b| {
+            b.iter(|| resize(&src, CropBox::whole(&src), Size::new(tw, th)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn encoding(c: &mut Criterion) {
+    let Some(bytes) = read("sunset.jpg") else {
+        return;
+    };
+    let info = probe(&bytes).unwrap();
+    let src = decode(&bytes, &info, 4, MAX_ALLOC).unwrap().image;
+    let image = resize(&src, CropBox::whole(&src), Size::new(800, 533)).unwrap();
+    let mut group = c.benchmark_group("encode");
+    group.sample_size(10);
+    for (format, quality) in [
+        (Format::Jpeg, 80),
+        (Format::Webp, 80),
+        (Format::Png, 0),
+        (Format::Avif, 80),
+    ] {
+        group.bench_function(format!("800x533_{}", format.name()), |b| {
+            b.iter(|| encode(&image, format, quality).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn job<'a>(
+    bytes: &'a [u8],
+    recipe: &'a imaging::Recipe,
+    reduced: Option<Reduced>,
+    limits: &'a Limits,
+    cancel: &'a AtomicBool,
+) -> Job<'a> {
+    Job {
+        bytes,
+        recipe,
+        output: FormatChoice::Auto {
+            webp: false,
+            avif: false,
+        },
+        default_quality: 80,
+        limits,
+        cancel,
+        reduced,
+        share: None,
+    }
+}
+
+fn render(c: &mut Criterion) {
+    let workloads: [(&str, &[&str], &str); 5] = [
+        ("w1", &LARGE, "/fit-in/300x200/filters:quality(80)/k"),
+        ("w2", &LARGE, "/fit-in/800x0/filters:quality(85)/k"),
+        (
+            "w3",
+            &MEDIUM,
+            "/fit-in/400x300/filters:quality(80):format(webp)/k",
+        ),
+        ("w4", &MEDIUM, "/80x80/smart/k"),
+        ("w5", &ALPHA, "/fit-in/200x200/filters:format(webp)/k"),
+    ];
+    let limits = Limits::default();
+    let cancel = AtomicBool::new(false);
+    let mut group = c.benchmark_group("render");
+    group.sample_size(10);
+    for (name, files, path) in workloads {
+        let recipe = url::parse(path).expect("benchmark URLs parse").recipe;
+        for file in files {
+            let Some(bytes) = read(file) else { continue };
+            group.bench_function(BenchmarkId::new(name, file), |b| {
+                b.iter(|| imaging::render(&job(&bytes, &recipe, None, &limits, &cancel)).unwrap())
+            });
+            if name != "w1" && name != "w2" {
+                continue;
+            }
+            // The same render from the reduced copy the edge would pick.
+            let (pyramid, levels) = build_pyramid(&bytes, &[640, 2560], &limits, &cancel)
+                .unwrap()
+                .unwrap();
+            let Some(level) = pyramid.level_for(&recipe, limits.max_output_side) else {
+                continue;
+            };
+            let copy = &levels.iter().find(|l| l.size == level).unwrap().bytes;
+            let reduced = Some(Reduced {
+                width: pyramid.width,
+                height: pyramid.height,
+                format: pyramid.format,
+            });
+            let id = format!("{name}_from_d{}", Pyramid::long_edge(level));
+            group.bench_function(BenchmarkId::new(id, file), |b| {
+                b.iter(|| imaging::render(&job(copy, &recipe, reduced, &limits, &cancel)).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, decoding, resizing, encoding, render);
 criterion_main!(benches);

@@ -672,7 +672,8 @@ def measured(server: Server, fn) -> dict:
     res["peak_rss_kb"] = mem.peak_rss
     res["peak_pss_kb"] = mem.peak_pss
     if m0 or m1:
-        for key in ("imgedge_decodes_total", "imgedge_renders_total", "imgedge_load_shed_total"):
+        for key in ("imgedge_decodes_total", "imgedge_decodes_shared_total", "imgedge_renders_total",
+                    "imgedge_derivative_renders_total", "imgedge_load_shed_total"):
             if key in m1:
                 res[key] = m1[key] - m0.get(key, 0.0)
         k = 'imgedge_transform_stage_seconds_count{stage="decode"}'
@@ -695,6 +696,10 @@ def aggregate(runs: list[dict]) -> dict:
         "peak_rss_mb": max(r["peak_rss_kb"] for r in runs) / 1024,
         "peak_pss_mb": max(r["peak_pss_kb"] for r in runs) / 1024,
     }
+    if all("imgedge_derivative_renders_total" in r and "imgedge_renders_total" in r for r in runs):
+        renders = sum(r["imgedge_renders_total"] for r in runs)
+        if renders:
+            agg["from_derivative_share"] = sum(r["imgedge_derivative_renders_total"] for r in runs) / renders
     bursts = sum(r.get("bursts", 0) for r in runs)
     if bursts:
         agg["bursts"] = bursts
@@ -734,36 +739,48 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
     open_count = [0]
     results: list[tuple[int, float, bool]] = []  # status (0 = socket error), latency s, Retry-After
     dropped = [0]
+    retried = [0]
+    errors: dict[str, int] = {}
     lag: list[float] = []
 
     async def one(i: int, scheduled: float) -> None:
-        if idle:
-            conn = idle.pop()
-        elif open_count[0] >= max_conns:
-            dropped[0] += 1
-            return
-        else:
-            open_count[0] += 1
+        path = server.prefix + wl.path(offset + i)
+        for attempt in (1, 2):
+            reused = bool(idle)
+            if idle:
+                conn = idle.pop()
+            elif open_count[0] >= max_conns:
+                dropped[0] += 1
+                return
+            else:
+                open_count[0] += 1
+                try:
+                    conn = await open_conn(server.port)
+                except OSError as e:
+                    open_count[0] -= 1
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    results.append((0, loop.time() - scheduled, False))
+                    return
             try:
-                conn = await open_conn(server.port)
-            except OSError:
+                status, headers, _ = await asyncio.wait_for(get(conn, server.port, path), timeout=60)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
                 open_count[0] -= 1
+                conn.writer.close()
+                # A kept-alive connection the server closed while idle: retry once on a new
+                # connection, as HTTP clients do for idempotent requests.
+                if reused and attempt == 1 and isinstance(e, (ConnectionError, asyncio.IncompleteReadError)):
+                    retried[0] += 1
+                    continue
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                 results.append((0, loop.time() - scheduled, False))
                 return
-        try:
-            status, headers, _ = await asyncio.wait_for(
-                get(conn, server.port, server.prefix + wl.path(offset + i)), timeout=60)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
-            open_count[0] -= 1
-            conn.writer.close()
-            results.append((0, loop.time() - scheduled, False))
+            results.append((status, loop.time() - scheduled, "retry-after" in headers))
+            if headers.get("connection", "").lower() == "close":
+                open_count[0] -= 1
+                conn.writer.close()
+            else:
+                idle.append(conn)
             return
-        results.append((status, loop.time() - scheduled, "retry-after" in headers))
-        if headers.get("connection", "").lower() == "close":
-            open_count[0] -= 1
-            conn.writer.close()
-        else:
-            idle.append(conn)
 
     total = int(rate * duration)
     start = loop.time() + 0.1
@@ -794,7 +811,7 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
         "shed": len(shed), "shed_fraction": len(shed) / len(results) if results else 0.0,
         "shed_all_retry_after": all(ra for _, ra in shed) if shed else None,
         "shed_p99_ms": pct([l for l, _ in shed], 99) * 1000,
-        "other_statuses": other,
+        "other_statuses": other, "socket_errors": errors, "retried_on_new_connection": retried[0],
         "scheduler_lag_p99_ms": pct(lag, 99) * 1000 if lag else 0.0,
     }
 
@@ -919,6 +936,8 @@ def build_table(results: dict, order: list[str]) -> str:
             if "decodes_per_burst" in a:
                 metric = "decodes" if a["decodes_metric"] == "imgedge_decodes_total" else "decode stages"
                 notes.insert(0, f"{metric}/burst {a['decodes_per_burst']:.2f}")
+            if a.get("from_derivative_share"):
+                notes.insert(0, f"{100 * a['from_derivative_share']:.0f}% of renders from a derivative")
             if "burst_p99_ms" in a:
                 notes.insert(0, f"burst p99 {a['burst_p99_ms']:.0f} ms")
             non2xx = fmt(a["non2xx"]) + (f" (+{a['socket_errors']} socket)" if a["socket_errors"] else "")
@@ -927,6 +946,14 @@ def build_table(results: dict, order: list[str]) -> str:
                 f"{fmt(a['cpu_ms_per_req'], 2)} | {rss} | {fmt(r.get('avg_bytes'), 0)} | {non2xx} | "
                 f"{cpu_ratio} | {bytes_ratio} | {'; '.join(notes)} |")
     return "\n".join(lines)
+
+
+def other_text(r: dict) -> str:
+    parts = [f"{k}: {v}" for k, v in r["other_statuses"].items() if k != "0"]
+    parts += [f"{k}: {v}" for k, v in r.get("socket_errors", {}).items()]
+    if r.get("retried_on_new_connection"):
+        parts.append(f"{r['retried_on_new_connection']} retried after an idle close")
+    return ", ".join(parts) or "-"
 
 
 def overload_table(ov: dict) -> str:
@@ -939,7 +966,7 @@ def overload_table(ov: dict) -> str:
             f"| {r['label']} | {r['sustainable_rps']:.1f} | {r['rate']:.0f} | {r['unloaded']['p99_ms']:.0f} | "
             f"{r['ok_p99_ms']:.0f} | {ok_ratio:.1f}x {'✓' if ok_ratio <= 2 else '✗ (target ≤ 2x)'} | "
             f"{100 * r['shed_fraction']:.1f}% | {r['shed_all_retry_after']} | {fmt(r['shed_p99_ms'], 0)} | "
-            f"{r['ok'] / r['elapsed_s']:.1f} | {r['other_statuses'] or '-'} |")
+            f"{r['ok'] / r['elapsed_s']:.1f} | {other_text(r)} |")
     return "\n".join(lines)
 
 

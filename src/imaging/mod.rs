@@ -35,6 +35,15 @@ pub use recipe::*;
 pub use render::{Job, Reduced, decode_scale, describe, render};
 pub use share::{DecodeShare, Ticket};
 
+/// The pipeline's stages one by one, for the benchmarks (`benches/pipeline.rs`). Not part of
+/// the stable API: `render` is.
+#[doc(hidden)]
+pub mod stages {
+    pub use super::decode::{Decoded, decode};
+    pub use super::encode::encode;
+    pub use super::resize::{CropBox, resize};
+}
+
 /// Resource bounds for one render, from the operator's configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -273,10 +273,15 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     checkpoint(job)?;
     let started = Instant::now();
 
-    // Working pixels per full-resolution pixel (1 unless shrink-on-load happened).
+    // Working pixels per full-resolution pixel (1 unless shrink-on-load happened or the
+    // bytes are a reduced copy). From the exact scaled size, not the decoded one: a DCT-scaled
+    // decode rounds its size up (427 rows at 1/2 give 214 rows holding 213.5 rows of
+    // content), and using the rounded size would stretch the picture by up to half a pixel.
+    let (sw, sh) = info.oriented_size();
+    let shrunk = f64::from(decoded.shrink);
     let scale = (
-        f64::from(image.width()) / f64::from(ow),
-        f64::from(image.height()) / f64::from(oh),
+        f64::from(sw) / shrunk / f64::from(ow),
+        f64::from(sh) / shrunk / f64::from(oh),
     );
 
     // The base image: trimmed, then manually cropped, in full-resolution coordinates.

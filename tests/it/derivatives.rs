@@ -202,3 +202,90 @@ async fn a_srcset_burst_of_one_source_decodes_once() {
     assert_eq!(m.decodes.get(), 2);
     s.stop().await;
 }
+
+/// How quality was checked (README, "Performance"): every W1/W2 render of the bench photos
+/// is compared with an ideal reference (full-resolution decode, one high-quality resize,
+/// no encode), once as served from the original and once as served from the reduced copy
+/// the edge picks. The copy must be as close to the reference as the original path is
+/// (within 1 dB PSNR). Needs the bench photos (`../shared/bench-images` or
+/// `IMGEDGE_BENCH_IMAGES`), hence ignored by default:
+/// `cargo test --test it -- --ignored --nocapture reduced_copies_look`
+#[tokio::test]
+#[ignore = "needs ../shared/bench-images; run by hand, see the README"]
+async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
+    use imgedge::imaging::stages;
+    let dir = std::env::var_os("IMGEDGE_BENCH_IMAGES").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench-images"),
+        std::path::PathBuf::from,
+    );
+    let limits = Limits::default();
+    let never = AtomicBool::new(false);
+    let render = |bytes: &[u8], path: &str, reduced| {
+        let recipe = parse(path).unwrap().recipe;
+        let out = imaging::render(&Job {
+            bytes,
+            recipe: &recipe,
+            output: FormatChoice::Auto {
+                webp: false,
+                avif: false,
+            },
+            default_quality: 80,
+            limits: &limits,
+            cancel: &never,
+            reduced,
+            share: None,
+        })
+        .unwrap();
+        image::load_from_memory(&out.bytes).unwrap()
+    };
+    println!("| file | URL | level | PSNR from original | PSNR from level |");
+    println!("|---|---|---|---|---|");
+    let mut worst = f64::INFINITY;
+    for file in [
+        "kleiber.jpg",
+        "seeding.jpg",
+        "dragonfly.jpg",
+        "sunset.jpg",
+        "phone_12mp.jpg",
+    ] {
+        let bytes = std::fs::read(dir.join(file)).expect("bench photos are present");
+        let info = imaging::probe(&bytes).unwrap();
+        let full = stages::decode(&bytes, &info, 1, 1 << 31).unwrap().image;
+        let (pyramid, levels) = imaging::build_pyramid(&bytes, &[640, 2560], &limits, &never)
+            .unwrap()
+            .unwrap();
+        let reduced = Some(imaging::Reduced {
+            width: pyramid.width,
+            height: pyramid.height,
+            format: pyramid.format,
+        });
+        for path in [
+            "/fit-in/300x200/filters:quality(80)/k",
+            "/fit-in/800x0/filters:quality(85)/k",
+        ] {
+            let level = pyramid
+                .level_for(&parse(path).unwrap().recipe, 8192)
+                .expect("W1 and W2 are served from a level");
+            let copy = &levels.iter().find(|l| l.size == level).unwrap().bytes;
+            let from_original = render(&bytes, path, None);
+            let from_level = render(copy, path, reduced);
+            let (w, h) = from_original.dimensions();
+            let reference =
+                stages::resize(&full, stages::CropBox::whole(&full), Size::new(w, h)).unwrap();
+            let (a, b) = (
+                psnr(&from_original, &reference),
+                psnr(&from_level, &reference),
+            );
+            worst = worst.min(b - a);
+            println!(
+                "| {file} | `{path}` | {} | {a:.1} dB | {b:.1} dB |",
+                imgedge::imaging::Pyramid::long_edge(level)
+            );
+        }
+    }
+    assert!(
+        worst > -1.0,
+        "a level is {:.1} dB further from the reference",
+        -worst
+    );
+}
