@@ -47,6 +47,16 @@ LARGE = ["kleiber.jpg", "seeding.jpg", "dragonfly.jpg", "sunset.jpg", "phone_12m
 MEDIUM = ["storm.jpg", "raindrops.jpg", "dune.jpg", "brushes.jpg"]
 ALPHA_PNG = ["emerald_logo.png", "swirlaxy.png", "camera_icon.png"]
 SHIFT = 100  # cold URLs: the size grows by one pixel per request, over this many steps
+# Every original is served under COPIES keys (c00/<file> .. c15/<file>, the same bytes), and cold
+# requests rotate through them, so concurrent cold requests never hit the same original: imgedge
+# shares one decode between concurrent renders of one source, which with only 3-5 files per
+# workload would otherwise turn most "cold" requests into shared decodes. --copies 1 serves the
+# bare file names. Set by main().
+COPIES = 16
+
+
+def key(copy: int, f: str) -> str:
+    return f"c{copy % COPIES:02d}/{f}" if COPIES > 1 else f
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +78,7 @@ class Workload:
     def path(self, n: int) -> str:
         """The n-th URL path of the sequence (no prefix), shared by wrk, Python and k6."""
         nf = len(self.files)
-        f = self.files[n % nf]
+        f = key(n // nf if self.cold else 0, self.files[n % nf])
         s = (n // nf) % SHIFT if self.cold else 0
         w = self.w + s if self.w else 0
         h = self.h + s if self.h else 0
@@ -76,7 +86,7 @@ class Workload:
 
     def burst_paths(self, n: int) -> list[str]:
         """W7: the paths of burst n (one original, every width shifted by the same pixel)."""
-        f = self.files[n % len(self.files)]
+        f = key(n // len(self.files), self.files[n % len(self.files)])
         s = (n // len(self.files)) % SHIFT if self.cold else 0
         return ["/" + self.template.format(w=w + s, h=0) + f for w in self.burst]
 
@@ -375,13 +385,17 @@ def imgedge_server(fleet: Fleet, binary: Path, name: str, extra_env: dict[str, s
     data = fleet.work / f"data-{name.replace('+', '-')}"
     if not (data / ".imported").exists():
         # The same settings as the server (a newer binary may build derivatives on import).
-        r = subprocess.run([str(binary), "import", str(BENCH), "--visibility", "public",
-                            "--data-dir", str(data)], capture_output=True, text=True,
-                           env={**os.environ, **extra_env})
-        if r.returncode != 0:
-            shutil.rmtree(data, ignore_errors=True)
-            raise StartError(f"imgedge import failed: {(r.stderr or r.stdout).strip()[:1000]}")
-        (data / ".imported").write_text(r.stdout)
+        logs = []
+        for c in range(COPIES):
+            prefix = ["--prefix", f"c{c:02d}/"] if COPIES > 1 else []
+            r = subprocess.run([str(binary), "import", str(BENCH), "--visibility", "public",
+                                "--data-dir", str(data), *prefix], capture_output=True, text=True,
+                               env={**os.environ, **extra_env})
+            if r.returncode != 0:
+                shutil.rmtree(data, ignore_errors=True)
+                raise StartError(f"imgedge import failed: {(r.stderr or r.stdout).strip()[:1000]}")
+            logs.append(r.stdout)
+        (data / ".imported").write_text("".join(logs))
     port, api = free_port(), free_port()
     env = {"RUST_LOG": "warn", **extra_env}
     return Server(name, "imgedge",
@@ -391,9 +405,24 @@ def imgedge_server(fleet: Fleet, binary: Path, name: str, extra_env: dict[str, s
                   api_port=api)
 
 
+def peer_root(fleet: Fleet) -> Path:
+    """The peers' image root: the bench dir, or a tree of c<NN>/ symlinks to it (COPIES > 1)."""
+    if COPIES <= 1:
+        return BENCH
+    root = fleet.work / "corpus"
+    if not root.exists():
+        for c in range(COPIES):
+            d = root / f"c{c:02d}"
+            d.mkdir(parents=True)
+            for f in BENCH.iterdir():
+                if f.is_file() and not f.name.startswith("."):
+                    (d / f.name).symlink_to(f)
+    return root
+
+
 def thumbor_server(fleet: Fleet, name: str, result_storage: bool) -> Server:
     port = free_port()
-    env = {"BENCH_IMAGES": str(BENCH)}
+    env = {"BENCH_IMAGES": str(peer_root(fleet))}
     if result_storage:
         env["THUMBOR_RESULT_STORAGE"] = "1"
         env["THUMBOR_RESULT_STORAGE_PATH"] = str(fleet.work / f"{name}-results")
@@ -407,7 +436,7 @@ def thumbor_server(fleet: Fleet, name: str, result_storage: bool) -> Server:
 def sharp_server(fleet: Fleet, name: str) -> Server:
     port = free_port()
     return Server(name, "sharp", ["node", str(HERE / "peers/sharp-server.mjs")],
-                  {"PORT": str(port), "HOST": "127.0.0.1", "BENCH_IMAGES": str(BENCH)},
+                  {"PORT": str(port), "HOST": "127.0.0.1", "BENCH_IMAGES": str(peer_root(fleet))},
                   port, "/unsafe", f"http://127.0.0.1:{port}/", fleet.work / f"{name}.log")
 
 
@@ -512,11 +541,12 @@ end
 
 LUA_COLD = r"""
 -- Cold workload: request n = counter * threads + thread id, the same sequence as compare.py's
--- Workload.path(n): file n %% nf, sizes shifted by floor(n / nf) %% SHIFT pixels.
+-- Workload.path(n): file n %% nf under key prefix c<floor(n / nf) %% copies>/ (none when
+-- copies = 1), sizes shifted by floor(n / nf) %% SHIFT pixels.
 local prefix = %(prefix)s
 local template = %(template)s
 local files = { %(files)s }
-local w0, h0, shift, nthreads = %(w)d, %(h)d, %(shift)d, %(threads)d
+local w0, h0, shift, nthreads, copies = %(w)d, %(h)d, %(shift)d, %(threads)d, %(copies)d
 local next_tid = 0
 function setup(thread)
   thread:set("tid", next_tid)
@@ -532,6 +562,9 @@ function request()
   if w0 > 0 then w = w0 + s end
   if h0 > 0 then h = h0 + s end
   local p = template:gsub("{w}", tostring(w)):gsub("{h}", tostring(h))
+  if copies > 1 then
+    p = p .. string.format("c%%02d/", math.floor(n / nf) %% copies)
+  end
   return wrk.format("GET", prefix .. "/" .. p .. files[(n %% nf) + 1])
 end
 """
@@ -550,7 +583,7 @@ def run_wrk(server: Server, wl: Workload, duration: float, connections: int, wor
         body = LUA_COLD % {
             "prefix": lua_str(server.prefix), "template": lua_str(wl.template),
             "files": ", ".join(lua_str(f) for f in wl.files), "w": wl.w, "h": wl.h,
-            "shift": SHIFT, "threads": threads, "offset": offset,
+            "shift": SHIFT, "threads": threads, "offset": offset, "copies": COPIES,
         } + body
     script.write_text(body)
     url = server.url(wl.path(0)) if not wl.cold else server.base + "/"
@@ -700,6 +733,10 @@ def aggregate(runs: list[dict]) -> dict:
         renders = sum(r["imgedge_renders_total"] for r in runs)
         if renders:
             agg["from_derivative_share"] = sum(r["imgedge_derivative_renders_total"] for r in runs) / renders
+    if all("imgedge_decodes_total" in r and "imgedge_renders_total" in r for r in runs):
+        renders = sum(r["imgedge_renders_total"] for r in runs)
+        if renders:
+            agg["decodes_per_render"] = sum(r["imgedge_decodes_total"] for r in runs) / renders
     bursts = sum(r.get("bursts", 0) for r in runs)
     if bursts:
         agg["bursts"] = bursts
@@ -811,15 +848,30 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
         "shed": len(shed), "shed_fraction": len(shed) / len(results) if results else 0.0,
         "shed_all_retry_after": all(ra for _, ra in shed) if shed else None,
         "shed_p99_ms": pct([l for l, _ in shed], 99) * 1000,
-        "other_statuses": other, "socket_errors": errors, "retried_on_new_connection": retried[0],
+        "other_statuses": other, "socket_errors": errors,
+        "socket_error_latencies_ms": sorted(round(l * 1000) for s, l, _ in results if s == 0)[:20], "retried_on_new_connection": retried[0],
         "scheduler_lag_p99_ms": pct(lag, 99) * 1000 if lag else 0.0,
     }
 
 
 def overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable: float | None,
              args, work: Path) -> dict:
+    # A queue of 64 with half the requests shed spans ~130 consecutive URLs: serve each original
+    # under 64 keys here so that queued requests never share a decode (see COPIES).
+    global COPIES
+    saved = COPIES
+    if COPIES > 1:
+        COPIES = max(COPIES, 64)
+    try:
+        return _overload(fleet, binary, base_env, sustainable, args, work)
+    finally:
+        COPIES = saved
+
+
+def _overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable: float | None,
+              args, work: Path) -> dict:
     wl = WORKLOADS["W1"]
-    out: dict = {"settings": []}
+    out: dict = {"settings": [], "copies": COPIES}
     settings = [("defaults", {})]
     # Candidate settings: short queues (2 x cores, = cores) so that an accepted request waits
     # about one or two service times; measured next to the defaults so a proposal has numbers.
@@ -936,6 +988,8 @@ def build_table(results: dict, order: list[str]) -> str:
             if "decodes_per_burst" in a:
                 metric = "decodes" if a["decodes_metric"] == "imgedge_decodes_total" else "decode stages"
                 notes.insert(0, f"{metric}/burst {a['decodes_per_burst']:.2f}")
+            if "decodes_per_render" in a and "decodes_per_burst" not in a:
+                notes.insert(0, f"decodes/render {a['decodes_per_render']:.2f}")
             if a.get("from_derivative_share"):
                 notes.insert(0, f"{100 * a['from_derivative_share']:.0f}% of renders from a derivative")
             if "burst_p99_ms" in a:
@@ -997,6 +1051,7 @@ def compare_samples(wres: dict, ref: str) -> None:
 
 
 def main() -> int:
+    global COPIES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help="comma-separated subset of W1..W7 ('none': only --overload/--soak)")
@@ -1009,6 +1064,9 @@ def main() -> int:
                     help="IMGEDGE_QUEUE_LENGTH values measured after the defaults ('' = none)")
     ap.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="imgedge W1 soak")
     ap.add_argument("--skip-install", action="store_true", help="do not run setup-peers.sh")
+    ap.add_argument("--copies", type=int, default=COPIES,
+                    help="keys per original (c00/..): concurrent cold requests hit distinct originals "
+                         f"({COPIES}; 1 = the bare file names)")
     ap.add_argument("--imgedge", type=Path, default=REPO / "target/release/imgedge")
     ap.add_argument("--derivative-timeout", type=float, default=300,
                     help="seconds to wait for imgedge+pyramid's derivative backlog to reach 0")
@@ -1023,6 +1081,7 @@ def main() -> int:
     for w in names:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w}")
+    COPIES = max(1, args.copies)
     binary = args.imgedge.resolve()
     if not binary.exists():
         ap.error(f"no imgedge binary at {binary}")
@@ -1045,7 +1104,7 @@ def main() -> int:
         "imgedge_binary": {"path": str(binary), "mtime": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(binary.stat().st_mtime))},
         "config": {"rounds": args.rounds, "duration_s": args.duration, "workloads": names,
-                   "cold_shift_pixels": SHIFT},
+                   "cold_shift_pixels": SHIFT, "copies": COPIES},
         "versions": peer_versions(binary), "notes": [], "workloads": {},
     }
     log("versions: " + "; ".join(f"{k} {v}" for k, v in report["versions"].items()))

@@ -7,9 +7,13 @@
 //
 // Environment: BASE (default http://127.0.0.1:8080), PREFIX ('' or '/unsafe'; Thumbor needs
 // '/unsafe', imgedge and sharp-server accept both), VUS (default: 8 for W1, 2 for W7, else 4),
-// DURATION (default 30s). The files are the bench images (/work/shared/bench-images), imported
-// into imgedge with `imgedge import /work/shared/bench-images --visibility public`, so the keys
-// are the file names.
+// DURATION (default 30s), COPIES (default 1). The files are the bench images
+// (/work/shared/bench-images), imported into imgedge with
+// `imgedge import /work/shared/bench-images --visibility public`, so the keys are the file names.
+// COPIES=N requests c00/<file> .. c<N-1>/<file> in turn (import N times with --prefix c00/ ...;
+// Thumbor/sharp: a root of c<NN>/ symlinks), as compare.py does by default (N=16), so that
+// concurrent cold requests never hit the same original (imgedge shares one decode between
+// concurrent renders of one source).
 //
 // Cold workloads (all but W6): every request is a new URL, the box growing by a pixel per request
 // (over 100 steps), so run imgedge with IMGEDGE_VARIANT_CACHE_BYTES=0 and Thumbor without result
@@ -23,6 +27,7 @@ const LARGE = ['kleiber.jpg', 'seeding.jpg', 'dragonfly.jpg', 'sunset.jpg', 'pho
 const MEDIUM = ['storm.jpg', 'raindrops.jpg', 'dune.jpg', 'brushes.jpg'];
 const ALPHA_PNG = ['emerald_logo.png', 'swirlaxy.png', 'camera_icon.png'];
 const SHIFT = 100;
+const COPIES = Number(__ENV.COPIES || 1);
 
 // template: the Thumbor path before the file name; {w} and {h} are the (shifted) sizes.
 const WORKLOADS = {
@@ -47,6 +52,10 @@ export const options = {
   thresholds: { checks: ['rate>0.99'] },
 };
 
+function key(copy, file) {
+  return COPIES > 1 ? `c${String(copy % COPIES).padStart(2, '0')}/${file}` : file;
+}
+
 function fill(template, w, h) {
   return template.replace('{w}', String(w)).replace('{h}', String(h));
 }
@@ -57,13 +66,13 @@ function path(n) {
   const s = WL.cold ? Math.floor(n / nf) % SHIFT : 0;
   const w = WL.w ? WL.w + s : 0;
   const h = WL.h ? WL.h + s : 0;
-  return `/${fill(WL.template, w, h)}${WL.files[n % nf]}`;
+  return `/${fill(WL.template, w, h)}${key(WL.cold ? Math.floor(n / nf) : 0, WL.files[n % nf])}`;
 }
 
 function burstPaths(n) {
   const nf = WL.files.length;
   const s = WL.cold ? Math.floor(n / nf) % SHIFT : 0;
-  return WL.burst.map((w) => `/${fill(WL.template, w + s, 0)}${WL.files[n % nf]}`);
+  return WL.burst.map((w) => `/${fill(WL.template, w + s, 0)}${key(Math.floor(n / nf), WL.files[n % nf])}`);
 }
 
 export default function () {

@@ -15,7 +15,8 @@ use imgedge::import::{ImportOptions, ImportSource, import};
 use imgedge::{App, Listeners, telemetry};
 
 // mimalloc: lower fragmentation than glibc malloc for many short-lived, large image
-// buffers allocated on different threads, which keeps RSS flat under load.
+// buffers allocated on different threads, which keeps RSS flat under load. With the
+// `override` feature of libmimalloc-sys (Cargo.toml) it serves the C codecs' malloc too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
