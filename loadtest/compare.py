@@ -604,6 +604,7 @@ def run_wrk(server: Server, wl: Workload, duration: float, connections: int, wor
 class Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader, self.writer = reader, writer
+        self.last = 0  # status of the previous response on this connection
 
 
 async def open_conn(port: int) -> Conn:
@@ -777,14 +778,15 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
     results: list[tuple[int, float, bool]] = []  # status (0 = socket error), latency s, Retry-After
     dropped = [0]
     retried = [0]
+    retried_after: dict[int, int] = {}  # status of the previous response on a connection found closed
     errors: dict[str, int] = {}
     lag: list[float] = []
 
     async def one(i: int, scheduled: float) -> None:
         path = server.prefix + wl.path(offset + i)
         for attempt in (1, 2):
-            reused = bool(idle)
-            if idle:
+            reused = bool(idle) and attempt == 1
+            if reused:
                 conn = idle.pop()
             elif open_count[0] >= max_conns:
                 dropped[0] += 1
@@ -805,13 +807,16 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
                 conn.writer.close()
                 # A kept-alive connection the server closed while idle: retry once on a new
                 # connection, as HTTP clients do for idempotent requests.
-                if reused and attempt == 1 and isinstance(e, (ConnectionError, asyncio.IncompleteReadError)):
+                if reused and isinstance(e, (ConnectionError, asyncio.IncompleteReadError)):
                     retried[0] += 1
+                    retried_after[conn.last] = retried_after.get(conn.last, 0) + 1
                     continue
-                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                what = f"{type(e).__name__} (previous response on the connection: {conn.last or 'none'})"
+                errors[what] = errors.get(what, 0) + 1
                 results.append((0, loop.time() - scheduled, False))
                 return
             results.append((status, loop.time() - scheduled, "retry-after" in headers))
+            conn.last = status
             if headers.get("connection", "").lower() == "close":
                 open_count[0] -= 1
                 conn.writer.close()
@@ -849,7 +854,9 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
         "shed_all_retry_after": all(ra for _, ra in shed) if shed else None,
         "shed_p99_ms": pct([l for l, _ in shed], 99) * 1000,
         "other_statuses": other, "socket_errors": errors,
-        "socket_error_latencies_ms": sorted(round(l * 1000) for s, l, _ in results if s == 0)[:20], "retried_on_new_connection": retried[0],
+        "socket_error_latencies_ms": sorted(round(l * 1000) for s, l, _ in results if s == 0)[:20],
+        "retried_on_new_connection": retried[0],
+        "retried_after_status": retried_after,
         "scheduler_lag_p99_ms": pct(lag, 99) * 1000 if lag else 0.0,
     }
 
@@ -1006,7 +1013,8 @@ def other_text(r: dict) -> str:
     parts = [f"{k}: {v}" for k, v in r["other_statuses"].items() if k != "0"]
     parts += [f"{k}: {v}" for k, v in r.get("socket_errors", {}).items()]
     if r.get("retried_on_new_connection"):
-        parts.append(f"{r['retried_on_new_connection']} retried after an idle close")
+        after = ", ".join(f"{n} after a {k}" for k, n in r.get("retried_after_status", {}).items())
+        parts.append(f"kept-alive connection found closed, retried: {after}")
     return ", ".join(parts) or "-"
 
 
