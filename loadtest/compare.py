@@ -943,7 +943,8 @@ def soak(server: Server, seconds: float, work: Path) -> dict:
     stop.set()
     t.join()
     rss = [s[1] for s in samples]
-    out = {"seconds": seconds, "samples_mb": samples, "requests": res["ok"], "non2xx": res["non2xx"]}
+    out = {"seconds": seconds, "samples_mb": samples, "requests": res["ok"], "non2xx": res["non2xx"],
+           "peak_rss_mb": res["peak_rss_kb"] / 1024, "cpu_ms_per_req": res["cpu_ms"] / max(res["ok"], 1)}
     if rss:
         out.update(first_mb=rss[0], last_mb=rss[-1], max_mb=max(rss),
                    grew=rss[-1] > rss[0] * 1.10 + 5)
@@ -1292,6 +1293,7 @@ def run(args, names: list[str], binary: Path, fleet: Fleet, work: Path, report: 
         print(f"## imgedge soak (W1, 8 connections, {args.soak:g} s, {sk['requests']} requests, "
               f"non-2xx {sk['non2xx']})")
         print("RSS MB every 10 s: " + ", ".join(f"{m:.0f}" for _, m in sk["samples_mb"]))
+        print(f"peak RSS (sampled every 0.1 s) {sk['peak_rss_mb']:.1f} MB; CPU {sk['cpu_ms_per_req']:.1f} ms/req")
         if "first_mb" in sk:
             print(f"first {sk['first_mb']:.1f} MB, last {sk['last_mb']:.1f} MB, max {sk['max_mb']:.1f} MB: "
                   f"{'GREW' if sk['grew'] else 'no growth'}")

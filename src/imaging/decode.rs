@@ -253,7 +253,13 @@ fn decode_jpeg(bytes: &[u8], shrink: u32) -> Result<RawDecode, ImagingError> {
         height: scaled.height,
         format,
     };
-    decompressor.decompress(bytes, image).map_err(tj)?;
+    // At 1/8 most of a progressive file's scans are invisible: skip them (same pixels).
+    let slim = (shrink == 8)
+        .then(|| super::scans::for_eighth_scale(bytes))
+        .flatten();
+    decompressor
+        .decompress(slim.as_deref().unwrap_or(bytes), image)
+        .map_err(tj)?;
     let (w, h) = (scaled.width as u32, scaled.height as u32);
     if is_cmyk {
         let rgb = cmyk_to_rgb(&pixels, header.adobe, &header.icc)?;

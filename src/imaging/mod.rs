@@ -23,6 +23,7 @@ mod pyramid;
 pub mod recipe;
 mod render;
 mod resize;
+mod scans;
 mod share;
 mod smart;
 

@@ -1,0 +1,337 @@
+//! Progressive JPEG scans that a 1/8-scale decode cannot see.
+//!
+//! At 1/8 scale libjpeg-turbo reconstructs a component whose sampling factors are the
+//! frame's maximum (luma, and every component of a 4:4:4 or 4:2:2 file) with a 1x1 inverse
+//! DCT, which reads the DC coefficient and nothing else. Yet a progressive file spends most
+//! of its decode time on those components' AC scans, the refinement scans above all (45% of
+//! the CPU of W1 from the original, measured with `perf`). Dropping them before the decoder
+//! sees the file gives the same pixels for less work, on two conditions that this module
+//! keeps:
+//!
+//! - libjpeg-turbo's block smoothing rewrites the DC coefficient of a component only when
+//!   none of its first nine AC coefficients has arrived (`change_dc` in `jdcoefct.c`), so one
+//!   first-pass AC scan covering some of them stays for every such component;
+//! - components decoded with a larger IDCT (the chroma of a 4:2:0 file gets 2x2) keep all
+//!   their scans, and so do DC scans.
+//!
+//! The rule for which IDCT a component gets mirrors `jpeg_core_output_dimensions`, and the
+//! tests check the claim where it matters: decoded pixels identical, byte for byte, with and
+//! without the dropped scans.
+
+/// One scan of the file: where its SOS marker starts and its entropy-coded data ends.
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    start: usize,
+    end: usize,
+    /// The component's index in the frame; `None` for interleaved (DC) scans.
+    component: Option<usize>,
+    spectral_start: u8,
+    approx_high: u8,
+}
+
+/// The file without the AC scans a 1/8-scale decode ignores, or `None` when nothing can be
+/// dropped (not a Huffman progressive JPEG, no such scans, or a stream this walk does not
+/// understand: the decoder then gets the file as it is and judges it).
+pub(crate) fn for_eighth_scale(jpeg: &[u8]) -> Option<Vec<u8>> {
+    let (dc_only, scans) = walk(jpeg)?;
+    // Per DC-only component, the first-pass scan that keeps block smoothing off the DC.
+    let mut keeper: Vec<Option<usize>> = vec![None; dc_only.len()];
+    for (i, scan) in scans.iter().enumerate() {
+        if let Some(c) = scan.component
+            && dc_only[c]
+            && scan.approx_high == 0
+            && (1..=9).contains(&scan.spectral_start)
+            && keeper[c].is_none()
+        {
+            keeper[c] = Some(i);
+        }
+    }
+    let dropped = |i: usize, scan: &Scan| {
+        scan.component.is_some_and(|c| {
+            dc_only[c] && scan.spectral_start > 0 && keeper[c].is_some_and(|k| k != i)
+        })
+    };
+    if !scans.iter().enumerate().any(|(i, s)| dropped(i, s)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(jpeg.len());
+    let mut from = 0;
+    for (i, scan) in scans.iter().enumerate() {
+        if dropped(i, scan) {
+            out.extend_from_slice(&jpeg[from..scan.start]);
+            from = scan.end;
+        }
+    }
+    out.extend_from_slice(&jpeg[from..]);
+    Some(out)
+}
+
+/// Walks a Huffman progressive JPEG: which components get a 1x1 IDCT at 1/8 scale, and
+/// every scan up to EOI. `None` for anything else.
+fn walk(b: &[u8]) -> Option<(Vec<bool>, Vec<Scan>)> {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut ids: Vec<u8> = Vec::new();
+    let mut dc_only: Vec<bool> = Vec::new();
+    let mut scans = Vec::new();
+    let mut pos = 2;
+    loop {
+        let start = pos;
+        if *b.get(pos)? != 0xFF {
+            return None;
+        }
+        while b.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let marker = *b.get(pos)?;
+        pos += 1;
+        match marker {
+            0xD9 => break,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let len = usize::from(u16::from_be_bytes([*b.get(pos)?, *b.get(pos + 1)?]));
+        let seg = b.get(pos + 2..pos + len.max(2))?;
+        pos += len;
+        match marker {
+            0xC2 => (ids, dc_only) = frame(seg)?,
+            // Any other frame type (baseline, extended, lossless, arithmetic): not ours.
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => return None,
+            0xDA => {
+                if ids.is_empty() {
+                    return None;
+                }
+                let (component, spectral_start, approx_high) = scan_header(seg, &ids)?;
+                pos = entropy_end(b, pos)?;
+                scans.push(Scan {
+                    start,
+                    end: pos,
+                    component,
+                    spectral_start,
+                    approx_high,
+                });
+            }
+            _ => {}
+        }
+    }
+    Some((dc_only, scans))
+}
+
+/// SOF2: the component ids, and for each whether 1/8 scale decodes it with a 1x1 IDCT.
+/// libjpeg-turbo doubles a component's IDCT size while both the horizontal and the vertical
+/// maximum sampling factor are multiples of twice the component's; at 1/8 scale a
+/// component stays at 1x1 exactly when that fails at once.
+fn frame(seg: &[u8]) -> Option<(Vec<u8>, Vec<bool>)> {
+    let count = usize::from(*seg.get(5)?);
+    let comps = seg.get(6..6 + 3 * count)?;
+    if count == 0 {
+        return None;
+    }
+    let factors: Vec<(u8, u8, u8)> = comps
+        .chunks_exact(3)
+        .map(|c| (c[0], c[1] >> 4, c[1] & 0x0F))
+        .collect();
+    if factors.iter().any(|&(_, h, v)| h == 0 || v == 0) {
+        return None;
+    }
+    let max_h = factors.iter().map(|f| f.1).max()?;
+    let max_v = factors.iter().map(|f| f.2).max()?;
+    let dc_only = factors
+        .iter()
+        .map(|&(_, h, v)| !(max_h % (2 * h) == 0 && max_v % (2 * v) == 0))
+        .collect();
+    Some((factors.iter().map(|f| f.0).collect(), dc_only))
+}
+
+/// SOS header: the single component of an AC scan (`None` when interleaved), Ss and Ah.
+fn scan_header(seg: &[u8], ids: &[u8]) -> Option<(Option<usize>, u8, u8)> {
+    let count = usize::from(*seg.first()?);
+    let rest = seg.get(1 + 2 * count..1 + 2 * count + 3)?;
+    let (spectral_start, approx) = (rest[0], rest[2]);
+    let component = if count == 1 {
+        Some(ids.iter().position(|&id| id == seg[1])?)
+    } else {
+        None
+    };
+    Some((component, spectral_start, approx >> 4))
+}
+
+/// Where a scan's entropy-coded data ends: at the first marker that is neither a stuffed
+/// byte (FF 00) nor a restart marker (FF D0..D7).
+fn entropy_end(b: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let ff = pos + memchr::memchr(0xFF, b.get(pos..)?)?;
+        match *b.get(ff + 1)? {
+            0x00 | 0xD0..=0xD7 => pos = ff + 2,
+            // A fill byte: the marker starts at the next one.
+            0xFF => pos = ff + 1,
+            _ => return Some(ff),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
+
+    /// A textured RGB image: smooth gradients with a sharp-edged pattern, so every scan
+    /// carries real coefficients.
+    fn photo(w: usize, h: usize) -> Vec<u8> {
+        let mut px = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let edge = if (x / 7 + y / 5) % 3 == 0 { 90 } else { 0 };
+                let noise = ((x * 7919 + y * 104_729) % 61) as u8;
+                px.push(((x * 255 / w) as u8).wrapping_add(edge) ^ noise);
+                px.push(((y * 255 / h) as u8).saturating_add(noise));
+                px.push((((x + y) * 3) % 256) as u8 ^ edge as u8);
+            }
+        }
+        px
+    }
+
+    fn progressive(subsamp: Subsamp, w: usize, h: usize) -> Vec<u8> {
+        let px = photo(w, h);
+        let mut c = Compressor::new().unwrap();
+        c.set_quality(88).unwrap();
+        c.set_subsamp(subsamp).unwrap();
+        c.set_progressive(true).unwrap();
+        let image = Image {
+            pixels: px.as_slice(),
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: PixelFormat::RGB,
+        };
+        c.compress_to_vec(image).unwrap()
+    }
+
+    fn decode_eighth(jpeg: &[u8]) -> Vec<u8> {
+        let mut d = Decompressor::new().unwrap();
+        let header = d.read_header(jpeg).unwrap();
+        let factor = ScalingFactor::new(1, 8);
+        d.set_scaling_factor(factor).unwrap();
+        let s = header.scaled(factor);
+        let mut px = vec![0u8; s.width * s.height * 3];
+        let image = Image {
+            pixels: px.as_mut_slice(),
+            width: s.width,
+            pitch: s.width * 3,
+            height: s.height,
+            format: PixelFormat::RGB,
+        };
+        d.decompress(jpeg, image).unwrap();
+        px
+    }
+
+    #[test]
+    fn same_pixels_at_one_eighth_for_every_subsampling() {
+        for subsamp in [
+            Subsamp::None,
+            Subsamp::Sub2x1,
+            Subsamp::Sub2x2,
+            Subsamp::Sub1x2,
+            Subsamp::Gray,
+        ] {
+            let jpeg = if subsamp == Subsamp::Gray {
+                let mut c = Compressor::new().unwrap();
+                c.set_subsamp(Subsamp::Gray).unwrap();
+                c.set_progressive(true).unwrap();
+                let px = photo(333, 201);
+                let image = Image {
+                    pixels: px.as_slice(),
+                    width: 333,
+                    pitch: 333 * 3,
+                    height: 201,
+                    format: PixelFormat::RGB,
+                };
+                c.compress_to_vec(image).unwrap()
+            } else {
+                progressive(subsamp, 333, 201)
+            };
+            let slim =
+                for_eighth_scale(&jpeg).unwrap_or_else(|| panic!("{subsamp:?}: nothing dropped"));
+            assert!(
+                slim.len() < jpeg.len() * 9 / 10,
+                "{subsamp:?}: {} of {} bytes left",
+                slim.len(),
+                jpeg.len()
+            );
+            assert_eq!(decode_eighth(&slim), decode_eighth(&jpeg), "{subsamp:?}");
+        }
+    }
+
+    #[test]
+    fn chroma_of_420_keeps_its_scans() {
+        let jpeg = progressive(Subsamp::Sub2x2, 160, 96);
+        let (dc_only, scans) = walk(&jpeg).unwrap();
+        assert_eq!(dc_only, [true, false, false]);
+        let slim = for_eighth_scale(&jpeg).unwrap();
+        let (_, kept) = walk(&slim).unwrap();
+        let chroma = |s: &[Scan]| {
+            s.iter()
+                .filter(|s| s.component.is_some_and(|c| c > 0))
+                .count()
+        };
+        assert_eq!(chroma(&kept), chroma(&scans));
+        assert!(kept.len() < scans.len());
+        // Luma keeps exactly one AC scan, a first pass.
+        let luma: Vec<_> = kept.iter().filter(|s| s.component == Some(0)).collect();
+        assert_eq!(luma.len(), 1);
+        assert_eq!(luma[0].approx_high, 0);
+    }
+
+    #[test]
+    fn leaves_baseline_and_odd_streams_alone() {
+        let px = photo(64, 64);
+        let image = Image {
+            pixels: px.as_slice(),
+            width: 64,
+            pitch: 64 * 3,
+            height: 64,
+            format: PixelFormat::RGB,
+        };
+        let baseline = turbojpeg::compress(image, 85, Subsamp::Sub2x2).unwrap();
+        assert!(for_eighth_scale(&baseline).is_none());
+        let jpeg = progressive(Subsamp::Sub2x1, 64, 64);
+        for cut in [0, 1, 2, 3, 20, jpeg.len() / 2, jpeg.len() - 2] {
+            assert!(for_eighth_scale(&jpeg[..cut]).is_none(), "cut at {cut}");
+        }
+        assert!(for_eighth_scale(b"not a jpeg at all").is_none());
+    }
+
+    proptest::proptest! {
+        /// Hostile bytes: a damaged stream never panics, and never grows.
+        #[test]
+        fn damaged_streams_never_panic(
+            edits in proptest::collection::vec((0usize..4000, proptest::num::u8::ANY), 1..12),
+            cut in 0usize..4000,
+        ) {
+            let mut jpeg = progressive(Subsamp::Sub2x1, 48, 40);
+            for (at, byte) in edits {
+                let i = at % jpeg.len();
+                jpeg[i] = byte;
+            }
+            jpeg.truncate(cut.max(2));
+            if let Some(slim) = for_eighth_scale(&jpeg) {
+                proptest::prop_assert!(slim.len() < jpeg.len());
+            }
+        }
+    }
+
+    /// The real photographs (4:2:0 and 4:2:2 progressive): byte-identical 1/8 decodes.
+    /// `cargo test --lib scans -- --ignored` (needs ../shared/bench-images).
+    #[test]
+    #[ignore = "needs ../shared/bench-images"]
+    fn same_pixels_on_the_bench_photos() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench-images");
+        for name in ["seeding.jpg", "dragonfly.jpg", "sunset.jpg"] {
+            let jpeg = std::fs::read(dir.join(name)).unwrap();
+            let slim = for_eighth_scale(&jpeg).unwrap();
+            eprintln!("{name}: {} of {} bytes decoded", slim.len(), jpeg.len());
+            assert_eq!(decode_eighth(&slim), decode_eighth(&jpeg), "{name}");
+        }
+    }
+}
