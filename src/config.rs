@@ -161,7 +161,8 @@ pub struct Config {
     /// Concurrent transforms; 0 means the number of cores.
     #[serde(deserialize_with = "flex")]
     pub transform_concurrency: usize,
-    /// Transforms allowed to wait for a CPU slot before new ones get 503.
+    /// Transforms allowed to wait for a CPU slot. When one more arrives, the oldest waiter
+    /// gets 503 and, until the queue drains, the newest are served first (see `cpu.rs`).
     #[serde(deserialize_with = "flex")]
     pub queue_length: usize,
     /// Whole-request deadline for a transform, in milliseconds (504 beyond).
@@ -180,7 +181,7 @@ pub struct Config {
     #[serde(deserialize_with = "flex")]
     pub original_cache_bytes: u64,
     /// Long edges, in pixels, of the reduced copies (derivatives) built in the background
-    /// for every registered or imported image, comma-separated (e.g. `2560,640`). The edge
+    /// for every registered or imported image, comma-separated (e.g. `2560,1600,640`). The edge
     /// renders from the smallest one still at least twice the output size. Empty turns
     /// derivatives off: none are built and existing ones are not used.
     pub derivative_sizes: String,
@@ -266,13 +267,13 @@ impl Default for Config {
             max_source_pixels: 100_000_000,
             max_output_side: 8192,
             transform_concurrency: 0,
-            queue_length: 64,
+            queue_length: 16,
             request_deadline_ms: 15_000,
             storage_timeout_ms: 5_000,
             variant_cache_bytes: 256 * 1024 * 1024,
             variant_cache_ttl_secs: 3600,
             original_cache_bytes: 64 * 1024 * 1024,
-            derivative_sizes: "2560,640".into(),
+            derivative_sizes: "2560,1600,640".into(),
             visibility_ttl_ms: 2_000,
             cache_max_age_secs: 86_400,
             default_quality: 80,
@@ -562,7 +563,7 @@ mod tests {
         assert_eq!(c.api_addr.port(), 8081);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.database_url().starts_with("sqlite://"));
-        assert_eq!(c.derivative_sizes(), vec![640, 2560]);
+        assert_eq!(c.derivative_sizes(), vec![640, 1600, 2560]);
     }
 
     #[test]

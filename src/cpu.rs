@@ -3,18 +3,25 @@
 //! Invariants:
 //! - at most `concurrency` jobs run at once, on tokio's blocking threads, never on the
 //!   async workers;
-//! - at most `queue_length` more may wait for a slot; beyond that `submit` refuses at once
-//!   with `Overloaded` (the edge answers 503 + Retry-After) instead of queueing without end;
+//! - at most `queue_length` more wait for a slot. Waiters are served oldest first, until
+//!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
+//!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
+//!   first until the queue has drained. Under sustained overload the requests that are
+//!   served are the fresh ones, so their latency stays near the unloaded one, and the ones
+//!   refused are refused after at most a queue's worth of arrivals, instead of every
+//!   request waiting out a full queue (the "adaptive LIFO" of Facebook's and others' RPC
+//!   servers). A closed-loop client that never overflows the queue sees plain FIFO;
 //! - a job's slot is held until the job really ends, even when its caller has gone, so the
-//!   bound holds under cancellation;
+//!   bound holds under cancellation, and a waiter that gives up never keeps a slot;
 //! - every job gets a cancel flag that is raised when its caller is dropped (client gone)
 //!   or its deadline passes; imaging checks it between stages.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::telemetry::Metrics;
@@ -32,9 +39,85 @@ pub enum CpuError {
 /// Bounded CPU pool. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CpuPool {
-    admission: Arc<Semaphore>,
-    running: Arc<Semaphore>,
+    inner: Arc<Inner>,
     metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    concurrency: usize,
+    queue_length: usize,
+    state: Mutex<State>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: usize,
+    waiting: VecDeque<oneshot::Sender<Grant>>,
+    /// The queue overflowed and has not drained since: serve the newest waiter first.
+    overloaded: bool,
+}
+
+/// What a waiter is told.
+#[derive(Debug)]
+enum Grant {
+    Run(Slot),
+    Evicted,
+}
+
+/// A running slot. Dropping it hands the slot to the next waiter (or frees it).
+#[derive(Debug)]
+struct Slot {
+    inner: Arc<Inner>,
+    armed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.release();
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent at every unlock point, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish_depth(&self, state: &State) {
+        self.metrics.queue_depth.set(state.waiting.len() as i64);
+    }
+
+    /// A slot came free: the next live waiter gets it (newest first while overloaded).
+    fn release(self: &Arc<Self>) {
+        let mut state = self.lock();
+        loop {
+            let next = if state.overloaded {
+                state.waiting.pop_back()
+            } else {
+                state.waiting.pop_front()
+            };
+            let Some(waiter) = next else {
+                state.running -= 1;
+                state.overloaded = false;
+                break;
+            };
+            let slot = Slot {
+                inner: self.clone(),
+                armed: true,
+            };
+            match waiter.send(Grant::Run(slot)) {
+                Ok(()) => break,
+                // That waiter gave up: disarm the returned slot (no re-entry) and go on.
+                Err(Grant::Run(mut slot)) => slot.armed = false,
+                Err(Grant::Evicted) => unreachable!("a slot was sent"),
+            }
+        }
+        self.publish_depth(&state);
+    }
 }
 
 /// Raises the cancel flag when dropped: the job's caller went away or gave up.
@@ -46,57 +129,75 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Keeps the queue-depth gauge honest however the waiting ends.
-struct Waiting<'a>(&'a Metrics);
-
-impl<'a> Waiting<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        metrics.queue_depth.inc();
-        Waiting(metrics)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.queue_depth.dec();
-    }
-}
-
 impl CpuPool {
     pub fn new(concurrency: usize, queue_length: usize, metrics: Arc<Metrics>) -> CpuPool {
-        let concurrency = concurrency.max(1);
         CpuPool {
-            admission: Arc::new(Semaphore::new(concurrency + queue_length)),
-            running: Arc::new(Semaphore::new(concurrency)),
+            inner: Arc::new(Inner {
+                concurrency: concurrency.max(1),
+                queue_length,
+                state: Mutex::new(State::default()),
+                metrics: metrics.clone(),
+            }),
             metrics,
         }
     }
 
+    /// A running slot at once, or a place in the queue (evicting the oldest waiter when
+    /// the queue is full), or `Overloaded` when there is no queue at all.
+    fn admit(&self) -> Result<Result<Slot, oneshot::Receiver<Grant>>, CpuError> {
+        let inner = &self.inner;
+        let mut state = inner.lock();
+        if state.running < inner.concurrency {
+            state.running += 1;
+            return Ok(Ok(Slot {
+                inner: inner.clone(),
+                armed: true,
+            }));
+        }
+        if inner.queue_length == 0 {
+            return Err(CpuError::Overloaded);
+        }
+        state.waiting.retain(|w| !w.is_closed());
+        if state.waiting.len() >= inner.queue_length {
+            state.overloaded = true;
+            if let Some(oldest) = state.waiting.pop_front() {
+                // Its receiver may be gone meanwhile; then nobody needs telling.
+                let _ = oldest.send(Grant::Evicted);
+                self.metrics.shed.inc();
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiting.push_back(tx);
+        inner.publish_depth(&state);
+        Ok(Err(rx))
+    }
+
     /// Runs `job` on a blocking thread once a slot is free, giving it a cancel flag.
-    /// Refuses at once when the queue is full; gives up at `deadline`.
+    /// Refuses (`Overloaded`) when the queue overflows; gives up at `deadline`.
     pub async fn submit<T, F>(&self, deadline: Instant, job: F) -> Result<T, CpuError>
     where
         T: Send + 'static,
         F: FnOnce(&AtomicBool) -> T + Send + 'static,
     {
-        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
-            self.metrics.shed.inc();
-            return Err(CpuError::Overloaded);
-        };
-        let slot = {
-            let _waiting = Waiting::new(&self.metrics);
-            let acquire = self.running.clone().acquire_owned();
-            match tokio::time::timeout_at(deadline, acquire).await {
-                Ok(permit) => permit.expect("invariant: the CPU semaphore is never closed"),
+        let slot = match self.admit() {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(waiting)) => match tokio::time::timeout_at(deadline, waiting).await {
+                Ok(Ok(Grant::Run(slot))) => slot,
+                // Evicted for a newer request, or the pool went away.
+                Ok(Ok(Grant::Evicted)) | Ok(Err(_)) => return Err(CpuError::Overloaded),
                 Err(_) => return Err(CpuError::Deadline),
+            },
+            Err(e) => {
+                self.metrics.shed.inc();
+                return Err(e);
             }
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancel.clone());
         let metrics = self.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            // Both permits live until the job itself ends, whatever happened to the caller.
-            let _slots = (admitted, slot);
+            // The slot lives until the job itself ends, whatever happened to the caller.
+            let _slot = slot;
             metrics.transforms_running.inc();
             let out = job(&cancel);
             metrics.transforms_running.dec();
@@ -138,9 +239,13 @@ mod tests {
         assert_ne!(name.as_deref(), Some("tokio-runtime-worker"));
     }
 
-    #[tokio::test]
-    async fn full_queue_is_refused_at_once() {
-        let p = pool(1, 1);
+    /// Occupies the pool's only slot until the returned sender is used.
+    async fn occupy(
+        p: &CpuPool,
+    ) -> (
+        mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), CpuError>>,
+    ) {
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let far = deadline_after(Duration::from_secs(30));
@@ -155,20 +260,130 @@ mod tests {
             }
         });
         started_rx.await.unwrap();
-        // One may wait in the queue...
-        let queued = tokio::spawn({
-            let p = p.clone();
-            async move { p.submit(far, |_| 7).await }
+        (release_tx, running)
+    }
+
+    /// Queues a job that records `tag` in `order` when it runs; returns once it waits.
+    async fn queue(
+        p: &CpuPool,
+        tag: u32,
+        order: &Arc<Mutex<Vec<u32>>>,
+    ) -> tokio::task::JoinHandle<Result<u32, CpuError>> {
+        let depth = p.metrics.queue_depth.get();
+        let far = deadline_after(Duration::from_secs(30));
+        let handle = tokio::spawn({
+            let (p, order) = (p.clone(), order.clone());
+            async move {
+                p.submit(far, move |_| {
+                    order.lock().unwrap().push(tag);
+                    tag
+                })
+                .await
+            }
         });
-        tokio::task::yield_now().await;
-        while p.metrics.queue_depth.get() == 0 {
+        while p.metrics.queue_depth.get() == depth {
             tokio::task::yield_now().await;
         }
-        // ...the next is shed.
+        handle
+    }
+
+    #[tokio::test]
+    async fn no_queue_refuses_at_once() {
+        let p = pool(1, 0);
+        let (release, running) = occupy(&p).await;
+        let far = deadline_after(Duration::from_secs(30));
         assert_eq!(p.submit(far, |_| 0).await, Err(CpuError::Overloaded));
-        release_tx.send(()).unwrap();
+        assert_eq!(p.metrics.shed.get(), 1);
+        release.send(()).unwrap();
         running.await.unwrap().unwrap();
-        assert_eq!(queued.await.unwrap(), Ok(7));
+        assert_eq!(p.submit(far, |_| 1).await, Ok(1));
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_order_while_the_queue_holds() {
+        let p = pool(1, 3);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, running) = occupy(&p).await;
+        let a = queue(&p, 1, &order).await;
+        let b = queue(&p, 2, &order).await;
+        let c = queue(&p, 3, &order).await;
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(
+            (a.await.unwrap(), b.await.unwrap(), c.await.unwrap()),
+            (Ok(1), Ok(2), Ok(3))
+        );
+        assert_eq!(*order.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(p.metrics.shed.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn overflow_sheds_the_oldest_and_serves_the_newest_first_until_drained() {
+        let p = pool(1, 2);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, running) = occupy(&p).await;
+        let a = queue(&p, 1, &order).await;
+        let b = queue(&p, 2, &order).await;
+        // The queue is full: the next arrival evicts the oldest waiter, at once.
+        let far = deadline_after(Duration::from_secs(30));
+        let c = tokio::spawn({
+            let (p, order) = (p.clone(), order.clone());
+            async move {
+                p.submit(far, move |_| {
+                    order.lock().unwrap().push(3);
+                    3
+                })
+                .await
+            }
+        });
+        assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
+        assert_eq!(p.metrics.shed.get(), 1);
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
+        // Newest first while overloaded.
+        assert_eq!(*order.lock().unwrap(), [3, 2]);
+
+        // Drained: back to arrival order.
+        order.lock().unwrap().clear();
+        let (release, running) = occupy(&p).await;
+        let d = queue(&p, 4, &order).await;
+        let e = queue(&p, 5, &order).await;
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!((d.await.unwrap(), e.await.unwrap()), (Ok(4), Ok(5)));
+        assert_eq!(*order.lock().unwrap(), [4, 5]);
+        assert_eq!(p.metrics.queue_depth.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_never_keeps_a_slot() {
+        let p = pool(1, 4);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, running) = occupy(&p).await;
+        let gone = queue(&p, 1, &order).await;
+        let stays = queue(&p, 2, &order).await;
+        gone.abort();
+        let _ = gone.await;
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(stays.await.unwrap(), Ok(2));
+        assert_eq!(*order.lock().unwrap(), [2]);
+        // Every slot came back: a full set of jobs runs at once again.
+        let far = deadline_after(Duration::from_secs(30));
+        assert_eq!(p.submit(far, |_| 9).await, Ok(9));
+        assert_eq!(p.inner.lock().running, 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_past_its_deadline_gives_up() {
+        let p = pool(1, 4);
+        let (release, running) = occupy(&p).await;
+        let soon = deadline_after(Duration::from_millis(20));
+        assert_eq!(p.submit(soon, |_| 0).await, Err(CpuError::Deadline));
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(p.inner.lock().running, 0);
     }
 
     #[tokio::test]

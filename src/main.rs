@@ -20,6 +20,23 @@ use imgedge::{App, Listeners, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc v3's `mi_option_purge_delay` (its option enum keeps retired entries, so the
+/// numbers stay put; libmimalloc-sys names only the v2 ones).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Hands freed memory back to the OS at once rather than after mimalloc's default second.
+/// A progressive JPEG's coefficient buffers (about 50 MB each) are freed many times a
+/// second; kept for a second they piled up to 600 MB of RSS during W1 at 8 connections,
+/// against about 300 MB this way, for about 5 CPU-ms more per request (page faults on the
+/// next buffer). `MIMALLOC_PURGE_DELAY` (milliseconds) in the environment still decides.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is
+        // thread-safe and may be called at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "imgedge",
@@ -140,6 +157,7 @@ fn load(common: &Common, mut flags: Vec<(&'static str, String)>) -> anyhow::Resu
 }
 
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,19 +4,23 @@
 //! frame's maximum (luma, and every component of a 4:4:4 or 4:2:2 file) with a 1x1 inverse
 //! DCT, which reads the DC coefficient and nothing else. Yet a progressive file spends most
 //! of its decode time on those components' AC scans, the refinement scans above all (45% of
-//! the CPU of W1 from the original, measured with `perf`). Dropping them before the decoder
-//! sees the file gives the same pixels for less work, on two conditions that this module
-//! keeps:
+//! the CPU of W1 from the original, measured with `perf`). Leaving them out gives the same
+//! pixels for less work, if libjpeg-turbo's block smoothing stays away: it runs whenever one
+//! of a component's first nine AC coefficients is not known to full precision, costs about
+//! as much as the scans saved, and rewrites the DC coefficient itself when none of the nine
+//! has arrived (`smoothing_ok` and `change_dc` in `jdcoefct.c`). So, for such components:
 //!
-//! - libjpeg-turbo's block smoothing rewrites the DC coefficient of a component only when
-//!   none of its first nine AC coefficients has arrived (`change_dc` in `jdcoefct.c`), so one
-//!   first-pass AC scan covering some of them stays for every such component;
-//! - components decoded with a larger IDCT (the chroma of a 4:2:0 file gets 2x2) keep all
-//!   their scans, and so do DC scans.
+//! - first-pass AC scans that start at or below coefficient 9 stay, with their successive
+//!   approximation shift (Al) rewritten to 0, which declares their coefficients exact. Al
+//!   only scales the decoded values, which the 1x1 IDCT never reads, so the entropy
+//!   decoding is unchanged;
+//! - every other AC scan (refinements, first passes of higher coefficients) goes;
+//! - a component without such a first pass keeps all its scans.
 //!
-//! The rule for which IDCT a component gets mirrors `jpeg_core_output_dimensions`, and the
-//! tests check the claim where it matters: decoded pixels identical, byte for byte, with and
-//! without the dropped scans.
+//! Components decoded with a larger IDCT (the chroma of a 4:2:0 file gets 2x2) keep all
+//! their scans, and so do DC scans. The rule for which IDCT a component gets mirrors
+//! `jpeg_core_output_dimensions`, and the tests check the claim where it matters: decoded
+//! pixels identical, byte for byte, with and without the dropped scans.
 
 /// One scan of the file: where its SOS marker starts and its entropy-coded data ends.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +31,17 @@ struct Scan {
     component: Option<usize>,
     spectral_start: u8,
     approx_high: u8,
+    /// Where the scan header's Ah/Al byte is, in the file.
+    approx_at: usize,
+}
+
+/// What happens to a scan of a component the 1/8 decode sees only the DC of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    /// A first pass over low coefficients: kept, declared exact (Al = 0).
+    Exact,
+    Drop,
 }
 
 /// The file without the AC scans a 1/8-scale decode ignores, or `None` when nothing can be
@@ -34,32 +49,41 @@ struct Scan {
 /// understand: the decoder then gets the file as it is and judges it).
 pub(crate) fn for_eighth_scale(jpeg: &[u8]) -> Option<Vec<u8>> {
     let (dc_only, scans) = walk(jpeg)?;
-    // Per DC-only component, the first-pass scan that keeps block smoothing off the DC.
-    let mut keeper: Vec<Option<usize>> = vec![None; dc_only.len()];
-    for (i, scan) in scans.iter().enumerate() {
-        if let Some(c) = scan.component
-            && dc_only[c]
-            && scan.approx_high == 0
-            && (1..=9).contains(&scan.spectral_start)
-            && keeper[c].is_none()
-        {
-            keeper[c] = Some(i);
-        }
+    let low_first_pass = |s: &Scan| s.approx_high == 0 && (1..=9).contains(&s.spectral_start);
+    // Components whose scans may change: 1x1 IDCT, and a low first pass to keep.
+    let mut slim = dc_only.clone();
+    for (c, slim) in slim.iter_mut().enumerate() {
+        *slim &= scans
+            .iter()
+            .any(|s| s.component == Some(c) && low_first_pass(s));
     }
-    let dropped = |i: usize, scan: &Scan| {
-        scan.component.is_some_and(|c| {
-            dc_only[c] && scan.spectral_start > 0 && keeper[c].is_some_and(|k| k != i)
-        })
+    let fate = |scan: &Scan| match scan.component {
+        Some(c) if slim[c] && scan.spectral_start > 0 => {
+            if low_first_pass(scan) {
+                Fate::Exact
+            } else {
+                Fate::Drop
+            }
+        }
+        _ => Fate::Keep,
     };
-    if !scans.iter().enumerate().any(|(i, s)| dropped(i, s)) {
+    if !scans.iter().any(|s| fate(s) == Fate::Drop) {
         return None;
     }
     let mut out = Vec::with_capacity(jpeg.len());
     let mut from = 0;
-    for (i, scan) in scans.iter().enumerate() {
-        if dropped(i, scan) {
-            out.extend_from_slice(&jpeg[from..scan.start]);
-            from = scan.end;
+    for scan in &scans {
+        match fate(scan) {
+            Fate::Keep => {}
+            Fate::Exact => {
+                out.extend_from_slice(&jpeg[from..scan.approx_at]);
+                out.push(0); // Ah = 0 (a first pass), Al = 0 (full precision).
+                from = scan.approx_at + 1;
+            }
+            Fate::Drop => {
+                out.extend_from_slice(&jpeg[from..scan.start]);
+                from = scan.end;
+            }
         }
     }
     out.extend_from_slice(&jpeg[from..]);
@@ -102,7 +126,9 @@ fn walk(b: &[u8]) -> Option<(Vec<bool>, Vec<Scan>)> {
                 if ids.is_empty() {
                     return None;
                 }
-                let (component, spectral_start, approx_high) = scan_header(seg, &ids)?;
+                let (component, spectral_start, approx_high, approx_in_seg) =
+                    scan_header(seg, &ids)?;
+                let approx_at = pos - len + 2 + approx_in_seg;
                 pos = entropy_end(b, pos)?;
                 scans.push(Scan {
                     start,
@@ -110,6 +136,7 @@ fn walk(b: &[u8]) -> Option<(Vec<bool>, Vec<Scan>)> {
                     component,
                     spectral_start,
                     approx_high,
+                    approx_at,
                 });
             }
             _ => {}
@@ -144,17 +171,19 @@ fn frame(seg: &[u8]) -> Option<(Vec<u8>, Vec<bool>)> {
     Some((factors.iter().map(|f| f.0).collect(), dc_only))
 }
 
-/// SOS header: the single component of an AC scan (`None` when interleaved), Ss and Ah.
-fn scan_header(seg: &[u8], ids: &[u8]) -> Option<(Option<usize>, u8, u8)> {
+/// SOS header: the single component of an AC scan (`None` when interleaved), Ss, Ah, and
+/// where the Ah/Al byte is in the segment.
+fn scan_header(seg: &[u8], ids: &[u8]) -> Option<(Option<usize>, u8, u8, usize)> {
     let count = usize::from(*seg.first()?);
-    let rest = seg.get(1 + 2 * count..1 + 2 * count + 3)?;
+    let at = 1 + 2 * count;
+    let rest = seg.get(at..at + 3)?;
     let (spectral_start, approx) = (rest[0], rest[2]);
     let component = if count == 1 {
         Some(ids.iter().position(|&id| id == seg[1])?)
     } else {
         None
     };
-    Some((component, spectral_start, approx >> 4))
+    Some((component, spectral_start, approx >> 4, at + 2))
 }
 
 /// Where a scan's entropy-coded data ends: at the first marker that is neither a stuffed
@@ -186,7 +215,7 @@ mod tests {
                 let noise = ((x * 7919 + y * 104_729) % 61) as u8;
                 px.push(((x * 255 / w) as u8).wrapping_add(edge) ^ noise);
                 px.push(((y * 255 / h) as u8).saturating_add(noise));
-                px.push((((x + y) * 3) % 256) as u8 ^ edge as u8);
+                px.push((((x + y) * 3) % 256) as u8 ^ edge);
             }
         }
         px
@@ -277,10 +306,14 @@ mod tests {
         };
         assert_eq!(chroma(&kept), chroma(&scans));
         assert!(kept.len() < scans.len());
-        // Luma keeps exactly one AC scan, a first pass.
+        // Luma keeps its first passes over low coefficients only, declared exact.
         let luma: Vec<_> = kept.iter().filter(|s| s.component == Some(0)).collect();
-        assert_eq!(luma.len(), 1);
-        assert_eq!(luma[0].approx_high, 0);
+        assert!(!luma.is_empty());
+        for s in luma {
+            assert_eq!(s.approx_high, 0);
+            assert!(s.spectral_start <= 9);
+            assert_eq!(slim[s.approx_at], 0, "Al rewritten to 0");
+        }
     }
 
     #[test]

@@ -60,6 +60,32 @@ async fn full_queue_sheds_with_503_and_retry_after() {
 }
 
 #[tokio::test]
+async fn an_overflowing_queue_sheds_its_oldest_waiter_and_serves_the_newest() {
+    let s = TestServer::start_with(|c| {
+        c.transform_concurrency = 1;
+        c.queue_length = 1;
+    })
+    .await;
+    s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
+    let release = occupy_cpu(&s.app, 1).await;
+    let metrics = &s.app.metrics;
+    let (older, newer) = tokio::join!(s.get("/fit-in/43x43/a.jpg"), async {
+        eventually(|| metrics.queue_depth.get() == 1).await;
+        let newer = s.get("/fit-in/44x44/a.jpg");
+        let release_when_shed = async {
+            eventually(|| metrics.shed.get() == 1).await;
+            drop(release);
+        };
+        tokio::join!(newer, release_when_shed).0
+    });
+    assert_eq!(older.status, 503);
+    assert_eq!(older.header("retry-after"), "1");
+    assert_eq!(older.json()["error"]["code"], "server/overloaded");
+    assert_eq!(newer.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_transform_past_its_deadline_is_504() {
     let s = TestServer::start_with(|c| {
         c.transform_concurrency = 1;
