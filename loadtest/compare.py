@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -781,6 +782,9 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
     retried_after: dict[int, int] = {}  # status of the previous response on a connection found closed
     errors: dict[str, int] = {}
     lag: list[float] = []
+    # Latency from the moment the request was written, which leaves out the client's own
+    # lateness in sending (the main figure, from the scheduled time, includes it).
+    from_send: list[tuple[int, float]] = []
 
     async def one(i: int, scheduled: float) -> None:
         path = server.prefix + wl.path(offset + i)
@@ -800,6 +804,7 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
                     errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
                     results.append((0, loop.time() - scheduled, False))
                     return
+            sent = loop.time()
             try:
                 status, headers, _ = await asyncio.wait_for(get(conn, server.port, path), timeout=60)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as e:
@@ -816,6 +821,7 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
                 results.append((0, loop.time() - scheduled, False))
                 return
             results.append((status, loop.time() - scheduled, "retry-after" in headers))
+            from_send.append((status, loop.time() - sent))
             conn.last = status
             if headers.get("connection", "").lower() == "close":
                 open_count[0] -= 1
@@ -850,6 +856,7 @@ async def _open_loop(server: Server, wl: Workload, rate: float, duration: float,
         "rate": rate, "duration_s": duration, "elapsed_s": elapsed, "sent": len(results), "dropped_client_side": dropped[0],
         "max_connections_used": open_count[0],
         "ok": len(ok), "ok_p50_ms": pct(ok, 50) * 1000, "ok_p99_ms": pct(ok, 99) * 1000,
+        "ok_p99_from_send_ms": pct([l for st, l in from_send if st == 200], 99) * 1000,
         "shed": len(shed), "shed_fraction": len(shed) / len(results) if results else 0.0,
         "shed_all_retry_after": all(ra for _, ra in shed) if shed else None,
         "shed_p99_ms": pct([l for l, _ in shed], 99) * 1000,
@@ -875,6 +882,26 @@ def overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable: 
         COPIES = saved
 
 
+@contextlib.contextmanager
+def client_priority(niceness: int = -10):
+    """Runs the latency client ahead of the server on the CPU while it measures.
+
+    On a 2-core machine a saturated server otherwise starves the Python client, whose
+    late sends and reads then count as server latency (open-loop latencies are measured from
+    the scheduled send time). Needs root (CAP_SYS_NICE); without it the client runs as is,
+    and the report says so. Yields the niceness in effect."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except PermissionError:
+        yield before
+        return
+    try:
+        yield niceness
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, before)
+
+
 def _overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable: float | None,
               args, work: Path) -> dict:
     wl = WORKLOADS["W1"]
@@ -897,13 +924,15 @@ def _overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable:
             # The same offered rate for every setting: 4x the sustainable rate with the defaults.
             rate = sustainable
             log(f"overload[{label}]: sustainable W1 rate {rate:.1f} req/s; unloaded latency, 1 connection")
-            unloaded = asyncio.run(_closed_loop_latency(server, wl, args.unloaded_duration, 8_000_000))
-            target = 4 * rate
-            log(f"overload[{label}]: open loop at {target:.0f} req/s for {args.overload_duration:g} s")
-            ru0 = resource.getrusage(resource.RUSAGE_SELF)
-            res = measured(server, lambda: {"ok": 0, **asyncio.run(
-                _open_loop(server, wl, target, args.overload_duration, 9_000_000))})
-            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            with client_priority() as niced:
+                unloaded = asyncio.run(_closed_loop_latency(server, wl, args.unloaded_duration, 8_000_000))
+                target = 4 * rate
+                log(f"overload[{label}]: open loop at {target:.0f} req/s for {args.overload_duration:g} s")
+                ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                res = measured(server, lambda: {"ok": 0, **asyncio.run(
+                    _open_loop(server, wl, target, args.overload_duration, 9_000_000))})
+                ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            res["client_niceness"] = niced
             res["client_cpu_s"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
             res["sustainable_rps"] = rate
             res["unloaded"] = unloaded
@@ -1021,13 +1050,15 @@ def other_text(r: dict) -> str:
 
 def overload_table(ov: dict) -> str:
     lines = ["| imgedge setting | sustainable W1 req/s | offered req/s | unloaded p99 ms | 200 p99 ms "
-             "| 200 p99 / unloaded | 503 share | 503 all Retry-After | 503 p99 ms | 200s/s | other |",
-             "|" + "---|" * 11]
+             "| 200 p99 / unloaded | 200 p99 from send ms | client lag p99 ms | 503 share | 503 all Retry-After "
+             "| 503 p99 ms | 200s/s | other |",
+             "|" + "---|" * 13]
     for r in ov["settings"]:
         ok_ratio = r["ok_p99_over_unloaded_p99"]
         lines.append(
             f"| {r['label']} | {r['sustainable_rps']:.1f} | {r['rate']:.0f} | {r['unloaded']['p99_ms']:.0f} | "
             f"{r['ok_p99_ms']:.0f} | {ok_ratio:.1f}x {'✓' if ok_ratio <= 2 else '✗ (target ≤ 2x)'} | "
+            f"{fmt(r.get('ok_p99_from_send_ms'), 0)} | {fmt(r.get('scheduler_lag_p99_ms'), 0)} | "
             f"{100 * r['shed_fraction']:.1f}% | {r['shed_all_retry_after']} | {fmt(r['shed_p99_ms'], 0)} | "
             f"{r['ok'] / r['elapsed_s']:.1f} | {other_text(r)} |")
     return "\n".join(lines)

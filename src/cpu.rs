@@ -6,18 +6,20 @@
 //! - at most `queue_length` more wait for a slot. Waiters are served oldest first, until
 //!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
 //!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
-//!   first until the queue has drained. Under sustained overload the requests that are
-//!   served are the fresh ones, so their latency stays near the unloaded one, and the ones
-//!   refused are refused after at most a queue's worth of arrivals, instead of every
-//!   request waiting out a full queue (the "adaptive LIFO" of Facebook's and others' RPC
-//!   servers). A closed-loop client that never overflows the queue sees plain FIFO;
+//!   first until the queue has drained; a waiter that has waited longer than one average
+//!   job by then gets `Overloaded` instead of the slot. Under sustained overload the
+//!   requests that are served are the fresh ones, so their latency stays near the unloaded
+//!   one, and the ones refused are refused after at most a queue's worth of arrivals or
+//!   one job's time, instead of every request waiting out a full queue (the "adaptive
+//!   LIFO" of Facebook's and others' RPC servers, with CoDel's bound on queueing time). A
+//!   closed-loop client that never overflows the queue sees plain FIFO;
 //! - a job's slot is held until the job really ends, even when its caller has gone, so the
 //!   bound holds under cancellation, and a waiter that gives up never keeps a slot;
 //! - every job gets a cancel flag that is raised when its caller is dropped (client gone)
 //!   or its deadline passes; imaging checks it between stages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,14 +51,22 @@ struct Inner {
     queue_length: usize,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// Moving average of a job's run time, in microseconds (0 until the first one ends).
+    job_micros: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     running: usize,
-    waiting: VecDeque<oneshot::Sender<Grant>>,
+    waiting: VecDeque<Waiter>,
     /// The queue overflowed and has not drained since: serve the newest waiter first.
     overloaded: bool,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    tell: oneshot::Sender<Grant>,
+    since: Instant,
 }
 
 /// What a waiter is told.
@@ -91,9 +101,31 @@ impl Inner {
         self.metrics.queue_depth.set(state.waiting.len() as i64);
     }
 
-    /// A slot came free: the next live waiter gets it (newest first while overloaded).
+    /// Folds one job's run time into the moving average (weight 1/8).
+    fn record_job(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.job_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.job_micros.store(new, Ordering::Relaxed);
+    }
+
+    /// How long a waiter may have waited and still be served while overloaded.
+    fn max_overloaded_wait(&self) -> Option<Duration> {
+        match self.job_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// A slot came free: the next live waiter gets it (newest first while overloaded,
+    /// and only if it has not waited too long).
     fn release(self: &Arc<Self>) {
         let mut state = self.lock();
+        let max_wait = self.max_overloaded_wait();
         loop {
             let next = if state.overloaded {
                 state.waiting.pop_back()
@@ -105,11 +137,17 @@ impl Inner {
                 state.overloaded = false;
                 break;
             };
+            if state.overloaded && max_wait.is_some_and(|max| waiter.since.elapsed() > max) {
+                if waiter.tell.send(Grant::Evicted).is_ok() {
+                    self.metrics.shed.inc();
+                }
+                continue;
+            }
             let slot = Slot {
                 inner: self.clone(),
                 armed: true,
             };
-            match waiter.send(Grant::Run(slot)) {
+            match waiter.tell.send(Grant::Run(slot)) {
                 Ok(()) => break,
                 // That waiter gave up: disarm the returned slot (no re-entry) and go on.
                 Err(Grant::Run(mut slot)) => slot.armed = false,
@@ -137,6 +175,7 @@ impl CpuPool {
                 queue_length,
                 state: Mutex::new(State::default()),
                 metrics: metrics.clone(),
+                job_micros: AtomicU64::new(0),
             }),
             metrics,
         }
@@ -157,17 +196,20 @@ impl CpuPool {
         if inner.queue_length == 0 {
             return Err(CpuError::Overloaded);
         }
-        state.waiting.retain(|w| !w.is_closed());
+        state.waiting.retain(|w| !w.tell.is_closed());
         if state.waiting.len() >= inner.queue_length {
             state.overloaded = true;
             if let Some(oldest) = state.waiting.pop_front() {
                 // Its receiver may be gone meanwhile; then nobody needs telling.
-                let _ = oldest.send(Grant::Evicted);
+                let _ = oldest.tell.send(Grant::Evicted);
                 self.metrics.shed.inc();
             }
         }
         let (tx, rx) = oneshot::channel();
-        state.waiting.push_back(tx);
+        state.waiting.push_back(Waiter {
+            tell: tx,
+            since: Instant::now(),
+        });
         inner.publish_depth(&state);
         Ok(Err(rx))
     }
@@ -197,10 +239,13 @@ impl CpuPool {
         let metrics = self.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
             // The slot lives until the job itself ends, whatever happened to the caller.
-            let _slot = slot;
+            let slot = slot;
             metrics.transforms_running.inc();
+            let started = std::time::Instant::now();
             let out = job(&cancel);
+            slot.inner.record_job(started.elapsed());
             metrics.transforms_running.dec();
+            drop(slot);
             out
         });
         let result = tokio::time::timeout_at(deadline, handle).await;
@@ -320,6 +365,8 @@ mod tests {
     #[tokio::test]
     async fn overflow_sheds_the_oldest_and_serves_the_newest_first_until_drained() {
         let p = pool(1, 2);
+        // Jobs "take an hour" on average: nobody here waits long enough to be shed for it.
+        p.inner.record_job(Duration::from_secs(3600));
         let order = Arc::new(Mutex::new(Vec::new()));
         let (release, running) = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
@@ -354,6 +401,33 @@ mod tests {
         assert_eq!((d.await.unwrap(), e.await.unwrap()), (Ok(4), Ok(5)));
         assert_eq!(*order.lock().unwrap(), [4, 5]);
         assert_eq!(p.metrics.queue_depth.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn while_overloaded_a_waiter_older_than_one_job_is_shed_not_served() {
+        let p = pool(1, 2);
+        p.inner.record_job(Duration::from_millis(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, running) = occupy(&p).await;
+        let a = queue(&p, 1, &order).await;
+        let b = queue(&p, 2, &order).await;
+        let far = deadline_after(Duration::from_secs(30));
+        let c = tokio::spawn({
+            let p = p.clone();
+            async move { p.submit(far, |_| 3).await }
+        });
+        assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
+        // b and c have now waited far longer than the average job.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
+        assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
+        assert!(order.lock().unwrap().is_empty());
+        assert_eq!(p.metrics.shed.get(), 3);
+        assert_eq!(p.inner.lock().running, 0);
+        // Not overloaded any more: the next job runs.
+        assert_eq!(p.submit(far, |_| 4).await, Ok(4));
     }
 
     #[tokio::test]
