@@ -975,8 +975,13 @@ def soak(server: Server, seconds: float, work: Path) -> dict:
     out = {"seconds": seconds, "samples_mb": samples, "requests": res["ok"], "non2xx": res["non2xx"],
            "peak_rss_mb": res["peak_rss_kb"] / 1024, "cpu_ms_per_req": res["cpu_ms"] / max(res["ok"], 1)}
     if rss:
+        # Single samples swing with whatever is being decoded at that instant; growth is a
+        # second half that sits higher than the first.
+        half = max(len(rss) // 2, 1)
+        first, second = rss[:half], rss[half:] or rss[:half]
         out.update(first_mb=rss[0], last_mb=rss[-1], max_mb=max(rss),
-                   grew=rss[-1] > rss[0] * 1.10 + 5)
+                   first_half_mean_mb=sum(first) / len(first), second_half_mean_mb=sum(second) / len(second),
+                   grew=sum(second) / len(second) > sum(first) / len(first) * 1.10 + 5)
     return out
 
 
@@ -1326,7 +1331,9 @@ def run(args, names: list[str], binary: Path, fleet: Fleet, work: Path, report: 
         print("RSS MB every 10 s: " + ", ".join(f"{m:.0f}" for _, m in sk["samples_mb"]))
         print(f"peak RSS (sampled every 0.1 s) {sk['peak_rss_mb']:.1f} MB; CPU {sk['cpu_ms_per_req']:.1f} ms/req")
         if "first_mb" in sk:
-            print(f"first {sk['first_mb']:.1f} MB, last {sk['last_mb']:.1f} MB, max {sk['max_mb']:.1f} MB: "
+            print(f"first {sk['first_mb']:.1f} MB, last {sk['last_mb']:.1f} MB, max {sk['max_mb']:.1f} MB; "
+                  f"mean of the first half {sk['first_half_mean_mb']:.1f} MB, second half "
+                  f"{sk['second_half_mean_mb']:.1f} MB: "
                   f"{'GREW' if sk['grew'] else 'no growth'}")
 
     # imgedge's own warnings and errors (it runs with RUST_LOG=warn), for the record.

@@ -181,7 +181,7 @@ pub struct Config {
     #[serde(deserialize_with = "flex")]
     pub original_cache_bytes: u64,
     /// Long edges, in pixels, of the reduced copies (derivatives) built in the background
-    /// for every registered or imported image, comma-separated (e.g. `2560,1600,640`). The edge
+    /// for every registered or imported image, comma-separated (e.g. `2560,1800,640`). The edge
     /// renders from the smallest one still at least twice the output size. Empty turns
     /// derivatives off: none are built and existing ones are not used.
     pub derivative_sizes: String,
@@ -273,7 +273,7 @@ impl Default for Config {
             variant_cache_bytes: 256 * 1024 * 1024,
             variant_cache_ttl_secs: 3600,
             original_cache_bytes: 64 * 1024 * 1024,
-            derivative_sizes: "2560,1600,640".into(),
+            derivative_sizes: "2560,1800,640".into(),
             visibility_ttl_ms: 2_000,
             cache_max_age_secs: 86_400,
             default_quality: 80,
@@ -563,7 +563,7 @@ mod tests {
         assert_eq!(c.api_addr.port(), 8081);
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.database_url().starts_with("sqlite://"));
-        assert_eq!(c.derivative_sizes(), vec![640, 1600, 2560]);
+        assert_eq!(c.derivative_sizes(), vec![640, 1800, 2560]);
     }
 
     #[test]
