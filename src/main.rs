@@ -27,8 +27,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Hands freed memory back to the OS at once rather than after mimalloc's default second.
 /// A progressive JPEG's coefficient buffers (about 50 MB each) are freed many times a
 /// second; kept for a second they piled up to 600 MB of RSS during W1 at 8 connections,
-/// against about 300 MB this way, for about 5 CPU-ms more per request (page faults on the
-/// next buffer). `MIMALLOC_PURGE_DELAY` (milliseconds) in the environment still decides.
+/// against about 300 MB this way. The price is page faults on fresh buffers: W1 costs the
+/// same within noise, W3 about 2 CPU-ms more per request (README, Performance).
+/// `MIMALLOC_PURGE_DELAY` (milliseconds) in the environment still decides.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is
