@@ -42,7 +42,6 @@ pub enum CpuError {
 #[derive(Debug, Clone)]
 pub struct CpuPool {
     inner: Arc<Inner>,
-    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -174,10 +173,9 @@ impl CpuPool {
                 concurrency: concurrency.max(1),
                 queue_length,
                 state: Mutex::new(State::default()),
-                metrics: metrics.clone(),
+                metrics,
                 job_micros: AtomicU64::new(0),
             }),
-            metrics,
         }
     }
 
@@ -194,6 +192,7 @@ impl CpuPool {
             }));
         }
         if inner.queue_length == 0 {
+            inner.metrics.shed.inc();
             return Err(CpuError::Overloaded);
         }
         state.waiting.retain(|w| !w.tell.is_closed());
@@ -202,7 +201,7 @@ impl CpuPool {
             if let Some(oldest) = state.waiting.pop_front() {
                 // Its receiver may be gone meanwhile; then nobody needs telling.
                 let _ = oldest.tell.send(Grant::Evicted);
-                self.metrics.shed.inc();
+                inner.metrics.shed.inc();
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -229,14 +228,11 @@ impl CpuPool {
                 Ok(Ok(Grant::Evicted)) | Ok(Err(_)) => return Err(CpuError::Overloaded),
                 Err(_) => return Err(CpuError::Deadline),
             },
-            Err(e) => {
-                self.metrics.shed.inc();
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancel.clone());
-        let metrics = self.metrics.clone();
+        let metrics = self.inner.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
             // The slot lives until the job itself ends, whatever happened to the caller.
             let slot = slot;
@@ -308,25 +304,32 @@ mod tests {
         (release_tx, running)
     }
 
-    /// Queues a job that records `tag` in `order` when it runs; returns once it waits.
+    /// Submits a job that records `tag` in `order` when it runs.
+    fn spawn_job(
+        p: &CpuPool,
+        tag: u32,
+        order: &Arc<Mutex<Vec<u32>>>,
+    ) -> tokio::task::JoinHandle<Result<u32, CpuError>> {
+        let far = deadline_after(Duration::from_secs(30));
+        let (p, order) = (p.clone(), order.clone());
+        tokio::spawn(async move {
+            p.submit(far, move |_| {
+                order.lock().unwrap().push(tag);
+                tag
+            })
+            .await
+        })
+    }
+
+    /// `spawn_job`, returning once the job waits in the queue.
     async fn queue(
         p: &CpuPool,
         tag: u32,
         order: &Arc<Mutex<Vec<u32>>>,
     ) -> tokio::task::JoinHandle<Result<u32, CpuError>> {
-        let depth = p.metrics.queue_depth.get();
-        let far = deadline_after(Duration::from_secs(30));
-        let handle = tokio::spawn({
-            let (p, order) = (p.clone(), order.clone());
-            async move {
-                p.submit(far, move |_| {
-                    order.lock().unwrap().push(tag);
-                    tag
-                })
-                .await
-            }
-        });
-        while p.metrics.queue_depth.get() == depth {
+        let depth = p.inner.metrics.queue_depth.get();
+        let handle = spawn_job(p, tag, order);
+        while p.inner.metrics.queue_depth.get() == depth {
             tokio::task::yield_now().await;
         }
         handle
@@ -338,7 +341,7 @@ mod tests {
         let (release, running) = occupy(&p).await;
         let far = deadline_after(Duration::from_secs(30));
         assert_eq!(p.submit(far, |_| 0).await, Err(CpuError::Overloaded));
-        assert_eq!(p.metrics.shed.get(), 1);
+        assert_eq!(p.inner.metrics.shed.get(), 1);
         release.send(()).unwrap();
         running.await.unwrap().unwrap();
         assert_eq!(p.submit(far, |_| 1).await, Ok(1));
@@ -359,7 +362,7 @@ mod tests {
             (Ok(1), Ok(2), Ok(3))
         );
         assert_eq!(*order.lock().unwrap(), [1, 2, 3]);
-        assert_eq!(p.metrics.shed.get(), 0);
+        assert_eq!(p.inner.metrics.shed.get(), 0);
     }
 
     #[tokio::test]
@@ -372,19 +375,9 @@ mod tests {
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
         // The queue is full: the next arrival evicts the oldest waiter, at once.
-        let far = deadline_after(Duration::from_secs(30));
-        let c = tokio::spawn({
-            let (p, order) = (p.clone(), order.clone());
-            async move {
-                p.submit(far, move |_| {
-                    order.lock().unwrap().push(3);
-                    3
-                })
-                .await
-            }
-        });
+        let c = spawn_job(&p, 3, &order);
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
-        assert_eq!(p.metrics.shed.get(), 1);
+        assert_eq!(p.inner.metrics.shed.get(), 1);
         release.send(()).unwrap();
         running.await.unwrap().unwrap();
         assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
@@ -400,7 +393,7 @@ mod tests {
         running.await.unwrap().unwrap();
         assert_eq!((d.await.unwrap(), e.await.unwrap()), (Ok(4), Ok(5)));
         assert_eq!(*order.lock().unwrap(), [4, 5]);
-        assert_eq!(p.metrics.queue_depth.get(), 0);
+        assert_eq!(p.inner.metrics.queue_depth.get(), 0);
     }
 
     #[tokio::test]
@@ -411,11 +404,7 @@ mod tests {
         let (release, running) = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
-        let far = deadline_after(Duration::from_secs(30));
-        let c = tokio::spawn({
-            let p = p.clone();
-            async move { p.submit(far, |_| 3).await }
-        });
+        let c = spawn_job(&p, 3, &order);
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
         // b and c have now waited far longer than the average job.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -424,10 +413,14 @@ mod tests {
         assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
         assert!(order.lock().unwrap().is_empty());
-        assert_eq!(p.metrics.shed.get(), 3);
+        assert_eq!(p.inner.metrics.shed.get(), 3);
         assert_eq!(p.inner.lock().running, 0);
         // Not overloaded any more: the next job runs.
-        assert_eq!(p.submit(far, |_| 4).await, Ok(4));
+        assert_eq!(
+            p.submit(deadline_after(Duration::from_secs(30)), |_| 4)
+                .await,
+            Ok(4)
+        );
     }
 
     #[tokio::test]
@@ -488,7 +481,7 @@ mod tests {
         assert!(seen);
         // The slot frees once the job has returned: the next job then runs.
         assert_eq!(p.submit(far, |_| 1).await, Ok(1));
-        assert_eq!(p.metrics.transforms_running.get(), 0);
+        assert_eq!(p.inner.metrics.transforms_running.get(), 0);
     }
 
     #[tokio::test]

@@ -221,20 +221,23 @@ mod tests {
         px
     }
 
+    fn rgb(px: &[u8], w: usize, h: usize) -> Image<&[u8]> {
+        Image {
+            pixels: px,
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: PixelFormat::RGB,
+        }
+    }
+
     fn progressive(subsamp: Subsamp, w: usize, h: usize) -> Vec<u8> {
         let px = photo(w, h);
         let mut c = Compressor::new().unwrap();
         c.set_quality(88).unwrap();
         c.set_subsamp(subsamp).unwrap();
         c.set_progressive(true).unwrap();
-        let image = Image {
-            pixels: px.as_slice(),
-            width: w,
-            pitch: w * 3,
-            height: h,
-            format: PixelFormat::RGB,
-        };
-        c.compress_to_vec(image).unwrap()
+        c.compress_to_vec(rgb(&px, w, h)).unwrap()
     }
 
     fn decode_eighth(jpeg: &[u8]) -> Vec<u8> {
@@ -264,22 +267,7 @@ mod tests {
             Subsamp::Sub1x2,
             Subsamp::Gray,
         ] {
-            let jpeg = if subsamp == Subsamp::Gray {
-                let mut c = Compressor::new().unwrap();
-                c.set_subsamp(Subsamp::Gray).unwrap();
-                c.set_progressive(true).unwrap();
-                let px = photo(333, 201);
-                let image = Image {
-                    pixels: px.as_slice(),
-                    width: 333,
-                    pitch: 333 * 3,
-                    height: 201,
-                    format: PixelFormat::RGB,
-                };
-                c.compress_to_vec(image).unwrap()
-            } else {
-                progressive(subsamp, 333, 201)
-            };
+            let jpeg = progressive(subsamp, 333, 201);
             let slim =
                 for_eighth_scale(&jpeg).unwrap_or_else(|| panic!("{subsamp:?}: nothing dropped"));
             assert!(
@@ -319,14 +307,7 @@ mod tests {
     #[test]
     fn leaves_baseline_and_odd_streams_alone() {
         let px = photo(64, 64);
-        let image = Image {
-            pixels: px.as_slice(),
-            width: 64,
-            pitch: 64 * 3,
-            height: 64,
-            format: PixelFormat::RGB,
-        };
-        let baseline = turbojpeg::compress(image, 85, Subsamp::Sub2x2).unwrap();
+        let baseline = turbojpeg::compress(rgb(&px, 64, 64), 85, Subsamp::Sub2x2).unwrap();
         assert!(for_eighth_scale(&baseline).is_none());
         let jpeg = progressive(Subsamp::Sub2x1, 64, 64);
         for cut in [0, 1, 2, 3, 20, jpeg.len() / 2, jpeg.len() - 2] {
