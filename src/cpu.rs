@@ -1,8 +1,11 @@
 //! The only bridge from async code to CPU-heavy work (decode, resize, encode).
 //!
 //! Invariants:
-//! - at most `concurrency` jobs run at once, on tokio's blocking threads, never on the
-//!   async workers;
+//! - at most `concurrency` jobs run at once, on the pool's own `concurrency` threads,
+//!   never on the async workers. Own threads rather than tokio's blocking pool: that pool
+//!   wakes its idle threads in turn (and the filesystem backend's reads use it too), so
+//!   jobs wandered over many threads and each thread's allocator heap kept its own share
+//!   of freed decode buffers; with a fixed set the next job reuses them;
 //! - at most `queue_length` more wait for a slot. Waiters are served oldest first, until
 //!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
 //!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
@@ -42,6 +45,39 @@ pub enum CpuError {
 #[derive(Debug, Clone)]
 pub struct CpuPool {
     inner: Arc<Inner>,
+    workers: Arc<Workers>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool's threads. They end when the last handle to the pool is dropped and the
+/// jobs already handed over have run.
+struct Workers {
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers").finish_non_exhaustive()
+    }
+}
+
+impl Workers {
+    fn spawn(threads: usize) -> Workers {
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("imgedge-cpu-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = queue.recv() {
+                        job();
+                    }
+                })
+                .expect("cannot start a CPU pool thread");
+        }
+        Workers { jobs }
+    }
 }
 
 #[derive(Debug)]
@@ -168,9 +204,11 @@ impl Drop for CancelOnDrop {
 
 impl CpuPool {
     pub fn new(concurrency: usize, queue_length: usize, metrics: Arc<Metrics>) -> CpuPool {
+        let concurrency = concurrency.max(1);
         CpuPool {
+            workers: Arc::new(Workers::spawn(concurrency)),
             inner: Arc::new(Inner {
-                concurrency: concurrency.max(1),
+                concurrency,
                 queue_length,
                 state: Mutex::new(State::default()),
                 metrics,
@@ -213,13 +251,16 @@ impl CpuPool {
         Ok(Err(rx))
     }
 
-    /// Runs `job` on a blocking thread once a slot is free, giving it a cancel flag.
-    /// Refuses (`Overloaded`) when the queue overflows; gives up at `deadline`.
-    pub async fn submit<T, F>(&self, deadline: Instant, job: F) -> Result<T, CpuError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&AtomicBool) -> T + Send + 'static,
-    {
+    /// Whether the queue has overflowed and not drained since. Callers use it to put off
+    /// work they would otherwise do before queueing (reading the source), since most
+    /// arrivals are refused while it lasts.
+    pub fn overloaded(&self) -> bool {
+        self.inner.lock().overloaded
+    }
+
+    /// Waits for a running slot (queueing like `submit`), to be used with
+    /// [`Reservation::run`]. Dropping the reservation unused frees the slot.
+    pub async fn reserve(&self, deadline: Instant) -> Result<Reservation, CpuError> {
         let slot = match self.admit() {
             Ok(Ok(slot)) => slot,
             Ok(Err(waiting)) => match tokio::time::timeout_at(deadline, waiting).await {
@@ -230,25 +271,63 @@ impl CpuPool {
             },
             Err(e) => return Err(e),
         };
+        Ok(Reservation {
+            slot,
+            workers: self.workers.clone(),
+        })
+    }
+
+    /// Runs `job` on one of the pool's threads once a slot is free, giving it a cancel
+    /// flag. Refuses (`Overloaded`) when the queue overflows; gives up at `deadline`.
+    pub async fn submit<T, F>(&self, deadline: Instant, job: F) -> Result<T, CpuError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AtomicBool) -> T + Send + 'static,
+    {
+        self.reserve(deadline).await?.run(deadline, job).await
+    }
+}
+
+/// A running slot held before its job is known (see [`CpuPool::reserve`]).
+#[derive(Debug)]
+pub struct Reservation {
+    slot: Slot,
+    workers: Arc<Workers>,
+}
+
+impl Reservation {
+    /// Runs `job` on the reserved slot; gives up waiting for it at `deadline` (the job
+    /// itself still ends, with its cancel flag raised, before the slot is free again).
+    pub async fn run<T, F>(self, deadline: Instant, job: F) -> Result<T, CpuError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&AtomicBool) -> T + Send + 'static,
+    {
+        let Reservation { slot, workers } = self;
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancel.clone());
-        let metrics = self.inner.metrics.clone();
-        let handle = tokio::task::spawn_blocking(move || {
+        let metrics = slot.inner.metrics.clone();
+        let (done, result) = oneshot::channel();
+        let run: Job = Box::new(move || {
             // The slot lives until the job itself ends, whatever happened to the caller.
             let slot = slot;
             metrics.transforms_running.inc();
             let started = std::time::Instant::now();
-            let out = job(&cancel);
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&cancel)));
             slot.inner.record_job(started.elapsed());
             metrics.transforms_running.dec();
             drop(slot);
-            out
+            let _ = done.send(out);
         });
-        let result = tokio::time::timeout_at(deadline, handle).await;
+        // Holding a slot means one of the `concurrency` threads is free or about to be.
+        if workers.jobs.send(run).is_err() {
+            return Err(CpuError::Panicked);
+        }
+        let result = tokio::time::timeout_at(deadline, result).await;
         drop(guard);
         match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_join)) => Err(CpuError::Panicked),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(_))) | Ok(Err(_)) => Err(CpuError::Panicked),
             Err(_) => Err(CpuError::Deadline),
         }
     }
@@ -278,6 +357,18 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(name.as_deref(), Some("tokio-runtime-worker"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_frees_its_slot_and_thread() {
+        let p = pool(1, 0);
+        let far = deadline_after(Duration::from_secs(5));
+        let boom = p.submit(far, |_| -> u32 {
+            panic!("job panics (expected in this test)")
+        });
+        assert_eq!(boom.await, Err(CpuError::Panicked));
+        // The only slot and the only thread serve the next job.
+        assert_eq!(p.submit(far, |_| 7).await, Ok(7));
     }
 
     /// Occupies the pool's only slot until the returned sender is used.
@@ -336,6 +427,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reservation_holds_its_slot_until_it_runs_or_is_dropped() {
+        let p = pool(1, 0);
+        let far = deadline_after(Duration::from_secs(30));
+        let reserved = p.reserve(far).await.unwrap();
+        assert_eq!(p.submit(far, |_| 0).await, Err(CpuError::Overloaded));
+        assert_eq!(reserved.run(far, |_| 1).await, Ok(1));
+        let unused = p.reserve(far).await.unwrap();
+        assert!(matches!(p.reserve(far).await, Err(CpuError::Overloaded)));
+        drop(unused);
+        assert_eq!(p.submit(far, |_| 2).await, Ok(2));
+    }
+
+    #[tokio::test]
     async fn no_queue_refuses_at_once() {
         let p = pool(1, 0);
         let (release, running) = occupy(&p).await;
@@ -375,14 +479,17 @@ mod tests {
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
         // The queue is full: the next arrival evicts the oldest waiter, at once.
+        assert!(!p.overloaded());
         let c = spawn_job(&p, 3, &order);
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(p.inner.metrics.shed.get(), 1);
+        assert!(p.overloaded());
         release.send(()).unwrap();
         running.await.unwrap().unwrap();
         assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
         // Newest first while overloaded.
         assert_eq!(*order.lock().unwrap(), [3, 2]);
+        assert!(!p.overloaded(), "the queue drained");
 
         // Drained: back to arrival order.
         order.lock().unwrap().clear();
