@@ -140,12 +140,13 @@ async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
 
 /// The bytes to render from: the smallest reduced copy still good enough for the recipe
 /// (see `Pyramid::level_for`), else the original. A copy that cannot be read falls back
-/// to the original, which is always correct.
+/// to the original, which is always correct. Also gives the source's rank in the decode
+/// share: the copy's long edge, `u32::MAX` for the original.
 async fn fetch_source(
     app: &App,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
-) -> Result<(ObjectKey, Bytes, Option<Reduced>), EdgeError> {
+) -> Result<(u32, Bytes, Option<Reduced>), EdgeError> {
     let level = match &facts.pyramid {
         Some(p) if app.config.derivatives_enabled() => p
             .level_for(&parsed.recipe, app.config.max_output_side)
@@ -161,7 +162,7 @@ async fn fetch_source(
                     height: pyramid.height,
                     format: pyramid.format,
                 };
-                return Ok((key, bytes, Some(reduced)));
+                return Ok((Pyramid::long_edge(level), bytes, Some(reduced)));
             }
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "reduced copy unreadable; using the original");
@@ -169,7 +170,7 @@ async fn fetch_source(
         }
     }
     let bytes = fetch(app, &parsed.key).await?;
-    Ok((parsed.key.clone(), bytes, None))
+    Ok((u32::MAX, bytes, None))
 }
 
 async fn render_variant(
@@ -216,7 +217,7 @@ async fn run_imaging<T: Send + 'static>(
     } else {
         None
     };
-    let (source_key, bytes, reduced) = fetch_source(app, parsed, facts).await?;
+    let (rank, bytes, reduced) = fetch_source(app, parsed, facts).await?;
     let recipe = parsed.recipe.clone();
     let limits = app.imaging_limits.clone();
     let default_quality = app.config.default_quality;
@@ -232,9 +233,14 @@ async fn run_imaging<T: Send + 'static>(
         reduced,
         share: None,
     };
-    let ticket = imaging::decode_scale(&probe).ok().map(|scale| {
-        app.decodes
-            .join(format!("{source_key}@{}", bytes.len()), scale)
+    let ticket = imaging::decode_need(&probe).ok().map(|need| {
+        let source = imaging::Source {
+            bytes: bytes.clone(),
+            reduced,
+            rank,
+            need,
+        };
+        app.decodes.join(parsed.key.as_str().to_owned(), source)
     });
     let reservation = match early {
         Some(reservation) => reservation,

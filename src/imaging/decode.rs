@@ -112,6 +112,8 @@ pub struct Decoded {
     pub icc: Option<ColorProfile>,
     /// The DCT scale denominator the JPEG was decoded with (1 for other formats).
     pub shrink: u32,
+    /// The upright size of the bytes decoded, before DCT scaling.
+    pub source_size: (u32, u32),
 }
 
 /// Decodes the first frame, at 1/`shrink` scale for JPEG. `max_alloc` bounds the decoder's
@@ -135,6 +137,7 @@ pub fn decode(
         image: normalize(image),
         icc,
         shrink,
+        source_size: info.oriented_size(),
     })
 }
 

@@ -33,8 +33,8 @@ pub use decode::{SourceFormat, SourceInfo, probe};
 pub use geometry::Size;
 pub use pyramid::{Level, Pyramid, build as build_pyramid};
 pub use recipe::*;
-pub use render::{Job, Reduced, decode_scale, describe, render};
-pub use share::{DecodeShare, Ticket};
+pub use render::{Job, Reduced, decode_need, describe, render};
+pub use share::{DecodeShare, Source, Ticket};
 
 /// The pipeline's stages one by one, for the benchmarks (`benches/pipeline.rs`). Not part of
 /// the stable API: `render` is.

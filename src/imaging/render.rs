@@ -13,7 +13,7 @@ use std::time::Instant;
 use image::DynamicImage;
 use serde_json::json;
 
-use super::decode::{self, Decoded, SourceFormat, SourceInfo, probe};
+use super::decode::{self, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
 use super::recipe::{Color, Fill, Format, PixelFilter, Recipe, Rect};
 use super::resize::{CropBox, resize};
@@ -48,13 +48,23 @@ pub struct Reduced {
     pub format: SourceFormat,
 }
 
-/// The JPEG shrink-on-load denominator `render` will decode `job` with (1 for other formats
-/// and for trims). Reads headers only; the caller uses it to join a `DecodeShare`.
-pub fn decode_scale(job: &Job) -> Result<u32, ImagingError> {
-    if decode::sniff(job.bytes) != Some(SourceFormat::Jpeg) {
-        return Ok(1);
-    }
-    guarded(|| front(job).map(|f| f.shrink))
+/// How large a decode `render` needs for `job`: decoded pixels per original pixel along
+/// the tighter axis (1 for a full decode of the original). Reads headers only; the caller
+/// uses it to join a `DecodeShare`.
+pub fn decode_need(job: &Job) -> Result<f64, ImagingError> {
+    guarded(|| {
+        let f = front(job)?;
+        let (w, h) = f.info.oriented_size();
+        Ok(scale_of((w, h), f.shrink, f.full))
+    })
+}
+
+/// Decoded pixels per original pixel, along the tighter axis, of a decode of `stored`
+/// (upright) bytes at 1/`shrink` when the original is `full`.
+fn scale_of(stored: (u32, u32), shrink: u32, full: Size) -> f64 {
+    let s = f64::from(shrink);
+    (f64::from(stored.0) / s / f64::from(full.width))
+        .min(f64::from(stored.1) / s / f64::from(full.height))
 }
 
 /// Decodes, transforms and encodes one image. Synchronous and CPU-bound.
@@ -232,18 +242,45 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         .max_source_pixels
         .saturating_mul(8)
         .saturating_add(64 << 20);
-    let decode_now = |shrink: u32| -> Result<Decoded, ImagingError> {
-        let mut decoded = decode::decode(job.bytes, &info, shrink, max_alloc)?;
+    let decode_now = |bytes: &[u8], info: &SourceInfo, shrink: u32| {
+        let mut decoded = decode::decode(bytes, info, shrink, max_alloc)?;
         if info.orientation > 1 {
             decode::orient(&mut decoded.image, info.orientation);
         }
-        Ok(decoded)
+        Ok::<_, ImagingError>(decoded)
     };
-    let decoded = match job.share {
-        Some(ticket) => ticket.decoded(decode_now)?,
-        None => Arc::new(decode_now(shrink)?),
+    let (decoded, used) = match job.share {
+        // Possibly another member's source (a larger copy, or the original).
+        Some(ticket) => {
+            let (decoded, used) = ticket.decoded(|source, scale| {
+                let info = probe(&source.bytes)?;
+                let stored = info.oriented_size();
+                // The smallest decode still at `scale` (what this source's own render
+                // would pick when `scale` is its own need).
+                let shrink = match (info.format, recipe.trim) {
+                    (SourceFormat::Jpeg, None) => [8, 4, 2]
+                        .into_iter()
+                        .find(|&k| scale_of(stored, k, full) >= scale * (1.0 - 1e-3))
+                        .unwrap_or(1),
+                    _ => 1,
+                };
+                decode_now(&source.bytes, &info, shrink)
+            })?;
+            let own = std::ptr::eq(used.bytes.as_ptr(), job.bytes.as_ptr());
+            (decoded, (!own).then_some(used))
+        }
+        None => (Arc::new(decode_now(job.bytes, &info, shrink)?), None),
     };
     let image = &decoded.image;
+    if let Some(used) = &used {
+        log.step(|| match used.reduced {
+            Some(_) => format!(
+                "shared decode: a concurrent render's larger reduced copy ({}x{})",
+                decoded.source_size.0, decoded.source_size.1
+            ),
+            None => "shared decode: a concurrent render's original".to_owned(),
+        });
+    }
     log.step(|| {
         let scale = if decoded.shrink > 1 {
             format!(" at 1/{} (DCT scaling)", decoded.shrink)
@@ -253,13 +290,13 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         format!(
             "decode {} {}x{}{scale} → {}x{}",
             info.format.name(),
-            info.width,
-            info.height,
+            decoded.source_size.0,
+            decoded.source_size.1,
             image.width(),
             image.height()
         )
     });
-    if info.orientation > 1 {
+    if info.orientation > 1 && used.is_none() {
         log.step(|| {
             format!(
                 "orient: EXIF orientation {} → {}x{}",
@@ -277,7 +314,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     // bytes are a reduced copy). From the exact scaled size, not the decoded one: a DCT-scaled
     // decode rounds its size up (427 rows at 1/2 give 214 rows holding 213.5 rows of
     // content), and using the rounded size would stretch the picture by up to half a pixel.
-    let (sw, sh) = info.oriented_size();
+    let (sw, sh) = decoded.source_size;
     let shrunk = f64::from(decoded.shrink);
     let scale = (
         f64::from(sw) / shrunk / f64::from(ow),

@@ -203,6 +203,41 @@ async fn a_srcset_burst_of_one_source_decodes_once() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn a_burst_over_different_copies_decodes_once_from_the_best_of_them() {
+    // 640x427 original; copies 256 and 128 wide. With two copy pixels per output pixel,
+    // 60 wide renders from the 128 copy on its own, 100 and 120 wide from the 256 one.
+    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
+    let file = upload(&s, "alice", "landscape.jpg", "public").await;
+    let key = file["s3Key"].as_str().unwrap().to_owned();
+    let m = s.app.metrics.clone();
+    eventually(|| m.derivatives_built.get() == 1).await;
+    let release = occupy_cpu(&s.app, 2).await;
+    let waiter = async {
+        eventually_async(std::time::Duration::from_secs(10), || async {
+            m.queue_depth.get() == 3
+        })
+        .await;
+        drop(release);
+    };
+    let paths = [60, 100, 120].map(|w| format!("/{w}x0/{key}"));
+    let (a, b, c, ()) = tokio::join!(s.get(&paths[0]), s.get(&paths[1]), s.get(&paths[2]), waiter);
+    let widths: Vec<u32> = [a, b, c].iter().map(|r| r.image().width()).collect();
+    assert_eq!(widths, vec![60, 100, 120]);
+    assert_eq!(
+        m.decodes.get(),
+        1,
+        "one decode (of the 256 copy) for the burst"
+    );
+    assert_eq!(m.decodes_shared.get(), 2);
+    assert_eq!(m.derivative_renders.get(), 3);
+
+    // Alone, the 60-wide render uses the 128 copy (another decode).
+    assert_eq!(s.get(&format!("/61x0/{key}")).await.status, 200);
+    assert_eq!(m.decodes.get(), 2);
+    s.stop().await;
+}
+
 /// How quality was checked (README, "Performance"): every W1/W2 render of the bench photos
 /// is compared with an ideal reference (full-resolution decode, one high-quality resize,
 /// no encode), once as served from the original and once as served from the reduced copy
