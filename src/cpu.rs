@@ -371,14 +371,23 @@ mod tests {
         assert_eq!(p.submit(far, |_| 7).await, Ok(7));
     }
 
-    /// Occupies the pool's only slot until the returned sender is used.
-    async fn occupy(
-        p: &CpuPool,
-    ) -> (
-        mpsc::Sender<()>,
-        tokio::task::JoinHandle<Result<(), CpuError>>,
-    ) {
-        let (release_tx, release_rx) = mpsc::channel::<()>();
+    /// A job holding the pool's only slot until `free`.
+    struct Busy {
+        release: mpsc::Sender<()>,
+        running: tokio::task::JoinHandle<Result<(), CpuError>>,
+    }
+
+    impl Busy {
+        /// Lets the job end and waits until it has.
+        async fn free(self) {
+            self.release.send(()).unwrap();
+            self.running.await.unwrap().unwrap();
+        }
+    }
+
+    /// Occupies the pool's only slot until the returned job is freed.
+    async fn occupy(p: &CpuPool) -> Busy {
+        let (release, release_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let far = deadline_after(Duration::from_secs(30));
         let running = tokio::spawn({
@@ -392,7 +401,7 @@ mod tests {
             }
         });
         started_rx.await.unwrap();
-        (release_tx, running)
+        Busy { release, running }
     }
 
     /// Submits a job that records `tag` in `order` when it runs.
@@ -442,12 +451,11 @@ mod tests {
     #[tokio::test]
     async fn no_queue_refuses_at_once() {
         let p = pool(1, 0);
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let far = deadline_after(Duration::from_secs(30));
         assert_eq!(p.submit(far, |_| 0).await, Err(CpuError::Overloaded));
         assert_eq!(p.inner.metrics.shed.get(), 1);
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!(p.submit(far, |_| 1).await, Ok(1));
     }
 
@@ -455,12 +463,11 @@ mod tests {
     async fn waiters_are_served_in_order_while_the_queue_holds() {
         let p = pool(1, 3);
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
         let c = queue(&p, 3, &order).await;
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!(
             (a.await.unwrap(), b.await.unwrap(), c.await.unwrap()),
             (Ok(1), Ok(2), Ok(3))
@@ -475,7 +482,7 @@ mod tests {
         // Jobs "take an hour" on average: nobody here waits long enough to be shed for it.
         p.inner.record_job(Duration::from_secs(3600));
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
         // The queue is full: the next arrival evicts the oldest waiter, at once.
@@ -484,8 +491,7 @@ mod tests {
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(p.inner.metrics.shed.get(), 1);
         assert!(p.overloaded());
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
         // Newest first while overloaded.
         assert_eq!(*order.lock().unwrap(), [3, 2]);
@@ -493,11 +499,10 @@ mod tests {
 
         // Drained: back to arrival order.
         order.lock().unwrap().clear();
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let d = queue(&p, 4, &order).await;
         let e = queue(&p, 5, &order).await;
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!((d.await.unwrap(), e.await.unwrap()), (Ok(4), Ok(5)));
         assert_eq!(*order.lock().unwrap(), [4, 5]);
         assert_eq!(p.inner.metrics.queue_depth.get(), 0);
@@ -508,15 +513,14 @@ mod tests {
         let p = pool(1, 2);
         p.inner.record_job(Duration::from_millis(1));
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
         let b = queue(&p, 2, &order).await;
         let c = spawn_job(&p, 3, &order);
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
         // b and c have now waited far longer than the average job.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
         assert!(order.lock().unwrap().is_empty());
@@ -534,13 +538,12 @@ mod tests {
     async fn a_waiter_that_gives_up_never_keeps_a_slot() {
         let p = pool(1, 4);
         let order = Arc::new(Mutex::new(Vec::new()));
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let gone = queue(&p, 1, &order).await;
         let stays = queue(&p, 2, &order).await;
         gone.abort();
         let _ = gone.await;
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!(stays.await.unwrap(), Ok(2));
         assert_eq!(*order.lock().unwrap(), [2]);
         // Every slot came back: a full set of jobs runs at once again.
@@ -552,11 +555,10 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_past_its_deadline_gives_up() {
         let p = pool(1, 4);
-        let (release, running) = occupy(&p).await;
+        let busy = occupy(&p).await;
         let soon = deadline_after(Duration::from_millis(20));
         assert_eq!(p.submit(soon, |_| 0).await, Err(CpuError::Deadline));
-        release.send(()).unwrap();
-        running.await.unwrap().unwrap();
+        busy.free().await;
         assert_eq!(p.inner.lock().running, 0);
     }
 

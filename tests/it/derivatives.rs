@@ -11,7 +11,7 @@ use imgedge::imaging::{self, FormatChoice, Job, Limits, Size};
 use imgedge::storage::StorageError;
 
 use crate::api::upload;
-use crate::support::{PK, TestServer, eventually, eventually_async, fixture, occupy_cpu};
+use crate::support::{PK, Resp, TestServer, eventually, eventually_async, fixture, occupy_cpu};
 
 /// Peak signal-to-noise ratio over RGB, in dB (identical images: infinity).
 fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
@@ -45,6 +45,34 @@ fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
     })
     .unwrap();
     image::load_from_memory(&encoded.bytes).unwrap()
+}
+
+/// A server whose `landscape.jpg` (640x427, uploaded public by alice) has its 256- and
+/// 128-wide copies built: the server and the file's key.
+async fn landscape_with_copies() -> (TestServer, String) {
+    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
+    let file = upload(&s, "alice", "landscape.jpg", "public").await;
+    let key = file["s3Key"].as_str().unwrap().to_owned();
+    let m = s.app.metrics.clone();
+    eventually(|| m.derivatives_built.get() == 1).await;
+    (s, key)
+}
+
+/// Sends `paths` together while both CPU slots are held, so that all of them are queued
+/// (and have joined the decode share) before one decodes, as when a browser sends a
+/// srcset's sizes together.
+async fn burst(s: &TestServer, paths: [&str; 3]) -> [Resp; 3] {
+    let m = &s.app.metrics;
+    let release = occupy_cpu(&s.app, 2).await;
+    let waiter = async {
+        eventually_async(std::time::Duration::from_secs(10), || async {
+            m.queue_depth.get() == 3
+        })
+        .await;
+        drop(release);
+    };
+    let (a, b, c, ()) = tokio::join!(s.get(paths[0]), s.get(paths[1]), s.get(paths[2]), waiter);
+    [a, b, c]
 }
 
 #[tokio::test]
@@ -144,11 +172,7 @@ async fn files_that_cannot_have_derivatives_are_marked_and_served_from_the_origi
 
 #[tokio::test]
 async fn keys_under_the_reserved_prefix_cannot_be_served_or_registered() {
-    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
-    let file = upload(&s, "alice", "landscape.jpg", "public").await;
-    let key = file["s3Key"].as_str().unwrap().to_owned();
-    let m = s.app.metrics.clone();
-    eventually(|| m.derivatives_built.get() == 1).await;
+    let (s, key) = landscape_with_copies().await;
     // The level exists, but it is not a file: the URL is refused before any lookup.
     let r = s.get(&format!("/.imgedge/d256/{key}")).await;
     assert_eq!(r.status, 400);
@@ -170,23 +194,11 @@ async fn a_srcset_burst_of_one_source_decodes_once() {
     )
     .await;
     let m = s.app.metrics.clone();
-    // Hold both CPU slots so that the three requests are all queued before one decodes,
-    // as when a browser sends a srcset's sizes together.
-    let release = occupy_cpu(&s.app, 2).await;
-    let waiter = async {
-        eventually_async(std::time::Duration::from_secs(10), || async {
-            m.queue_depth.get() == 3
-        })
-        .await;
-        drop(release);
-    };
-    let (a, b, c, ()) = tokio::join!(
-        s.get("/100x0/burst.jpg"),
-        s.get("/200x0/burst.jpg"),
-        s.get("/300x0/burst.jpg"),
-        waiter
-    );
-    let responses = [a, b, c];
+    let responses = burst(
+        &s,
+        ["/100x0/burst.jpg", "/200x0/burst.jpg", "/300x0/burst.jpg"],
+    )
+    .await;
     let widths: Vec<u32> = responses.iter().map(|r| r.image().width()).collect();
     assert_eq!(widths, vec![100, 200, 300]);
     assert_eq!(m.decodes.get(), 1, "one decode for the burst");
@@ -207,22 +219,11 @@ async fn a_srcset_burst_of_one_source_decodes_once() {
 async fn a_burst_over_different_copies_decodes_once_from_the_best_of_them() {
     // 640x427 original; copies 256 and 128 wide. With two copy pixels per output pixel,
     // 60 wide renders from the 128 copy on its own, 100 and 120 wide from the 256 one.
-    let s = TestServer::start_with(|c| c.derivative_sizes = "256,128".into()).await;
-    let file = upload(&s, "alice", "landscape.jpg", "public").await;
-    let key = file["s3Key"].as_str().unwrap().to_owned();
+    let (s, key) = landscape_with_copies().await;
     let m = s.app.metrics.clone();
-    eventually(|| m.derivatives_built.get() == 1).await;
-    let release = occupy_cpu(&s.app, 2).await;
-    let waiter = async {
-        eventually_async(std::time::Duration::from_secs(10), || async {
-            m.queue_depth.get() == 3
-        })
-        .await;
-        drop(release);
-    };
     let paths = [60, 100, 120].map(|w| format!("/{w}x0/{key}"));
-    let (a, b, c, ()) = tokio::join!(s.get(&paths[0]), s.get(&paths[1]), s.get(&paths[2]), waiter);
-    let widths: Vec<u32> = [a, b, c].iter().map(|r| r.image().width()).collect();
+    let responses = burst(&s, [&paths[0], &paths[1], &paths[2]]).await;
+    let widths: Vec<u32> = responses.iter().map(|r| r.image().width()).collect();
     assert_eq!(widths, vec![60, 100, 120]);
     assert_eq!(
         m.decodes.get(),
