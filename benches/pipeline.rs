@@ -162,10 +162,14 @@ fn job<'a>(
     Job {
         bytes,
         recipe,
-        output: FormatChoice::Auto {
-            webp: false,
-            avif: false,
-        },
+        // As the edge negotiates it for a client that sends no Accept: `format(...)` wins.
+        output: recipe.filters.format.map_or(
+            FormatChoice::Auto {
+                webp: false,
+                avif: false,
+            },
+            FormatChoice::Explicit,
+        ),
         default_quality: 80,
         limits,
         cancel,
