@@ -915,7 +915,7 @@ def _overload(fleet: Fleet, binary: Path, base_env: dict[str, str], sustainable:
         server = fleet.start(imgedge_server(fleet, binary, "imgedge-overload",
                                             {**base_env, "IMGEDGE_VARIANT_CACHE_BYTES": "0", **extra}))
         try:
-            fetch_samples(server, wl.sample_paths())  # warm the originals cache
+            fetch_samples(server, wl.sample_paths())  # warm up (page cache, first renders)
             if sustainable is None:
                 d = max(args.duration, 5)
                 log(f"overload[{label}]: closed-loop W1 at 8 connections for {d:g} s")

@@ -97,7 +97,7 @@ impl App {
         let caches = Caches::new(CacheSizes {
             variant_bytes: config.variant_cache_bytes,
             variant_ttl: Duration::from_secs(config.variant_cache_ttl_secs),
-            original_bytes: config.original_cache_bytes,
+            original_bytes: config.original_cache_capacity(),
             visibility_ttl: Duration::from_millis(config.visibility_ttl_ms),
         });
         let cpu = CpuPool::new(

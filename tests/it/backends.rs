@@ -350,7 +350,7 @@ async fn s3_unreachable_or_slow_answers_fast() {
     s3.apply(&mut config, &bucket);
     config.s3_endpoint = format!("http://{}", proxy.addr);
     config.storage_timeout_ms = 2_000;
-    config.original_cache_bytes = 0;
+    config.original_cache_bytes = imgedge::config::AutoBytes::Bytes(0);
     config.variant_cache_bytes = 0;
     let s = TestServer::start_in(dir, config).await;
     s.add("p/a.jpg", "landscape.jpg", Visibility::Public).await;
