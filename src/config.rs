@@ -616,8 +616,12 @@ mod tests {
         let mut s3 = fs.clone();
         s3.storage = StorageKind::S3;
         assert_eq!(s3.original_cache_capacity(), 64 << 20);
-        let sized = Config::load(None, env(&[("IMGEDGE_ORIGINAL_CACHE_BYTES", "1048576")]), [])
-            .unwrap();
+        let sized = Config::load(
+            None,
+            env(&[("IMGEDGE_ORIGINAL_CACHE_BYTES", "1048576")]),
+            [],
+        )
+        .unwrap();
         assert_eq!(sized.original_cache_capacity(), 1 << 20);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("imgedge.toml");
