@@ -17,11 +17,10 @@ use std::sync::atomic::AtomicBool;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use imgedge::edge::negotiate::{Policy, negotiate};
 use imgedge::edge::url;
 use imgedge::imaging::stages::{CropBox, decode, encode, resize};
-use imgedge::imaging::{
-    self, Format, FormatChoice, Job, Limits, Pyramid, Reduced, Size, build_pyramid, probe,
-};
+use imgedge::imaging::{self, Format, Job, Limits, Pyramid, Reduced, Size, build_pyramid, probe};
 
 fn bench_images() -> PathBuf {
     std::env::var_os("IMGEDGE_BENCH_IMAGES").map_or_else(
@@ -162,14 +161,16 @@ fn job<'a>(
     Job {
         bytes,
         recipe,
-        // As the edge negotiates it for a client that sends no Accept: `format(...)` wins.
-        output: recipe.filters.format.map_or(
-            FormatChoice::Auto {
-                webp: false,
-                avif: false,
+        // As the edge picks it for a client that sends no Accept.
+        output: negotiate(
+            recipe,
+            None,
+            Policy {
+                auto_webp: false,
+                auto_avif: false,
             },
-            FormatChoice::Explicit,
-        ),
+        )
+        .choice,
         default_quality: 80,
         limits,
         cancel,
