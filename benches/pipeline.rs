@@ -20,7 +20,9 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use imgedge::edge::negotiate::{Policy, negotiate};
 use imgedge::edge::url;
 use imgedge::imaging::stages::{CropBox, decode, encode, resize};
-use imgedge::imaging::{self, Format, Job, Limits, Pyramid, Reduced, Size, build_pyramid, probe};
+use imgedge::imaging::{
+    self, Format, Job, Limits, Precision, Pyramid, Reduced, Size, build_pyramid, probe,
+};
 
 fn bench_images() -> PathBuf {
     std::env::var_os("IMGEDGE_BENCH_IMAGES").map_or_else(
@@ -77,7 +79,7 @@ fn decoding(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(file, format!("1/{shrink}")),
                 &shrink,
-                |b, &s| b.iter(|| decode(&bytes, &info, s, MAX_ALLOC).unwrap()),
+                |b, &s| b.iter(|| decode(&bytes, &info, s, Precision::Full, MAX_ALLOC).unwrap()),
             );
         }
     }
@@ -85,7 +87,7 @@ fn decoding(c: &mut Criterion) {
         let Some(bytes) = read(file) else { continue };
         let info = probe(&bytes).unwrap();
         group.bench_function(file, |b| {
-            b.iter(|| decode(&bytes, &info, 1, MAX_ALLOC).unwrap())
+            b.iter(|| decode(&bytes, &info, 1, Precision::Full, MAX_ALLOC).unwrap())
         });
     }
     group.finish();
@@ -96,7 +98,9 @@ fn resizing(c: &mut Criterion) {
         return;
     };
     let info = probe(&bytes).unwrap();
-    let src = decode(&bytes, &info, 2, MAX_ALLOC).unwrap().image;
+    let src = decode(&bytes, &info, 2, Precision::Full, MAX_ALLOC)
+        .unwrap()
+        .image;
     let rgb = src.to_rgb8();
     let (w, h) = rgb.dimensions();
     let mut group = c.benchmark_group("resize");
@@ -134,7 +138,9 @@ fn encoding(c: &mut Criterion) {
         return;
     };
     let info = probe(&bytes).unwrap();
-    let src = decode(&bytes, &info, 4, MAX_ALLOC).unwrap().image;
+    let src = decode(&bytes, &info, 4, Precision::Full, MAX_ALLOC)
+        .unwrap()
+        .image;
     let image = resize(&src, CropBox::whole(&src), Size::new(800, 533)).unwrap();
     let mut group = c.benchmark_group("encode");
     group.sample_size(10);

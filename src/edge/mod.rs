@@ -238,7 +238,8 @@ async fn run_imaging<T: Send + 'static>(
             bytes: bytes.clone(),
             reduced,
             rank,
-            need,
+            need: need.scale,
+            precision: need.precision,
         };
         app.decodes.join(parsed.key.as_str().to_owned(), source)
     });

@@ -104,6 +104,17 @@ pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
     Ok(info)
 }
 
+/// How much of a progressive JPEG's coefficient precision a decode keeps. Ordered: a
+/// `Full` decode serves whoever asks for `Visible`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Precision {
+    /// What a lossy re-encode of a downscale can show: the scans that refine the last bit
+    /// of a finely quantized file's AC coefficients may be skipped (`scans::without_last_bit`).
+    Visible,
+    /// Every bit in the file.
+    Full,
+}
+
 /// Decoded pixels plus what is still needed to interpret them.
 pub struct Decoded {
     /// Always `ImageRgb8` or `ImageRgba8`, in stored orientation.
@@ -112,20 +123,24 @@ pub struct Decoded {
     pub icc: Option<ColorProfile>,
     /// The DCT scale denominator the JPEG was decoded with (1 for other formats).
     pub shrink: u32,
+    /// `Visible` when last-bit refinement scans were actually skipped.
+    pub precision: Precision,
     /// The upright size of the bytes decoded, before DCT scaling.
     pub source_size: (u32, u32),
 }
 
-/// Decodes the first frame, at 1/`shrink` scale for JPEG. `max_alloc` bounds the decoder's
-/// allocations as a second guard behind the header check.
+/// Decodes the first frame, at 1/`shrink` scale for JPEG, keeping `precision` of a
+/// progressive JPEG's coefficients (`Visible` takes effect at 1/2 scale and below only).
+/// `max_alloc` bounds the decoder's allocations as a second guard behind the header check.
 pub fn decode(
     bytes: &[u8],
     info: &SourceInfo,
     shrink: u32,
+    precision: Precision,
     max_alloc: u64,
 ) -> Result<Decoded, ImagingError> {
-    let (image, icc, shrink) = match info.format {
-        SourceFormat::Jpeg => decode_jpeg(bytes, shrink)?,
+    let (image, icc, shrink, precision) = match info.format {
+        SourceFormat::Jpeg => decode_jpeg(bytes, shrink, precision)?,
         SourceFormat::Png => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
         SourceFormat::Webp => decode_with_image(bytes, ImageFormat::WebP, max_alloc)?,
         SourceFormat::Gif => decode_with_image(bytes, ImageFormat::Gif, max_alloc)?,
@@ -137,6 +152,7 @@ pub fn decode(
         image: normalize(image),
         icc,
         shrink,
+        precision,
         source_size: info.oriented_size(),
     })
 }
@@ -208,7 +224,8 @@ fn normalize(image: DynamicImage) -> DynamicImage {
     }
 }
 
-type RawDecode = (DynamicImage, Option<Vec<u8>>, u32);
+/// The image, its ICC profile, the DCT scale denominator and the precision kept.
+type RawDecode = (DynamicImage, Option<Vec<u8>>, u32, Precision);
 
 fn decode_with_image(
     bytes: &[u8],
@@ -224,10 +241,10 @@ fn decode_with_image(
         .map_err(|e| undecodable(e.to_string()))?;
     let icc = decoder.icc_profile().ok().flatten();
     let image = DynamicImage::from_decoder(decoder).map_err(|e| undecodable(e.to_string()))?;
-    Ok((image, icc, 1))
+    Ok((image, icc, 1, Precision::Full))
 }
 
-fn decode_jpeg(bytes: &[u8], shrink: u32) -> Result<RawDecode, ImagingError> {
+fn decode_jpeg(bytes: &[u8], shrink: u32, precision: Precision) -> Result<RawDecode, ImagingError> {
     let header = jpeg_header(bytes)?;
     let tj = |e: turbojpeg::Error| undecodable(e.to_string());
     let mut decompressor = Decompressor::new().map_err(tj)?;
@@ -257,11 +274,21 @@ fn decode_jpeg(bytes: &[u8], shrink: u32) -> Result<RawDecode, ImagingError> {
         format,
     };
     // At 1/8 most of a progressive file's scans are invisible: skip them (same pixels).
-    let slim = (shrink == 8)
+    let eighth = (shrink == 8)
         .then(|| super::scans::for_eighth_scale(bytes))
         .flatten();
+    let stream = eighth.as_deref().unwrap_or(bytes);
+    // For a downscale that is re-encoded lossily, the last bit is invisible too.
+    let slim = (precision == Precision::Visible && shrink >= 2)
+        .then(|| super::scans::without_last_bit(stream))
+        .flatten();
+    let precision = if slim.is_some() {
+        Precision::Visible
+    } else {
+        Precision::Full
+    };
     decompressor
-        .decompress(slim.as_deref().unwrap_or(bytes), image)
+        .decompress(slim.as_deref().unwrap_or(stream), image)
         .map_err(tj)?;
     let (w, h) = (scaled.width as u32, scaled.height as u32);
     if is_cmyk {
@@ -269,11 +296,11 @@ fn decode_jpeg(bytes: &[u8], shrink: u32) -> Result<RawDecode, ImagingError> {
         let img =
             image::RgbImage::from_raw(w, h, rgb).expect("CMYK conversion yields 3 bytes per pixel");
         // The CMYK profile (if any) has been used already; the result is sRGB.
-        return Ok((DynamicImage::ImageRgb8(img), None, shrink));
+        return Ok((DynamicImage::ImageRgb8(img), None, shrink, precision));
     }
     let img = image::RgbImage::from_raw(w, h, pixels).expect("buffer was sized from the header");
     let icc = (!header.icc.is_empty()).then_some(header.icc);
-    Ok((DynamicImage::ImageRgb8(img), icc, shrink))
+    Ok((DynamicImage::ImageRgb8(img), icc, shrink, precision))
 }
 
 /// CMYK (as libjpeg returns it) → sRGB. With an embedded CMYK profile, moxcms does it
@@ -731,7 +758,7 @@ mod tests {
     #[test]
     fn cmyk_patches_come_out_red_and_blue() {
         let bytes = fixture("cmyk.jpg");
-        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();
         let img = decoded.image.to_rgb8();
         let red = img.get_pixel(8, 16).0;
         let blue = img.get_pixel(56, 16).0;
@@ -745,19 +772,19 @@ mod tests {
     #[test]
     fn normalizes_to_8_bit() {
         let bytes = fixture("gray16.png");
-        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();
         let img = decoded.image.as_rgb8().expect("opaque gray becomes RGB8");
         assert_eq!(img.get_pixel(0, 0).0, [0, 0, 0]);
         assert_eq!(img.get_pixel(47, 0).0, [255, 255, 255]);
         let bytes = fixture("alpha.png");
-        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();
         assert!(decoded.image.as_rgba8().is_some());
     }
 
     #[test]
     fn jpeg_dct_scaling() {
         let bytes = fixture("landscape.jpg");
-        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 4, 1 << 24).unwrap();
+        let decoded = decode(&bytes, &probe(&bytes).unwrap(), 4, Precision::Full, 1 << 24).unwrap();
         assert_eq!(
             (
                 decoded.image.width(),
@@ -772,7 +799,8 @@ mod tests {
     fn broken_files_are_undecodable() {
         for name in ["truncated.jpg", "corrupt.png"] {
             let bytes = fixture(name);
-            let result = probe(&bytes).and_then(|info| decode(&bytes, &info, 1, 1 << 24));
+            let result =
+                probe(&bytes).and_then(|info| decode(&bytes, &info, 1, Precision::Full, 1 << 24));
             assert!(
                 matches!(result, Err(ImagingError::Undecodable(_))),
                 "{name}"
@@ -783,7 +811,8 @@ mod tests {
     #[test]
     fn adobe_rgb_is_converted() {
         let bytes = fixture("icc_adobergb.jpg");
-        let mut decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, 1 << 24).unwrap();
+        let mut decoded =
+            decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();
         let profile = decoded.icc.take().expect("Adobe RGB needs conversion");
         to_srgb(&mut decoded.image, &profile).unwrap();
         let img = decoded.image.to_rgb8();

@@ -29,11 +29,11 @@ mod smart;
 
 use std::time::Duration;
 
-pub use decode::{SourceFormat, SourceInfo, probe};
+pub use decode::{Precision, SourceFormat, SourceInfo, probe};
 pub use geometry::Size;
 pub use pyramid::{Level, Pyramid, build as build_pyramid};
 pub use recipe::*;
-pub use render::{Job, Reduced, decode_need, describe, render};
+pub use render::{DecodeNeed, Job, Reduced, decode_need, describe, render};
 pub use share::{DecodeShare, Source, Ticket};
 
 /// The pipeline's stages one by one, for the benchmarks (`benches/pipeline.rs`). Not part of

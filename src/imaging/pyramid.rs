@@ -162,7 +162,7 @@ pub fn build(
         .max_source_pixels
         .saturating_mul(8)
         .saturating_add(64 << 20);
-    let decoded = decode::decode(bytes, &info, shrink, max_alloc)?;
+    let decoded = decode::decode(bytes, &info, shrink, decode::Precision::Full, max_alloc)?;
     let mut image = decoded.image;
     if info.orientation > 1 {
         decode::orient(&mut image, info.orientation);

@@ -13,7 +13,7 @@ use std::time::Instant;
 use image::DynamicImage;
 use serde_json::json;
 
-use super::decode::{self, SourceFormat, SourceInfo, probe};
+use super::decode::{self, Precision, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
 use super::recipe::{Color, Fill, Format, PixelFilter, Recipe, Rect};
 use super::resize::{CropBox, resize};
@@ -48,15 +48,45 @@ pub struct Reduced {
     pub format: SourceFormat,
 }
 
-/// How large a decode `render` needs for `job`: decoded pixels per original pixel along
-/// the tighter axis (1 for a full decode of the original). Reads headers only; the caller
-/// uses it to join a `DecodeShare`.
-pub fn decode_need(job: &Job) -> Result<f64, ImagingError> {
+/// What decode a render needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeNeed {
+    /// Decoded pixels per original pixel along the tighter axis (1 for a full decode of the
+    /// original).
+    pub scale: f64,
+    pub precision: Precision,
+}
+
+/// How large and how precise a decode `render` needs for `job`. Reads headers only; the
+/// caller uses it to join a `DecodeShare`.
+pub fn decode_need(job: &Job) -> Result<DecodeNeed, ImagingError> {
     guarded(|| {
         let f = front(job)?;
         let (w, h) = f.info.oriented_size();
-        Ok(scale_of((w, h), f.shrink, f.full))
+        Ok(DecodeNeed {
+            scale: scale_of((w, h), f.shrink, f.full),
+            precision: f.precision,
+        })
     })
+}
+
+/// The highest output quality at which a decode may skip the last bit of a finely
+/// quantized progressive JPEG (`Precision::Visible`).
+const VISIBLE_MAX_QUALITY: u8 = 90;
+
+/// `Visible` when the last bit that `scans::without_last_bit` skips cannot show: the output
+/// is a lossy encode at `VISIBLE_MAX_QUALITY` or below of a decode at 1/2 scale or less
+/// (so the image is downscaled at least twofold overall), and no pixel filter could
+/// sharpen the difference.
+fn precision_for(job: &Job, format: Format, shrink: u32) -> Precision {
+    let filters = &job.recipe.filters;
+    let quality = filters.quality.unwrap_or(job.default_quality);
+    let lossy = matches!(format, Format::Jpeg | Format::Webp | Format::Avif);
+    if lossy && quality <= VISIBLE_MAX_QUALITY && shrink >= 2 && filters.pixel.is_empty() {
+        Precision::Visible
+    } else {
+        Precision::Full
+    }
 }
 
 /// Decoded pixels per original pixel, along the tighter axis, of a decode of `stored`
@@ -151,6 +181,7 @@ struct Front {
     /// The original's upright size (also when decoding a reduced copy).
     full: Size,
     shrink: u32,
+    precision: Precision,
 }
 
 fn front(job: &Job) -> Result<Front, ImagingError> {
@@ -213,6 +244,7 @@ fn front(job: &Job) -> Result<Front, ImagingError> {
         format,
         full,
         shrink,
+        precision: precision_for(job, format, shrink),
     })
 }
 
@@ -225,6 +257,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         format,
         full,
         shrink,
+        precision,
     } = front(job)?;
     let (ow, oh) = (full.width, full.height);
     if let Some(r) = job.reduced {
@@ -242,8 +275,8 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         .max_source_pixels
         .saturating_mul(8)
         .saturating_add(64 << 20);
-    let decode_now = |bytes: &[u8], info: &SourceInfo, shrink: u32| {
-        let mut decoded = decode::decode(bytes, info, shrink, max_alloc)?;
+    let decode_now = |bytes: &[u8], info: &SourceInfo, shrink: u32, precision: Precision| {
+        let mut decoded = decode::decode(bytes, info, shrink, precision, max_alloc)?;
         if info.orientation > 1 {
             decode::orient(&mut decoded.image, info.orientation);
         }
@@ -252,7 +285,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     let (decoded, used) = match job.share {
         // Possibly another member's source (a larger copy, or the original).
         Some(ticket) => {
-            let (decoded, used) = ticket.decoded(|source, scale| {
+            let (decoded, used) = ticket.decoded(|source, scale, precision| {
                 let info = probe(&source.bytes)?;
                 let stored = info.oriented_size();
                 // The smallest decode still at `scale` (what this source's own render
@@ -264,12 +297,15 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
                         .unwrap_or(1),
                     _ => 1,
                 };
-                decode_now(&source.bytes, &info, shrink)
+                decode_now(&source.bytes, &info, shrink, precision)
             })?;
             let own = std::ptr::eq(used.bytes.as_ptr(), job.bytes.as_ptr());
             (decoded, (!own).then_some(used))
         }
-        None => (Arc::new(decode_now(job.bytes, &info, shrink)?), None),
+        None => (
+            Arc::new(decode_now(job.bytes, &info, shrink, precision)?),
+            None,
+        ),
     };
     let image = &decoded.image;
     if let Some(used) = &used {
@@ -282,11 +318,14 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         });
     }
     log.step(|| {
-        let scale = if decoded.shrink > 1 {
+        let mut scale = if decoded.shrink > 1 {
             format!(" at 1/{} (DCT scaling)", decoded.shrink)
         } else {
             String::new()
         };
+        if decoded.precision == Precision::Visible {
+            scale.push_str(" without the last-bit refinement scans");
+        }
         format!(
             "decode {} {}x{}{scale} → {}x{}",
             info.format.name(),
@@ -930,6 +969,69 @@ mod tests {
         assert!(ops.iter().any(|o| o.starts_with("orient")), "{ops:?}");
         assert!(ops.iter().any(|o| o == "filter grayscale"), "{ops:?}");
         assert!(ops.last().unwrap().starts_with("encode webp"), "{ops:?}");
+    }
+
+    #[test]
+    fn the_last_bit_is_skipped_only_where_it_cannot_show() {
+        // A real photo as a finely quantized (quality 97) progressive JPEG.
+        let photo = image::load_from_memory(&fixture("demo/sunset.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(97).unwrap();
+        c.set_progressive(true).unwrap();
+        let fine = c
+            .compress_to_vec(turbojpeg::Image {
+                pixels: photo.as_raw().as_slice(),
+                width: 800,
+                pitch: 800 * 3,
+                height: 533,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap();
+        let baseline = fixture("demo/sunset.jpg");
+        let limits = Limits::default();
+        let cancel = AtomicBool::new(false);
+        // Whether the decode skipped the last bit; the render's own answer to the share
+        // (`decode_need`) must agree with what it did.
+        let skips = |bytes: &[u8], recipe: &Recipe, output, quality| {
+            let job = Job {
+                bytes,
+                recipe,
+                output,
+                default_quality: quality,
+                limits: &limits,
+                cancel: &cancel,
+                reduced: None,
+                share: None,
+            };
+            let ops: Vec<String> =
+                serde_json::from_value(describe(&job).unwrap()["operations"].clone()).unwrap();
+            let skipped = ops.iter().any(|o| o.contains("without the last-bit"));
+            if skipped {
+                assert_eq!(decode_need(&job).unwrap().precision, Precision::Visible);
+                let out = render(&job).unwrap();
+                assert!(out.width <= 400 && out.height <= 400, "a downscale");
+            }
+            skipped
+        };
+        let small = sized(Fit::FitIn, 300, 300); // decoded at 1/2
+        let webp = FormatChoice::Explicit(Format::Webp);
+        assert!(skips(&fine, &small, webp, 80));
+        assert!(skips(&fine, &small, JPEG, 90));
+        assert!(skips(&fine, &sized(Fit::Crop, 80, 80), JPEG, 80), "1/4");
+        assert!(!skips(&fine, &small, PNG, 80), "lossless output");
+        assert!(!skips(&fine, &small, webp, 91), "quality above 90");
+        let filtered = with(small.clone(), |r| {
+            r.filters.pixel = vec![PixelFilter::Grayscale]
+        });
+        assert!(!skips(&fine, &filtered, webp, 80), "a pixel filter");
+        assert!(
+            !skips(&fine, &sized(Fit::FitIn, 500, 500), webp, 80),
+            "full-size decode"
+        );
+        // A baseline file has no such scans: nothing to skip, whatever the render allows.
+        assert!(!skips(&baseline, &small, webp, 80), "baseline");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use super::ImagingError;
-use super::decode::Decoded;
+use super::decode::{Decoded, Precision};
 use super::render::Reduced;
 
 type Shared = Result<(Arc<Decoded>, Arc<Source>), ImagingError>;
@@ -39,12 +39,17 @@ pub struct Source {
     /// Decoded pixels per original pixel (the smaller of the two axes) that the render
     /// needs: what its own decode would give.
     pub need: f64,
+    /// The coefficient precision the render needs.
+    pub precision: Precision,
 }
 
 impl Source {
-    /// Whether a decode of `other` at scale `scale` serves this render as well as its own.
-    fn served_by(&self, other: &Source, scale: f64) -> bool {
-        other.rank >= self.rank && scale >= self.need * (1.0 - SCALE_TOLERANCE)
+    /// Whether a decode of `other` at scale `scale` and `precision` serves this render as
+    /// well as its own.
+    fn served_by(&self, other: &Source, scale: f64, precision: Precision) -> bool {
+        other.rank >= self.rank
+            && scale >= self.need * (1.0 - SCALE_TOLERANCE)
+            && precision >= self.precision
     }
 }
 
@@ -76,10 +81,12 @@ struct Slot {
 
 enum State {
     Empty,
-    /// A decode of `source` at scale `scale` or larger runs (or ran) for the members.
+    /// A decode of `source` at scale `scale` or larger, with `precision` or better, runs
+    /// (or ran) for the members.
     Decoding {
         source: Arc<Source>,
         scale: f64,
+        precision: Precision,
         done: Arc<Done>,
     },
 }
@@ -174,12 +181,13 @@ impl std::fmt::Debug for Ticket {
 impl Ticket {
     /// The decoded image and the source it came from: another member's decode when it
     /// serves this render as well as its own would, else the result of
-    /// `decode(source, scale)`, run here on the best source of the current members at the
-    /// largest scale any of them needs. `decode` must decode `source` at `scale` decoded
-    /// pixels per original pixel or more.
+    /// `decode(source, scale, precision)`, run here on the best source of the current
+    /// members at the largest scale and precision any of them needs. `decode` must decode
+    /// `source` at `scale` decoded pixels per original pixel or more, with `precision` or
+    /// better.
     pub fn decoded(
         &self,
-        decode: impl FnOnce(&Source, f64) -> Result<Decoded, ImagingError>,
+        decode: impl FnOnce(&Source, f64, Precision) -> Result<Decoded, ImagingError>,
     ) -> Shared {
         let share = &self.share;
         let mut slots = lock(&share.slots);
@@ -189,9 +197,10 @@ impl Ticket {
         if let State::Decoding {
             source,
             scale,
+            precision,
             done,
         } = &slot.state
-            && self.source.served_by(source, *scale)
+            && self.source.served_by(source, *scale, *precision)
         {
             let done = done.clone();
             drop(slots);
@@ -213,15 +222,21 @@ impl Ticket {
             .iter()
             .map(|(_, s)| s.need)
             .fold(self.source.need, f64::max);
+        let precision = slot
+            .members
+            .iter()
+            .map(|(_, s)| s.precision)
+            .fold(self.source.precision, Precision::max);
         let done = Arc::new(Done::default());
         slot.state = State::Decoding {
             source: best.clone(),
             scale,
+            precision,
             done: done.clone(),
         };
         drop(slots);
 
-        let result = decode(&best, scale).map(|d| (Arc::new(d), best));
+        let result = decode(&best, scale, precision).map(|d| (Arc::new(d), best));
         share.decodes.inc();
         done.finish(result.clone());
         if result.is_err() {
@@ -265,18 +280,28 @@ mod tests {
             reduced: None,
             rank,
             need: f64::from(width) / f64::from(shrink) / 800.0,
+            precision: Precision::Full,
         }
     }
 
-    /// What `decode` gives for `source` at `scale`: an image that wide (the "bytes" name
-    /// the source).
-    fn fake(source: &Source, scale: f64) -> Decoded {
+    /// `source`, for a render that does not need the last bit (a lossy downscale).
+    fn lossy(rank: u32, shrink: u32) -> Source {
+        Source {
+            precision: Precision::Visible,
+            ..source(rank, shrink)
+        }
+    }
+
+    /// What `decode` gives for `source` at `scale` and `precision`: an image that wide (the
+    /// "bytes" name the source).
+    fn fake(source: &Source, scale: f64, precision: Precision) -> Decoded {
         let side = (800.0 * scale).round() as u32;
         let from: u32 = std::str::from_utf8(&source.bytes).unwrap().parse().unwrap();
         Decoded {
             image: DynamicImage::ImageRgb8(RgbImage::new(side, side)),
             icc: None,
             shrink: from,
+            precision,
             source_size: (from.min(800), from.min(800)),
         }
     }
@@ -285,8 +310,9 @@ mod tests {
         Arc::new(DecodeShare::default())
     }
 
-    /// Runs `tickets`' decodes at once (as CPU threads would); returns (width, source rank).
-    fn race(tickets: &[Ticket], runs: &AtomicU32) -> Vec<(u32, u32)> {
+    /// Runs `tickets`' decodes at once (as CPU threads would); returns (width, source rank,
+    /// precision).
+    fn race(tickets: &[Ticket], runs: &AtomicU32) -> Vec<(u32, u32, Precision)> {
         let start = Barrier::new(tickets.len());
         std::thread::scope(|scope| {
             let handles: Vec<_> = tickets
@@ -296,13 +322,13 @@ mod tests {
                     scope.spawn(move || {
                         start.wait();
                         let (d, from) = t
-                            .decoded(|s, scale| {
+                            .decoded(|s, scale, precision| {
                                 runs.fetch_add(1, Ordering::SeqCst);
                                 std::thread::sleep(std::time::Duration::from_millis(50));
-                                Ok(fake(s, scale))
+                                Ok(fake(s, scale, precision))
                             })
                             .unwrap();
-                        (d.image.width(), from.rank)
+                        (d.image.width(), from.rank, d.precision)
                     })
                 })
                 .collect();
@@ -323,7 +349,7 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert_eq!(
             got,
-            vec![(400, u32::MAX); 3],
+            vec![(400, u32::MAX, Precision::Full); 3],
             "decoded at 1/2, the largest wanted"
         );
         assert_eq!(share.decodes.get(), 1);
@@ -344,21 +370,21 @@ mod tests {
         let got = race(&tickets, &runs);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         // The original at a scale of 640/800 (what the 1/1 copy member needs).
-        assert_eq!(got, vec![(640, u32::MAX); 3]);
+        assert_eq!(got, vec![(640, u32::MAX, Precision::Full); 3]);
         assert_eq!(share.reused.get(), 2);
     }
 
     #[test]
     fn a_later_better_need_decodes_again_and_files_do_not_mix() {
         let share = share();
-        let decode = |s: &Source, scale| Ok(fake(s, scale));
+        let decode = |s: &Source, scale, precision| Ok(fake(s, scale, precision));
         let small = share.join("a.jpg".into(), source(u32::MAX, 8));
         assert_eq!(small.decoded(decode).unwrap().0.image.width(), 100);
         let large = share.join("a.jpg".into(), source(u32::MAX, 1));
         assert_eq!(large.decoded(decode).unwrap().0.image.width(), 800);
         let smaller_again = share.join("a.jpg".into(), source(u32::MAX, 4));
         let reused = smaller_again
-            .decoded(|_, _| panic!("the 1/1 decode is reused"))
+            .decoded(|_, _, _| panic!("the 1/1 decode is reused"))
             .unwrap();
         assert_eq!(reused.0.image.width(), 800);
         // A copy's decode never stands in for a render that wants the original.
@@ -378,9 +404,40 @@ mod tests {
     fn errors_reach_the_waiters_and_are_not_kept() {
         let share = share();
         let a = share.join("bad.jpg".into(), source(u32::MAX, 2));
-        let err = a.decoded(|_, _| Err(ImagingError::Undecodable("truncated".into())));
+        let err = a.decoded(|_, _, _| Err(ImagingError::Undecodable("truncated".into())));
         assert!(err.is_err());
         // The failed decode is not remembered: a retry decodes again.
-        assert!(a.decoded(|s, scale| Ok(fake(s, scale))).is_ok());
+        assert!(a.decoded(|s, scale, p| Ok(fake(s, scale, p))).is_ok());
+    }
+
+    #[test]
+    fn a_member_that_needs_every_bit_gets_a_full_precision_decode() {
+        // In a burst, one member needing full precision (a PNG, say) decides for all.
+        let share = share();
+        let runs = AtomicU32::new(0);
+        let tickets = vec![
+            share.join("photo.jpg".into(), lossy(u32::MAX, 4)),
+            share.join("photo.jpg".into(), source(u32::MAX, 4)),
+        ];
+        let got = race(&tickets, &runs);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(got, vec![(200, u32::MAX, Precision::Full); 2]);
+        drop(tickets);
+
+        // One after another: a full decode serves a lossy render, not the other way round.
+        let decode = |s: &Source, scale, precision| Ok(fake(s, scale, precision));
+        let first = share.join("b.jpg".into(), lossy(u32::MAX, 2));
+        assert_eq!(
+            first.decoded(decode).unwrap().0.precision,
+            Precision::Visible
+        );
+        let exact = share.join("b.jpg".into(), source(u32::MAX, 2));
+        assert_eq!(exact.decoded(decode).unwrap().0.precision, Precision::Full);
+        let lossy_again = share.join("b.jpg".into(), lossy(u32::MAX, 2));
+        let (d, _) = lossy_again
+            .decoded(|_, _, _| panic!("the full decode is reused"))
+            .unwrap();
+        assert_eq!(d.precision, Precision::Full);
+        assert_eq!(share.decodes.get(), 3);
     }
 }

@@ -286,7 +286,9 @@ async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
     ] {
         let bytes = std::fs::read(dir.join(file)).expect("bench photos are present");
         let info = imaging::probe(&bytes).unwrap();
-        let full = stages::decode(&bytes, &info, 1, 1 << 31).unwrap().image;
+        let full = stages::decode(&bytes, &info, 1, imaging::Precision::Full, 1 << 31)
+            .unwrap()
+            .image;
         let sizes = imgedge::config::Config::default().derivative_sizes();
         let (pyramid, levels) = imaging::build_pyramid(&bytes, &sizes, &limits, &never)
             .unwrap()
