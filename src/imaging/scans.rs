@@ -91,11 +91,12 @@ pub(crate) const LAST_BIT_MAX_QUANTIZER: u16 = 12;
 /// quantizer step or less from its value, and libjpeg-turbo's block smoothing estimates the
 /// small low-frequency ones from their neighbours. Only for a decode that is downscaled and
 /// re-encoded lossily (the caller decides): on the bench photos recompressed progressive at
-/// quality 95 to 99, the difference after the resize to a W3-sized output is 49.8 to 53 dB
-/// PSNR, while a WebP q80 encode of that output differs from it by 31 to 42 dB, so it stays
-/// 8 to 20 dB under what the encoder discards anyway. At quality 85 to 90 the margin falls
-/// to 7 dB on some photos, which is why the quantizers are checked. Those scans carry about
-/// a third to a half of a high-quality file's bytes and as much of its decode time
+/// quality 95 to 99 (4:4:4 and 4:2:0), the difference after the resize to a W3-sized output
+/// is 43.5 to 53 dB PSNR, while a WebP q80 encode of that output differs from it by 31 to
+/// 42 dB, so it stays 6 to 20 dB under what the encoder discards anyway. At quality 85 to 90
+/// the difference grows to 38 dB on some photos, which is why the quantizers are checked.
+/// Hard-edged synthetic noise is the worst case seen (33.5 dB at 1/2 in 4:2:0). Those scans
+/// carry a third to a half of a high-quality file's bytes and as much of its decode time
 /// (brushes.jpg at 1/2: 41 → 26 ms).
 pub(crate) fn without_last_bit(jpeg: &[u8]) -> Option<Vec<u8>> {
     let Walk {
