@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::memory;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,38 +46,85 @@ pub enum CpuError {
 #[derive(Debug, Clone)]
 pub struct CpuPool {
     inner: Arc<Inner>,
-    workers: Arc<Workers>,
+    workers: Arc<Threads>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The pool's threads. They end when the last handle to the pool is dropped and the
-/// jobs already handed over have run.
-struct Workers {
+/// A fixed set of named threads running boxed jobs in arrival order: the pool's (one per
+/// slot) and the derivative builder's. They end when the last handle is dropped and the
+/// jobs already handed over have run. Each job counts as heavy work for
+/// `memory::QUIET`; when the process has been quiet for `memory::QUIET_AFTER`, every
+/// thread hands its allocator's memory back once (`memory::release`).
+pub struct Threads {
     jobs: crossbeam_channel::Sender<Job>,
 }
 
-impl std::fmt::Debug for Workers {
+impl std::fmt::Debug for Threads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workers").finish_non_exhaustive()
+        f.debug_struct("Threads").finish_non_exhaustive()
     }
 }
 
-impl Workers {
-    fn spawn(threads: usize) -> Workers {
+impl Threads {
+    /// Starts `threads` threads named `<name>-<n>`.
+    pub fn spawn(name: &str, threads: usize) -> Threads {
         let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
-        for n in 0..threads {
+        for n in 0..threads.max(1) {
             let queue = queue.clone();
             std::thread::Builder::new()
-                .name(format!("imgedge-cpu-{n}"))
-                .spawn(move || {
-                    while let Ok(job) = queue.recv() {
-                        job();
-                    }
-                })
-                .expect("cannot start a CPU pool thread");
+                .name(format!("{name}-{n}"))
+                .spawn(move || work(&queue))
+                .expect("cannot start a worker thread");
         }
-        Workers { jobs }
+        Threads { jobs }
+    }
+
+    /// Runs `job` on one of the threads; `Panicked` when it panicked or the threads are gone.
+    /// Dropping the future does not stop the job (give it a cancel flag for that).
+    pub async fn run<T, F>(&self, job: F) -> Result<T, CpuError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            let _ = done.send(out);
+        });
+        self.jobs.send(job).map_err(|_| CpuError::Panicked)?;
+        match result.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) | Err(_) => Err(CpuError::Panicked),
+        }
+    }
+}
+
+/// A worker thread's loop: run jobs; between them, hand memory back once it is quiet.
+fn work(queue: &crossbeam_channel::Receiver<Job>) {
+    use crossbeam_channel::RecvTimeoutError;
+    use memory::{Idle, QUIET};
+
+    let mut tracker = memory::Tracker::default();
+    loop {
+        let next = match QUIET.idle(&tracker, memory::QUIET_AFTER) {
+            Idle::Wait => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Idle::CheckIn(left) => queue.recv_timeout(left.max(Duration::from_millis(10))),
+            Idle::Release => {
+                crate::imaging::forget_scratch();
+                memory::release();
+                QUIET.released(&mut tracker);
+                continue;
+            }
+        };
+        match next {
+            Ok(job) => {
+                let _busy = memory::busy();
+                job();
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -206,7 +254,7 @@ impl CpuPool {
     pub fn new(concurrency: usize, queue_length: usize, metrics: Arc<Metrics>) -> CpuPool {
         let concurrency = concurrency.max(1);
         CpuPool {
-            workers: Arc::new(Workers::spawn(concurrency)),
+            workers: Arc::new(Threads::spawn("imgedge-cpu", concurrency)),
             inner: Arc::new(Inner {
                 concurrency,
                 queue_length,
@@ -292,7 +340,7 @@ impl CpuPool {
 #[derive(Debug)]
 pub struct Reservation {
     slot: Slot,
-    workers: Arc<Workers>,
+    workers: Arc<Threads>,
 }
 
 impl Reservation {
@@ -610,5 +658,59 @@ mod tests {
         tokio::task::spawn_blocking(move || seen_rx.recv().unwrap())
             .await
             .unwrap();
+    }
+
+    /// Names of the threads the release hook ran on (the hook is process-wide; only this
+    /// test sets it).
+    static RELEASED_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record_release() {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        RELEASED_ON.lock().unwrap().push(name);
+    }
+
+    fn releases_on(name: &str) -> usize {
+        RELEASED_ON
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn every_thread_hands_memory_back_once_the_work_goes_quiet() {
+        crate::memory::set_release(record_release);
+        let threads = Threads::spawn("quiet-test", 2);
+        // Both threads run a job (the second one blocks until the first has started).
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let first = threads.run(move || {
+            started_tx.send(()).unwrap();
+            vec![1u8; 1 << 20].len()
+        });
+        let second = threads.run(move || {
+            started_rx.recv().unwrap();
+            vec![2u8; 1 << 20].len()
+        });
+        let (a, b) = tokio::join!(first, second);
+        assert_eq!((a, b), (Ok(1 << 20), Ok(1 << 20)));
+        // Other tests' jobs may delay the quiet moment, not prevent it.
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while releases_on("quiet-test-0") == 0 || releases_on("quiet-test-1") == 0 {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "no release on both threads: {:?}",
+                RELEASED_ON.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn threads_report_a_panicking_job() {
+        let threads = Threads::spawn("panic-test", 1);
+        let boom = threads.run(|| -> u32 { panic!("job panics (expected in this test)") });
+        assert_eq!(boom.await, Err(CpuError::Panicked));
+        assert_eq!(threads.run(|| 7).await, Ok(7));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The metadata store is the queue: a file whose `derivatives` column is NULL still needs
 //! them (registration, import and replacement leave it NULL). The builder claims a batch,
-//! builds one file at a time on a blocking thread (so at most one core's worth of work, and
+//! builds one file at a time on a thread of its own (so at most one core's worth of work, and
 //! never on a tokio worker), stores the levels beside the original under
 //! `.imgedge/d<long edge>/<key>`, records the pyramid and announces the change so every
 //! node's edge starts using it. It is woken by registrations and polls every
@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::cpu::Threads;
 use crate::db::{Claim, NO_DERIVATIVES};
 use crate::edge::url::ObjectKey;
 use crate::imaging::{self, ImagingError, Pyramid};
@@ -46,8 +47,11 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<
         if !app.config.derivatives_enabled() {
             return;
         }
+        // One thread of its own, kept for the builder's lifetime: its allocator heap is
+        // reused from file to file and handed back when the builder goes quiet (`memory`).
+        let thread = Threads::spawn("imgedge-build", 1);
         loop {
-            let outcome = round(&app, &stop).await;
+            let outcome = round(&app, &thread, &stop).await;
             if stop.is_cancelled() {
                 return;
             }
@@ -88,7 +92,7 @@ async fn count_backlog(app: &App) -> bool {
     }
 }
 
-async fn round(app: &App, stop: &CancellationToken) -> Round {
+async fn round(app: &App, thread: &Threads, stop: &CancellationToken) -> Round {
     if !count_backlog(app).await {
         return Round::Failing;
     }
@@ -114,7 +118,7 @@ async fn round(app: &App, stop: &CancellationToken) -> Round {
             continue;
         }
         yield_to_renders(app, stop).await;
-        match build(app, claim, stop).await {
+        match build(app, thread, claim, stop).await {
             Ok(()) => progressed = true,
             Err(e) => {
                 app.metrics.derivative_failures.inc();
@@ -155,7 +159,12 @@ enum Transient {
     Stopped,
 }
 
-async fn build(app: &App, claim: &Claim, stop: &CancellationToken) -> Result<(), Transient> {
+async fn build(
+    app: &App,
+    thread: &Threads,
+    claim: &Claim,
+    stop: &CancellationToken,
+) -> Result<(), Transient> {
     let key = &claim.key;
     let started = std::time::Instant::now();
     let bytes = match app.storage.get(key, app.config.max_source_bytes).await {
@@ -169,10 +178,9 @@ async fn build(app: &App, claim: &Claim, stop: &CancellationToken) -> Result<(),
     let limits = app.imaging_limits.clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    let work =
-        tokio::task::spawn_blocking(move || imaging::build_pyramid(&bytes, &sizes, &limits, &flag));
+    let work = thread.run(move || imaging::build_pyramid(&bytes, &sizes, &limits, &flag));
     let built = tokio::select! {
-        joined = work => joined.unwrap_or_else(|e| Err(ImagingError::Undecodable(format!("builder panicked: {e}")))),
+        done = work => done.unwrap_or_else(|e| Err(ImagingError::Undecodable(format!("builder: {e}")))),
         _ = stop.cancelled() => {
             cancel.store(true, Ordering::Relaxed);
             return Err(Transient::Stopped);

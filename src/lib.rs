@@ -12,6 +12,7 @@
 //! - `cluster`: applying other nodes' change announcements to this node's caches.
 //! - `imaging`: synchronous decode → geometry → resize → filters → encode.
 //! - `cpu`: the only async → CPU bridge (bounded, queued, cancellable).
+//! - `memory`: handing the allocator's memory back once the heavy work goes quiet.
 //! - `cache`: moka caches for variants, originals and visibility.
 //! - `storage`: object storage backends. `db`: the metadata store (the only SQL).
 //! - `import`: registering existing image trees. `error`: failure → HTTP status.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod housekeeping;
 pub mod imaging;
 pub mod import;
+pub mod memory;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -50,6 +50,17 @@ fn tune_allocator() {
         // thread-safe and may be called at any time.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
+    // The purge delay only runs out inside later allocations and frees; a quiet process
+    // would keep its peak for good. The library calls this on each worker thread once the
+    // heavy work has gone quiet (`imgedge::memory`).
+    imgedge::memory::set_release(release_memory);
+}
+
+/// Collects the calling thread's heap and purges every freed page process-wide now.
+fn release_memory() {
+    // SAFETY: mi_collect(true) only frees memory mimalloc itself holds unused; it is safe
+    // to call from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 #[derive(Parser)]
@@ -176,6 +187,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(imgedge::memory::on_park)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async_main(cli))

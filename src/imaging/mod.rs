@@ -34,6 +34,7 @@ pub use geometry::Size;
 pub use pyramid::{Level, Pyramid, build as build_pyramid};
 pub use recipe::*;
 pub use render::{DecodeNeed, Job, Reduced, decode_need, describe, render};
+pub use resize::forget_scratch;
 pub use share::{DecodeShare, Source, Ticket};
 
 /// The pipeline's stages one by one, for the benchmarks (`benches/pipeline.rs`). Not part of

@@ -242,3 +242,142 @@ fn token_needs_an_hs256_secret() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// One blocking HTTP/1.1 GET; the status code.
+fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let head = String::from_utf8_lossy(&response[..response.len().min(12)]).into_owned();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head:?}"))
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+fn resident_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap()
+}
+
+/// Kills the server however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The allocator keeps freed memory only while work goes on: once the renders stop, the
+/// server hands its peak back instead of sitting on it (`imgedge::memory`).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_hands_memory_back_once_quiet() {
+    use std::time::{Duration, Instant};
+
+    // A 12 MP photo-like JPEG: every render decodes it whole (36 MB of pixels).
+    let tree = tempfile::tempdir().unwrap();
+    let (w, h) = (4000u32, 3000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let n = x.wrapping_mul(2_654_435_761).rotate_left(y % 31) ^ y.wrapping_mul(40_503);
+        image::Rgb([(x / 16) as u8, (y / 12) as u8, (n >> 24) as u8])
+    });
+    img.save(tree.path().join("big.jpg")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = imgedge()
+        .arg("import")
+        .arg(tree.path())
+        .args(["--visibility", "public", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (cdn, api) = (free_addr(), free_addr());
+    let server = Child(
+        imgedge()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args([
+                "--cdn-addr",
+                &cdn.to_string(),
+                "--api-addr",
+                &api.to_string(),
+            ])
+            .env("IMGEDGE_VARIANT_CACHE_BYTES", "0")
+            .env("IMGEDGE_DERIVATIVE_SIZES", "")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = server.0.id();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(api).is_err() {
+        assert!(Instant::now() < give_up, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http_status(api, "/healthz"), 200);
+    let before = resident_kb(pid, "VmRSS:");
+
+    // Renders from four clients at once, each a different size (nothing shared).
+    std::thread::scope(|s| {
+        for client in 0..4u32 {
+            s.spawn(move || {
+                for n in 0..3u32 {
+                    let size = 3900 - client * 10 - n;
+                    let path = format!("/fit-in/{size}x{size}/filters:quality(80)/big.jpg");
+                    assert_eq!(http_status(cdn, &path), 200, "{path}");
+                }
+            });
+        }
+    });
+    let peak = resident_kb(pid, "VmHWM:");
+    assert!(
+        peak > before + 60_000,
+        "renders should have raised the peak: {before} kB -> {peak} kB"
+    );
+
+    // Quiet now: the resident set falls back to within an eighth of the way up. (Without
+    // the release it stays near the peak for seconds, and then at about 30%.)
+    let settled = before + (peak - before) / 8;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = resident_kb(pid, "VmRSS:");
+        if now < settled {
+            eprintln!("resident: start {before} kB, peak {peak} kB, quiet {now} kB");
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "still {now} kB resident 30 s after the renders (start {before} kB, peak {peak} kB)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
