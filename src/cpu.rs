@@ -682,16 +682,16 @@ mod tests {
     async fn every_thread_hands_memory_back_once_the_work_goes_quiet() {
         crate::memory::set_release(record_release);
         let threads = Threads::spawn("quiet-test", 2);
-        // Both threads run a job (the second one blocks until the first has started).
-        let (started_tx, started_rx) = mpsc::channel::<()>();
-        let first = threads.run(move || {
-            started_tx.send(()).unwrap();
-            vec![1u8; 1 << 20].len()
-        });
-        let second = threads.run(move || {
-            started_rx.recv().unwrap();
-            vec![2u8; 1 << 20].len()
-        });
+        // Both threads run a job: neither job ends before the other has started.
+        let both = Arc::new(std::sync::Barrier::new(2));
+        let job = |fill: u8| {
+            let both = both.clone();
+            move || {
+                both.wait();
+                vec![fill; 1 << 20].len()
+            }
+        };
+        let (first, second) = (threads.run(job(1)), threads.run(job(2)));
         let (a, b) = tokio::join!(first, second);
         assert_eq!((a, b), (Ok(1 << 20), Ok(1 << 20)));
         // Other tests' jobs may delay the quiet moment, not prevent it.
