@@ -15,6 +15,27 @@ fn imgedge() -> Command {
     cmd
 }
 
+/// `imgedge import <tree> --data-dir <data> <args>`, which must succeed; (stdout, stderr).
+fn import(tree: &std::path::Path, data: &std::path::Path, args: &[&str]) -> (String, String) {
+    let out = imgedge()
+        .arg("import")
+        .arg(tree)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn import_registers_a_tree_and_is_idempotent() {
     let data = tempfile::tempdir().unwrap();
@@ -33,27 +54,10 @@ async fn import_registers_a_tree_and_is_idempotent() {
     .unwrap();
 
     let run = |visibility: &str| {
-        let out = imgedge()
-            .arg("import")
-            .arg(tree.path())
-            .args([
-                "--visibility",
-                visibility,
-                "--prefix",
-                "legacy/",
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        import(
+            tree.path(),
+            data.path(),
+            &["--visibility", visibility, "--prefix", "legacy/"],
         )
     };
     let (stdout, stderr) = run("public");
@@ -82,15 +86,8 @@ fn import_defaults_to_private() {
     let data = tempfile::tempdir().unwrap();
     let tree = tempfile::tempdir().unwrap();
     std::fs::copy(fixture_path("landscape.jpg"), tree.path().join("a.jpg")).unwrap();
-    let out = imgedge()
-        .arg("import")
-        .arg(tree.path())
-        .arg("--data-dir")
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(private)"));
+    let (stdout, _) = import(tree.path(), data.path(), &[]);
+    assert!(stdout.contains("(private)"), "{stdout}");
 }
 
 #[test]
@@ -305,18 +302,7 @@ fn the_server_hands_memory_back_once_quiet() {
     });
     img.save(tree.path().join("big.jpg")).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let out = imgedge()
-        .arg("import")
-        .arg(tree.path())
-        .args(["--visibility", "public", "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import(tree.path(), data.path(), &["--visibility", "public"]);
 
     let (cdn, api) = (free_addr(), free_addr());
     let server = Child(
