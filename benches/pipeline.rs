@@ -199,6 +199,9 @@ fn render(c: &mut Criterion) {
     ];
     let limits = Limits::default();
     let cancel = AtomicBool::new(false);
+    // The copies a server on the embedded defaults builds, so that the `_from_d*` rows use
+    // the copy the edge itself would pick.
+    let sizes = imgedge::config::Config::default().derivative_sizes();
     let mut group = c.benchmark_group("render");
     group.sample_size(10);
     for (name, files, path) in workloads {
@@ -212,7 +215,7 @@ fn render(c: &mut Criterion) {
                 continue;
             }
             // The same render from the reduced copy the edge would pick.
-            let (pyramid, levels) = build_pyramid(&bytes, &[640, 2560], &limits, &cancel)
+            let (pyramid, levels) = build_pyramid(&bytes, &sizes, &limits, &cancel)
                 .unwrap()
                 .unwrap();
             let Some(level) = pyramid.level_for(&recipe, limits.max_output_side) else {

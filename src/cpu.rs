@@ -680,7 +680,11 @@ mod tests {
 
     #[tokio::test]
     async fn every_thread_hands_memory_back_once_the_work_goes_quiet() {
-        crate::memory::set_release(record_release);
+        crate::memory::set_hooks(crate::memory::Hooks {
+            release: record_release,
+            settle: || {},
+            resume: || {},
+        });
         let threads = Threads::spawn("quiet-test", 2);
         // Both threads run a job: neither job ends before the other has started.
         let both = Arc::new(std::sync::Barrier::new(2));

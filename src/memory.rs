@@ -7,8 +7,9 @@
 //! thread until that thread allocates again: when the work stops, nothing runs that code,
 //! and the process keeps its peak. Measured (release build, fs backend): a server that had
 //! just built 76 files' reduced copies sat at 290 MB, idle, indefinitely, and 88-95 MB with
-//! this module; after 15 s of W1 at 8 connections, 249 MB fell to 59-68 MB within two
-//! seconds of the last response (`tests/it/cli.rs` checks the same on a 12 MP file).
+//! this module; after 20 s of W1 at 8 connections, 228 MB of anonymous memory fell to 45 MB
+//! within five seconds of the last response and stayed at 43 MB for the next 90 s
+//! (`tests/it/cli.rs` checks the same on a 12 MP file).
 //!
 //! So the threads that do the heavy work (the CPU pool's and the derivative builder's,
 //! `cpu::Threads`) mark each job [`busy`], and when their queue stays empty they ask
@@ -17,11 +18,19 @@
 //! once, on itself (the allocator's per-thread state can only be collected by its own
 //! thread), and then sleeps until the next job. The async runtime's workers do the same
 //! when they park ([`on_park`]): they allocate the source buffers the CPU threads free.
-//! The hook is the binary's to set ([`set_release`]): the library does not know the
-//! allocator, and without a hook nothing is done.
+//! The hooks are the binary's to set ([`set_hooks`]): the library does not know the
+//! allocator, and without hooks nothing is done.
+//!
+//! Besides the per-thread release there is a process-wide pair, [`Hooks::settle`] once per
+//! quiet period and [`Hooks::resume`] on the first job after it. The binary uses them to
+//! turn transparent huge pages off while idle and on again for work: the kernel's
+//! khugepaged otherwise refills, every 10 s, each 2 MiB stretch of the allocator's arena
+//! that still holds one live page, undoing the release (measured: 49 -> 62 MB of
+//! anonymous memory in 80 s of idling after a W1 run, still climbing), while under load
+//! huge pages save about a tenth of the CPU per render.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long the process must have run no heavy job before memory is handed back.
@@ -29,22 +38,36 @@ use std::time::{Duration, Instant};
 /// per thread), so a loaded service never pays for it.
 pub const QUIET_AFTER: Duration = Duration::from_secs(1);
 
-/// Releases what the calling thread's allocator holds and everything freed process-wide.
-pub type Release = fn();
+/// What the binary does to hand memory back.
+#[derive(Debug, Clone, Copy)]
+pub struct Hooks {
+    /// On each worker thread, once per quiet period: hand back what the calling thread's
+    /// allocator holds and everything freed process-wide.
+    pub release: fn(),
+    /// Once per quiet period, process-wide, before the first release.
+    pub settle: fn(),
+    /// On the first heavy job after `settle` ran, before the job: undo `settle`.
+    pub resume: fn(),
+}
 
-static RELEASE: OnceLock<Release> = OnceLock::new();
+static HOOKS: OnceLock<Hooks> = OnceLock::new();
 
-/// Sets the release hook (once per process; a second call is ignored and returns false).
-pub fn set_release(release: Release) -> bool {
-    RELEASE.set(release).is_ok()
+/// Sets the hooks (once per process; a second call is ignored and returns false).
+pub fn set_hooks(hooks: Hooks) -> bool {
+    HOOKS.set(hooks).is_ok()
 }
 
 /// The process-wide record of heavy work.
 pub static QUIET: Quiet = Quiet::new();
 
-/// Marks a heavy job as running until dropped (see [`Quiet::busy`]).
+/// Marks a heavy job as running until dropped (see [`Quiet::busy`]); the first one after
+/// a quiet period runs the resume hook.
 pub fn busy() -> Busy<'static> {
-    QUIET.busy()
+    QUIET.busy_resuming(|| {
+        if let Some(hooks) = HOOKS.get() {
+            (hooks.resume)();
+        }
+    })
 }
 
 /// Jobs running now, and when the last one ended.
@@ -57,6 +80,10 @@ pub struct Quiet {
     /// When the last job ended, in milliseconds since `origin`.
     last_end_ms: AtomicU64,
     origin: OnceLock<Instant>,
+    /// Whether the settle hook has run and no job has started since.
+    settled: AtomicBool,
+    /// Serialises settling and resuming, so the two hooks always alternate.
+    switch: Mutex<()>,
 }
 
 /// A running job; ending it (dropping) records the time.
@@ -96,6 +123,8 @@ impl Quiet {
             ended: AtomicU64::new(0),
             last_end_ms: AtomicU64::new(0),
             origin: OnceLock::new(),
+            settled: AtomicBool::new(false),
+            switch: Mutex::new(()),
         }
     }
 
@@ -106,8 +135,39 @@ impl Quiet {
 
     /// Marks a job as running until the returned guard is dropped.
     pub fn busy(&self) -> Busy<'_> {
-        self.running.fetch_add(1, Ordering::Acquire);
+        self.busy_resuming(|| {})
+    }
+
+    /// Like [`Quiet::busy`], and if [`Quiet::settle`] ran since the last job started, calls
+    /// `resume` first (once, however many jobs start together).
+    pub fn busy_resuming(&self, resume: impl FnOnce()) -> Busy<'_> {
+        // SeqCst pairs with `settle`: either it sees this job running and does not settle,
+        // or this job sees it settled and resumes.
+        self.running.fetch_add(1, Ordering::SeqCst);
+        if self.settled.load(Ordering::SeqCst) {
+            let _switch = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.settled.load(Ordering::SeqCst) {
+                resume();
+                self.settled.store(false, Ordering::SeqCst);
+            }
+        }
         Busy(self)
+    }
+
+    /// Calls `settle` unless it already ran since the last job started or a job is running
+    /// now; returns whether it ran.
+    pub fn settle(&self, settle: impl FnOnce()) -> bool {
+        let _switch = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.settled.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.settled.store(true, Ordering::SeqCst);
+        if self.running.load(Ordering::SeqCst) > 0 {
+            self.settled.store(false, Ordering::SeqCst);
+            return false;
+        }
+        settle();
+        true
     }
 
     /// What a thread whose queue is empty should do, given how quiet the process has been.
@@ -141,11 +201,13 @@ impl Default for Quiet {
     }
 }
 
-/// Calls the release hook on this thread (nothing when the binary set none).
+/// Calls the release hook on this thread, after the settle hook if this is the quiet
+/// period's first release (nothing when the binary set no hooks).
 pub fn release() {
-    if let Some(release) = RELEASE.get() {
+    if let Some(hooks) = HOOKS.get() {
         let started = Instant::now();
-        release();
+        QUIET.settle(hooks.settle);
+        (hooks.release)();
         tracing::debug!(
             took_ms = started.elapsed().as_millis() as u64,
             "memory handed back"
@@ -212,6 +274,66 @@ mod tests {
         );
         drop(running);
         assert_eq!(quiet.idle(&tracker, Duration::ZERO), Idle::Release);
+    }
+
+    #[test]
+    fn settling_and_resuming_alternate_once_per_quiet_period() {
+        let quiet = Quiet::new();
+        let (settles, resumes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let settle = || {
+            settles.fetch_add(1, Ordering::Relaxed);
+        };
+        let resume = || {
+            resumes.fetch_add(1, Ordering::Relaxed);
+        };
+        // Nothing to undo before the first settle.
+        drop(quiet.busy_resuming(resume));
+        assert_eq!(resumes.load(Ordering::Relaxed), 0);
+        assert!(quiet.settle(settle));
+        // Every thread releases, but the process settles once.
+        assert!(!quiet.settle(settle));
+        // The next jobs resume once between them.
+        let (a, b) = (quiet.busy_resuming(resume), quiet.busy_resuming(resume));
+        assert_eq!(resumes.load(Ordering::Relaxed), 1);
+        // No settling while jobs run.
+        assert!(!quiet.settle(settle));
+        drop((a, b));
+        assert!(quiet.settle(settle));
+        assert_eq!(settles.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn settles_and_resumes_alternate_under_contention() {
+        // Threads start jobs while another keeps settling: whatever the interleaving, the
+        // hooks alternate, the first is a settle, and no job runs settled.
+        let quiet = Quiet::new();
+        let state = Mutex::new(Vec::new());
+        let log = |what: &'static str| state.lock().unwrap().push(what);
+        std::thread::scope(|scope| {
+            let settler = scope.spawn(|| {
+                for _ in 0..2000 {
+                    quiet.settle(|| log("settle"));
+                }
+            });
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..2000 {
+                        let job = quiet.busy_resuming(|| log("resume"));
+                        // No settle can come while the job runs, so the last word must
+                        // not be one.
+                        assert_ne!(state.lock().unwrap().last(), Some(&"settle"));
+                        drop(job);
+                    }
+                });
+            }
+            settler.join().unwrap();
+        });
+        let log = state.into_inner().unwrap();
+        assert!(
+            log.windows(2).all(|w| w[0] != w[1]),
+            "hooks out of turn: {log:?}"
+        );
+        assert_eq!(log.first().copied().unwrap_or("settle"), "settle");
     }
 
     #[test]

@@ -266,14 +266,44 @@ fn free_addr() -> std::net::SocketAddr {
 }
 
 #[cfg(target_os = "linux")]
-fn resident_kb(pid: u32, field: &str) -> u64 {
+/// A number from /proc/PID/status (`None` when this kernel does not report the field).
+fn status_number(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .unwrap()
+        .and_then(|n| n.parse().ok())
+}
+
+fn resident_kb(pid: u32, field: &str) -> u64 {
+    status_number(pid, field).unwrap()
+}
+
+/// Whether the process may get transparent huge pages, when the kernel can give them
+/// at all.
+fn huge_pages_allowed(pid: u32) -> Option<bool> {
+    let system = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    if system.contains("[never]") {
+        return None;
+    }
+    status_number(pid, "THP_enabled:").map(|on| on == 1)
+}
+
+/// Renders from four clients at once, each a different size (nothing shared); `round`
+/// keeps the sizes of different bursts apart.
+fn render_burst(cdn: std::net::SocketAddr, round: u32) {
+    std::thread::scope(|s| {
+        for client in 0..4u32 {
+            s.spawn(move || {
+                for n in 0..3u32 {
+                    let size = 3900 - round * 100 - client * 10 - n;
+                    let path = format!("/fit-in/{size}x{size}/filters:quality(80)/big.jpg");
+                    assert_eq!(http_status(cdn, &path), 200, "{path}");
+                }
+            });
+        }
+    });
 }
 
 /// Kills the server however the test ends.
@@ -291,6 +321,7 @@ impl Drop for Child {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_server_hands_memory_back_once_quiet() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     // A 12 MP photo-like JPEG: every render decodes it whole (36 MB of pixels).
@@ -332,18 +363,7 @@ fn the_server_hands_memory_back_once_quiet() {
     assert_eq!(http_status(api, "/healthz"), 200);
     let before = resident_kb(pid, "VmRSS:");
 
-    // Renders from four clients at once, each a different size (nothing shared).
-    std::thread::scope(|s| {
-        for client in 0..4u32 {
-            s.spawn(move || {
-                for n in 0..3u32 {
-                    let size = 3900 - client * 10 - n;
-                    let path = format!("/fit-in/{size}x{size}/filters:quality(80)/big.jpg");
-                    assert_eq!(http_status(cdn, &path), 200, "{path}");
-                }
-            });
-        }
-    });
+    render_burst(cdn, 0);
     let peak = resident_kb(pid, "VmHWM:");
     assert!(
         peak > before + 60_000,
@@ -366,4 +386,34 @@ fn the_server_hands_memory_back_once_quiet() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Huge pages are off while quiet (or khugepaged would fill the arena back in)...
+    if huge_pages_allowed(pid).is_none() {
+        eprintln!("no transparent huge pages on this kernel: nothing more to check");
+        return;
+    }
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while huge_pages_allowed(pid) != Some(false) {
+        assert!(Instant::now() < give_up, "huge pages still on while quiet");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...and on again for the next work.
+    let seen_on = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            render_burst(cdn, 1);
+            done.store(true, Ordering::Release);
+        });
+        while !done.load(Ordering::Acquire) {
+            if huge_pages_allowed(pid) == Some(true) {
+                seen_on.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    assert!(
+        seen_on.into_inner(),
+        "huge pages stayed off through a burst of renders"
+    );
 }
