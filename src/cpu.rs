@@ -355,27 +355,24 @@ impl Reservation {
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancel.clone());
         let metrics = slot.inner.metrics.clone();
-        let (done, result) = oneshot::channel();
-        let run: Job = Box::new(move || {
+        let run = move || {
             // The slot lives until the job itself ends, whatever happened to the caller.
             let slot = slot;
             metrics.transforms_running.inc();
             let started = std::time::Instant::now();
+            // Caught here too, so that a panicking job is still counted and its slot freed.
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&cancel)));
             slot.inner.record_job(started.elapsed());
             metrics.transforms_running.dec();
             drop(slot);
-            let _ = done.send(out);
-        });
+            out
+        };
         // Holding a slot means one of the `concurrency` threads is free or about to be.
-        if workers.jobs.send(run).is_err() {
-            return Err(CpuError::Panicked);
-        }
-        let result = tokio::time::timeout_at(deadline, result).await;
+        let result = tokio::time::timeout_at(deadline, workers.run(run)).await;
         drop(guard);
         match result {
             Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(_))) | Ok(Err(_)) => Err(CpuError::Panicked),
+            Ok(Ok(Err(_)) | Err(_)) => Err(CpuError::Panicked),
             Err(_) => Err(CpuError::Deadline),
         }
     }

@@ -15,24 +15,23 @@ fn imgedge() -> Command {
     cmd
 }
 
+/// Runs a command that must succeed; (stdout, stderr).
+fn succeed(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 /// `imgedge import <tree> --data-dir <data> <args>`, which must succeed; (stdout, stderr).
 fn import(tree: &std::path::Path, data: &std::path::Path, args: &[&str]) -> (String, String) {
-    let out = imgedge()
-        .arg("import")
-        .arg(tree)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    succeed(
+        imgedge()
+            .arg("import")
+            .arg(tree)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data),
     )
 }
 
@@ -92,21 +91,13 @@ fn import_defaults_to_private() {
 
 #[test]
 fn url_command_signs_when_a_key_is_configured() {
-    let out = imgedge()
-        .args([
-            "url",
-            "fit-in/300x200/a.jpg",
-            "--security-key",
-            "MY_SECURE_KEY",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (url, _) = succeed(imgedge().args([
+        "url",
+        "fit-in/300x200/a.jpg",
+        "--security-key",
+        "MY_SECURE_KEY",
+    ]));
+    let url = url.trim();
     assert!(url.starts_with("http://127.0.0.1:8080/"), "{url}");
     assert!(url.ends_with("=/fit-in/300x200/a.jpg"), "{url}");
     let out = imgedge()
@@ -212,19 +203,14 @@ fn token_needs_an_hs256_secret() {
     assert!(err.contains("IMGEDGE_JWT_SECRET"), "{err}");
 
     let secret = "a-development-secret-of-32-bytes!";
-    let out = imgedge()
-        .args(["token", "--sub", "user-1", "--ttl", "15m"])
-        .env("IMGEDGE_JWT_SECRET", secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (token, _) = succeed(
+        imgedge()
+            .args(["token", "--sub", "user-1", "--ttl", "15m"])
+            .env("IMGEDGE_JWT_SECRET", secret),
     );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = token.trim();
     let verifier = JwtVerifier::from_settings(secret, "").unwrap().unwrap();
-    let claims = verifier.verify(&token).unwrap();
+    let claims = verifier.verify(token).unwrap();
     assert_eq!(claims.sub, "user-1");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
