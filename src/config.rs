@@ -243,7 +243,8 @@ pub struct Config {
     pub public_cdn_url: String,
     /// Public base URL of the API listener, used in presigned URLs of the local store.
     pub public_api_url: String,
-    /// Name reported as the files' `bucket`.
+    /// The `bucket` label of files registered without one (the app's own grouping, such
+    /// as `images` or `avatars`; where objects live is `storage`/`s3_bucket`).
     pub bucket: String,
     /// Key for signing the local store's presigned URLs; empty means a random key kept in
     /// `<data_dir>/storage-signing.key` (created on first start).
@@ -392,8 +393,10 @@ impl Config {
         if self.housekeeping_interval_secs == 0 {
             return bad("housekeeping_interval_secs must be positive");
         }
-        if self.bucket.is_empty() {
-            return bad("bucket must not be empty");
+        if let Err(why) = crate::db::check_bucket(&self.bucket) {
+            return bad(&format!(
+                "bucket (IMGEDGE_BUCKET), the default label of files: {why}"
+            ));
         }
         if !self.database_url.is_empty()
             && !self.database_url.starts_with("sqlite:")

@@ -82,6 +82,7 @@ impl From<StorageError> for EdgeError {
             StorageError::Timeout => EdgeError::StorageTimeout,
             StorageError::Io(io) => EdgeError::Storage(io.to_string()),
             StorageError::Unavailable(why) => EdgeError::Storage(why),
+            e @ StorageError::BucketMissing(_) => EdgeError::Storage(e.to_string()),
             other @ (StorageError::Incomplete(_)
             | StorageError::PartMismatch { .. }
             | StorageError::PartTooSmall { .. }
@@ -407,6 +408,13 @@ impl From<StorageError> for ApiError {
                 ApiCode::InvalidParameters,
                 format!("the upload broke off before the end: {why}"),
             ),
+            e @ StorageError::BucketMissing(_) => {
+                tracing::error!(error = %e, "object storage is misconfigured");
+                ApiError::new(
+                    ApiCode::BucketNotConfigured,
+                    "this server's object storage is not configured (its bucket is missing)",
+                )
+            }
             other @ (StorageError::Unavailable(_) | StorageError::Timeout) => {
                 tracing::error!(error = %other, "object storage failed");
                 ApiError::new(

@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::auth::Caller;
 use super::uploads::{check_content_type, check_filename, parse_visibility, rfc3339};
-use super::view::{FileView, ListView, Pagination, can_edit, can_read};
+use super::view::{CdnLinks, FileView, ListView, Pagination, can_edit, can_read};
 use super::{body, json};
 use crate::app::App;
 use crate::db::{
@@ -75,8 +75,8 @@ where
             "originalName must be at most 255 characters",
         ));
     }
-    let original_name = check_filename(&input.original_name)?;
-    let mime_type = check_content_type(&input.mime_type)?;
+    let original_name = check_filename("originalName", &input.original_name)?;
+    let mime_type = check_content_type("mimeType", &input.mime_type)?;
     if input.size < 0 {
         return Err(bad(ApiCode::SizeNegative, "size must not be negative"));
     }
@@ -120,8 +120,9 @@ where
         other => ApiError::from(other),
     })?;
     if head.size > grant.max_size {
-        // S3 presigned PUTs cannot cap the body, so the cap is enforced here: the object
-        // goes, and the key cannot be registered.
+        // The stores refuse such bodies themselves (S3 signs the declared length, the
+        // local store caps the stream); this is the last line for objects written some
+        // other way: the object goes, and the key cannot be registered.
         if let Err(e) = app.storage.delete(&key).await {
             tracing::warn!(key = %key, error = %e, "could not remove an oversize upload");
         }
@@ -187,46 +188,80 @@ async fn probe_dimensions(app: &App, key: &ObjectKey, mime: &str) -> (Option<u32
     }
 }
 
+/// The file's `bucket` label: the app's own grouping, any valid name; absent, the
+/// configured default.
 fn check_bucket(app: &App, bucket: Option<&str>) -> Result<String, ApiError> {
     match bucket {
         None => Ok(app.config.bucket.clone()),
-        Some(b) if b == app.config.bucket => Ok(b.to_owned()),
-        Some(b) => Err(bad(
-            ApiCode::ValidationError,
-            format!(
-                "bucket `{b}` is not configured here (this node stores in `{}`)",
-                app.config.bucket
-            ),
-        )),
+        Some(b) => match crate::db::check_bucket(b) {
+            Ok(()) => Ok(b.to_owned()),
+            Err(why) => Err(bad(ApiCode::ValidationError, format!("bucket: {why}"))),
+        },
     }
 }
 
+/// What kind of JSON value `v` is, for error messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const METADATA_FIELDS: &str = "category, tags, description, alt, relatedEntityId, custom";
+const MAX_TAGS: usize = 50;
+
 /// `metadata`: an object with optional `category` (string), `tags` (strings),
-/// `description`, `alt`, `relatedEntityId` (strings) and `custom` (object).
+/// `description`, `alt`, `relatedEntityId` (strings) and `custom` (object). A refusal names
+/// the field by its path (`metadata.tags[2]`).
 fn check_metadata(value: Value) -> Result<Value, ApiError> {
-    let invalid = |why: String| bad(ApiCode::ValidationError, format!("metadata: {why}"));
+    let invalid = |path: &str, why: String| bad(ApiCode::ValidationError, format!("{path}: {why}"));
+    let expected = |path: &str, what: &str, v: &Value| {
+        invalid(path, format!("expected {what}, got {}", json_kind(v)))
+    };
     let Value::Object(map) = &value else {
-        return Err(invalid("must be an object".into()));
+        return Err(expected("metadata", "an object", &value));
     };
     for (k, v) in map {
-        let ok = match k.as_str() {
-            "category" | "description" | "alt" | "relatedEntityId" => v.is_string() || v.is_null(),
-            "tags" => {
-                v.is_null()
-                    || v.as_array()
-                        .is_some_and(|a| a.len() <= 50 && a.iter().all(Value::is_string))
+        let path = format!("metadata.{k}");
+        match (k.as_str(), v) {
+            (_, Value::Null) => {}
+            ("category" | "description" | "alt" | "relatedEntityId", Value::String(_)) => {}
+            ("category" | "description" | "alt" | "relatedEntityId", other) => {
+                return Err(expected(&path, "a string", other));
             }
-            "custom" => v.is_object() || v.is_null(),
-            other => return Err(invalid(format!("unknown field `{other}`"))),
-        };
-        if !ok {
-            return Err(invalid(format!("`{k}` has the wrong type")));
+            ("tags", Value::Array(tags)) => {
+                if tags.len() > MAX_TAGS {
+                    return Err(invalid(
+                        &path,
+                        format!("at most {MAX_TAGS} tags, got {}", tags.len()),
+                    ));
+                }
+                if let Some((i, tag)) = tags.iter().enumerate().find(|(_, t)| !t.is_string()) {
+                    return Err(expected(&format!("{path}[{i}]"), "a string", tag));
+                }
+            }
+            ("tags", other) => return Err(expected(&path, "an array of strings", other)),
+            ("custom", Value::Object(_)) => {}
+            ("custom", other) => return Err(expected(&path, "an object", other)),
+            (_, _) => {
+                return Err(invalid(
+                    &path,
+                    format!("is not a known field (expected one of {METADATA_FIELDS})"),
+                ));
+            }
         }
     }
-    if value.to_string().len() > MAX_METADATA_BYTES {
-        return Err(invalid(format!(
-            "must be at most {MAX_METADATA_BYTES} bytes of JSON"
-        )));
+    let size = value.to_string().len();
+    if size > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON, got {size}"),
+        ));
     }
     Ok(value)
 }
@@ -235,20 +270,35 @@ fn check_shared_with(users: Vec<String>) -> Result<Vec<String>, ApiError> {
     if users.len() > MAX_SHARED_WITH {
         return Err(bad(
             ApiCode::ValidationError,
-            format!("sharedWith lists at most {MAX_SHARED_WITH} users"),
+            format!(
+                "sharedWith: at most {MAX_SHARED_WITH} users, got {}",
+                users.len()
+            ),
         ));
     }
-    if users.iter().any(|u| u.is_empty() || u.len() > 256) {
+    for (i, user) in users.iter().enumerate() {
+        let why = if user.is_empty() || user.len() > 256 {
+            "must be a user id of 1 to 256 bytes"
+        } else if user.chars().any(char::is_control) {
+            "must not contain control characters"
+        } else {
+            continue;
+        };
         return Err(bad(
             ApiCode::ValidationError,
-            "sharedWith entries must be user ids of 1..=256 characters",
+            format!("sharedWith[{i}]: {why}"),
         ));
     }
     Ok(users)
 }
 
 fn view(app: &App, rec: &FileRecord, caller: &Caller) -> FileView {
-    FileView::new(rec, caller, &app.config.cdn_base_url())
+    let base = app.config.cdn_base_url();
+    let links = CdnLinks {
+        base: &base,
+        signing: &app.signing,
+    };
+    FileView::new(rec, caller, links)
 }
 
 /// The file, if it exists in the caller's project and the caller may read it; otherwise a
@@ -350,10 +400,12 @@ impl ListQuery {
                         "updatedAt" => SortBy::UpdatedAt,
                         "originalName" => SortBy::OriginalName,
                         "size" => SortBy::Size,
+                        "bucket" => SortBy::Bucket,
+                        "mimeType" => SortBy::MimeType,
                         _ => {
                             return Err(invalid(
                                 &name,
-                                "must be createdAt, updatedAt, originalName or size",
+                                "must be createdAt, updatedAt, originalName, size, bucket or mimeType",
                             ));
                         }
                     }
@@ -373,9 +425,14 @@ impl ListQuery {
                     q.filter.owner_type =
                         Some(value.parse().map_err(|e: String| invalid(&name, &e))?)
                 }
-                "ownerId" => q.filter.owner_id = Some(value),
-                "bucket" => q.filter.bucket = Some(value),
-                "mimeType" => q.filter.mime_type = Some(value),
+                "ownerId" if value.len() <= 256 => q.filter.owner_id = Some(value),
+                "ownerId" => return Err(invalid(&name, "must be at most 256 bytes")),
+                "bucket" => {
+                    crate::db::check_bucket(&value).map_err(|why| invalid(&name, &why))?;
+                    q.filter.bucket = Some(value)
+                }
+                "mimeType" if value.len() <= 255 => q.filter.mime_type = Some(value),
+                "mimeType" => return Err(invalid(&name, "must be at most 255 bytes")),
                 "search" if value.len() <= 255 => q.filter.search = Some(value),
                 "search" => return Err(invalid(&name, "must be at most 255 characters")),
                 _ => return Err(invalid(&name, "is not a known parameter")),
@@ -410,7 +467,7 @@ where
                 "originalName must be at most 255 characters",
             ));
         }
-        Some(name) => Some(check_filename(&name)?),
+        Some(name) => Some(check_filename("originalName", &name)?),
         None => None,
     };
     let visibility = input
@@ -441,7 +498,10 @@ where
 /// Top-level merge of a metadata patch: a `null` value removes the field.
 fn merge(current: &Value, patch: Value) -> Result<Value, ApiError> {
     let Value::Object(patch) = patch else {
-        return Err(bad(ApiCode::ValidationError, "metadata: must be an object"));
+        return Err(bad(
+            ApiCode::ValidationError,
+            format!("metadata: expected an object, got {}", json_kind(&patch)),
+        ));
     };
     let mut merged: Map<String, Value> = current.as_object().cloned().unwrap_or_default();
     for (k, v) in patch {

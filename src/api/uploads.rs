@@ -48,7 +48,7 @@ impl Category {
                 return Err(ApiError::new(
                     ApiCode::ValidationError,
                     format!(
-                        "category `{other}` is unknown; expected images, documents, media, \
+                        "category: `{other}` is unknown; expected images, documents, media, \
                          attachments, exports, backups or temp"
                     ),
                 ));
@@ -112,8 +112,8 @@ struct Checked {
 
 /// Checks name, type, category and size against SPEC §2.4's codes.
 fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiError> {
-    let filename = check_filename(&req.filename)?;
-    let content_type = check_content_type(&req.content_type)?;
+    let filename = check_filename("filename", &req.filename)?;
+    let content_type = check_content_type("contentType", &req.content_type)?;
     let visibility = match &req.visibility {
         Some(v) => parse_visibility(v)?,
         None => Visibility::default(),
@@ -126,7 +126,7 @@ fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiE
         return Err(ApiError::new(
             ApiCode::InvalidFormat,
             format!(
-                "content type `{content_type}` is not accepted for images; expected one of {}",
+                "contentType `{content_type}` is not accepted for images; expected one of {}",
                 IMAGE_TYPES.join(", ")
             ),
         ));
@@ -136,7 +136,14 @@ fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiE
         None if size == SizeRule::Required => {
             return Err(ApiError::new(
                 ApiCode::ValidationError,
-                "fileSize is required for multipart uploads",
+                "fileSize: is required for multipart uploads",
+            ));
+        }
+        None if size == SizeRule::Signed => {
+            return Err(ApiError::new(
+                ApiCode::ValidationError,
+                "fileSize: is required by this server: its object store (S3) accepts only \
+                 an upload of the exact size the URL was signed for",
             ));
         }
         None => limit,
@@ -178,8 +185,8 @@ fn check_size(n: i64, limit: u64, category: Category) -> Result<u64, ApiError> {
 }
 
 /// A file name: 1..=255 characters, no path separators, no control characters.
-pub fn check_filename(name: &str) -> Result<String, ApiError> {
-    let bad = |why: &str| ApiError::new(ApiCode::InvalidName, format!("filename {why}"));
+pub fn check_filename(field: &str, name: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::new(ApiCode::InvalidName, format!("{field} {why}"));
     let name = name.trim();
     if name.is_empty() {
         return Err(bad("must not be empty"));
@@ -197,11 +204,11 @@ pub fn check_filename(name: &str) -> Result<String, ApiError> {
 }
 
 /// A MIME type `type/subtype` (parameters dropped, lower-cased).
-pub fn check_content_type(ct: &str) -> Result<String, ApiError> {
+pub fn check_content_type(field: &str, ct: &str) -> Result<String, ApiError> {
     if ct.len() > MAX_NAME {
         return Err(ApiError::new(
             ApiCode::MimeTypeTooLong,
-            "content type must be at most 255 characters",
+            format!("{field} must be at most 255 characters"),
         ));
     }
     let essence = ct
@@ -219,7 +226,7 @@ pub fn check_content_type(ct: &str) -> Result<String, ApiError> {
         Some((t, s)) if token(t) && token(s) => Ok(essence),
         _ => Err(ApiError::new(
             ApiCode::InvalidFormat,
-            format!("`{ct}` is not a MIME type (expected type/subtype)"),
+            format!("{field}: `{ct}` is not a MIME type (expected type/subtype)"),
         )),
     }
 }
@@ -299,7 +306,10 @@ struct PresignView {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SizeRule {
     Optional,
+    /// Multipart: the size decides the part plan.
     Required,
+    /// The store signs the exact length into the URL (S3), so it must be known.
+    Signed,
 }
 
 /// The common start of presign and multipart init: authenticate (a token is required),
@@ -325,7 +335,12 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let (caller, checked) = read_upload_request(app, req, SizeRule::Optional).await?;
+    let rule = if app.storage.signs_exact_size() {
+        SizeRule::Signed
+    } else {
+        SizeRule::Optional
+    };
+    let (caller, checked) = read_upload_request(app, req, rule).await?;
     let key = new_key(&caller.project, checked.category, &checked.filename)?;
     let grant = issue(app, &caller, key, &checked, None).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
@@ -499,32 +514,47 @@ where
         .complete_multipart(&grant.key, &input.upload_id, &parts, grant.max_size)
         .await?;
     app.db.mark_upload_completed(&grant.key).await?;
-    let location = super::view::cdn_url(&app.config.cdn_base_url(), &grant.key);
+    let base = app.config.cdn_base_url();
+    let location = super::view::CdnLinks {
+        base: &base,
+        signing: &app.signing,
+    }
+    .to(&grant.key);
     Ok(json(
         StatusCode::OK,
         &json!({ "key": grant.key.as_str(), "location": location }),
     ))
 }
 
-/// Parts must be non-empty, in strictly ascending order, in range, with non-empty etags.
+/// Parts must be non-empty, in strictly ascending order, in range, with non-empty etags;
+/// a refusal names the entry (`parts[2].partNumber`).
 fn check_parts(parts: &[PartRef]) -> Result<Vec<(u32, String)>, ApiError> {
     let bad = |why: String| ApiError::new(ApiCode::InvalidPartsArray, why);
     if parts.is_empty() {
-        return Err(bad("parts must list at least one part".into()));
+        return Err(bad("parts: must list at least one part".into()));
     }
     let mut out: Vec<(u32, String)> = Vec::with_capacity(parts.len());
-    for p in parts {
+    for (i, p) in parts.iter().enumerate() {
         let n = u32::try_from(p.part_number)
             .ok()
             .filter(|n| (1..=MAX_PARTS).contains(n))
-            .ok_or_else(|| bad(format!("partNumber {} is outside 1..=10000", p.part_number)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "parts[{i}].partNumber: must be 1..=10000, got {}",
+                    p.part_number
+                ))
+            })?;
         if out.last().is_some_and(|(prev, _)| *prev >= n) {
             return Err(bad(format!(
-                "parts must be in strictly ascending partNumber order (at {n})"
+                "parts[{i}].partNumber: parts must be in strictly ascending partNumber order \
+                 ({n} follows {})",
+                out.last().map_or(0, |(prev, _)| *prev)
             )));
         }
         if p.etag.trim().is_empty() {
-            return Err(bad(format!("part {n} has an empty etag")));
+            return Err(bad(format!(
+                "parts[{i}].etag: must not be empty (part {n})"
+            )));
         }
         out.push((n, p.etag.clone()));
     }
@@ -562,7 +592,7 @@ mod tests {
     #[test]
     fn filenames() {
         for ok in ["a.jpg", "  spaced name.png ", "ünï.webp"] {
-            assert!(check_filename(ok).is_ok(), "{ok}");
+            assert!(check_filename("filename", ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -574,7 +604,7 @@ mod tests {
             &"x".repeat(256),
         ] {
             assert_eq!(
-                check_filename(bad).unwrap_err().code,
+                check_filename("filename", bad).unwrap_err().code,
                 ApiCode::InvalidName,
                 "{bad}"
             );
@@ -583,13 +613,16 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(check_content_type("Image/JPEG; q=1").unwrap(), "image/jpeg");
         assert_eq!(
-            check_content_type("nope").unwrap_err().code,
+            check_content_type("contentType", "Image/JPEG; q=1").unwrap(),
+            "image/jpeg"
+        );
+        assert_eq!(
+            check_content_type("contentType", "nope").unwrap_err().code,
             ApiCode::InvalidFormat
         );
         assert_eq!(
-            check_content_type(&format!("image/{}", "x".repeat(300)))
+            check_content_type("contentType", &format!("image/{}", "x".repeat(300)))
                 .unwrap_err()
                 .code,
             ApiCode::MimeTypeTooLong

@@ -6,6 +6,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::auth::Caller;
 use crate::db::{FileRecord, OwnerType, Visibility};
+use crate::edge::access::Signing;
 
 /// Whether `caller` owns `rec` (a user file whose owner is the token's subject).
 pub fn is_owner(caller: &Caller, rec: &FileRecord) -> bool {
@@ -33,8 +34,9 @@ pub fn can_edit(caller: &Caller, rec: &FileRecord) -> bool {
     caller.is_secret() || is_owner(caller, rec)
 }
 
-/// A file object. Non-owners get the public fields only: no `sharedWith`, `bucket`, and no
-/// `custom` / `relatedEntityId` inside `metadata`.
+/// A file object. Non-owners get the public fields only: no `sharedWith`, and no
+/// `custom` / `relatedEntityId` inside `metadata`. `bucket` is the app's grouping label,
+/// which listings filter by, so every reader sees it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FileView {
@@ -46,8 +48,7 @@ pub struct FileView {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub visibility: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bucket: Option<String>,
+    pub bucket: String,
     pub owner_id: String,
     pub owner_type: &'static str,
     pub metadata: serde_json::Value,
@@ -60,7 +61,7 @@ pub struct FileView {
 }
 
 impl FileView {
-    pub fn new(rec: &FileRecord, caller: &Caller, cdn_base: &str) -> FileView {
+    pub fn new(rec: &FileRecord, caller: &Caller, links: CdnLinks<'_>) -> FileView {
         let full = can_edit(caller, rec);
         let mut metadata = rec.metadata.clone();
         if !full && let Some(m) = metadata.as_object_mut() {
@@ -77,22 +78,33 @@ impl FileView {
             width: rec.width,
             height: rec.height,
             visibility: rec.visibility.as_str(),
-            bucket: full.then(|| rec.bucket.clone()),
+            bucket: rec.bucket.clone(),
             owner_id: rec.owner_id.clone(),
             owner_type: rec.owner_type.as_str(),
             metadata,
             shared_with: full.then(|| rec.shared_with.clone()),
             created_at: time(rec.created_at),
             updated_at: time(rec.updated_at),
-            cdn_url: (rec.visibility == Visibility::Public).then(|| cdn_url(cdn_base, &rec.key)),
+            cdn_url: (rec.visibility == Visibility::Public).then(|| links.to(&rec.key)),
         }
     }
 }
 
-/// The CDN URL of the untransformed image (key percent-encoded where needed).
-pub fn cdn_url(cdn_base: &str, key: &crate::edge::url::ObjectKey) -> String {
-    let path = crate::edge::url::canonical(&crate::imaging::recipe::Recipe::default(), false, key);
-    format!("{cdn_base}/{path}")
+/// Where the API's CDN links point, and how they are signed.
+#[derive(Debug, Clone, Copy)]
+pub struct CdnLinks<'a> {
+    pub base: &'a str,
+    pub signing: &'a Signing,
+}
+
+impl CdnLinks<'_> {
+    /// The CDN URL of the untransformed image (key percent-encoded where needed), signed
+    /// when the edge requires signatures.
+    pub fn to(&self, key: &crate::edge::url::ObjectKey) -> String {
+        let path =
+            crate::edge::url::canonical(&crate::imaging::recipe::Recipe::default(), false, key);
+        format!("{}/{}", self.base, self.signing.link_path(&path))
+    }
 }
 
 #[derive(Debug, Serialize)]

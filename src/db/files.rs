@@ -39,6 +39,8 @@ pub enum SortBy {
     UpdatedAt,
     OriginalName,
     Size,
+    Bucket,
+    MimeType,
 }
 
 impl SortBy {
@@ -48,6 +50,8 @@ impl SortBy {
             SortBy::UpdatedAt => "updated_at",
             SortBy::OriginalName => "original_name",
             SortBy::Size => "size",
+            SortBy::Bucket => "bucket",
+            SortBy::MimeType => "mime_type",
         }
     }
 }

@@ -200,6 +200,30 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// Longest `bucket` label.
+pub const MAX_BUCKET: usize = 63;
+
+/// Checks a file's `bucket`: the app's own grouping label (`images`, `avatars`, ...), 1 to
+/// 63 of `a-z 0-9 . _ -`. It says nothing about where the object is stored.
+pub fn check_bucket(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_BUCKET {
+        return Err(format!(
+            "must be 1 to {MAX_BUCKET} characters, got {}",
+            name.chars().count()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-'))
+    {
+        Some(c) => Err(format!(
+            "may hold only lower-case letters, digits, `.`, `_` and `-`, not {:?}",
+            c
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Db {
     /// Connects and runs migrations.
     /// - `sqlite://path` creates the file when missing and uses WAL with

@@ -46,6 +46,16 @@ impl Signing {
             None => format!("unsafe/{path}"),
         }
     }
+
+    /// The path of a link the service hands out (`cdnUrl`, `location`): signed when
+    /// signatures are required, since the edge would refuse it unsigned; else as is.
+    pub fn link_path(&self, path: &str) -> String {
+        let path = path.trim_start_matches('/');
+        match &self.key {
+            Some(key) if self.required => format!("{}/{path}", sign(key, path)),
+            _ => path.to_owned(),
+        }
+    }
 }
 
 /// Checks a parsed URL against the policy: a signature, when present, must verify (if a key

@@ -243,6 +243,15 @@ impl FsStorage {
         let tmp = self.temp_path();
         let dest = self.path_of(key);
         let result = async {
+            // A part never uploaded is the first thing to report, before any size rule.
+            for (number, _) in parts {
+                if tokio::fs::metadata(dir.join(number.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return Err(StorageError::PartMismatch { part: *number });
+                }
+            }
             let mut out = tokio::fs::File::create(&tmp).await?;
             let mut total = 0u64;
             for (number, etag) in parts {

@@ -43,6 +43,10 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The configured bucket does not exist (any more): the server's own configuration is
+    /// at fault, not the request.
+    #[error("the configured bucket `{0}` does not exist")]
+    BucketMissing(String),
 }
 
 /// Facts about a stored object, without its bytes.
@@ -109,6 +113,13 @@ impl Storage {
             Storage::Fs(_, signer) => Ok(signer.url(permit, expires)),
             Storage::S3(s3) => s3.presign(permit, expires).await,
         }
+    }
+
+    /// Whether a presigned PUT admits exactly `Permit::Put::max_size` bytes (S3: the length
+    /// is a signed header) rather than at most that many (the local store streams with a
+    /// cap). Where it is exact, an upload must declare its size before it is presigned.
+    pub fn signs_exact_size(&self) -> bool {
+        matches!(self, Storage::S3(_))
     }
 
     /// Starts a multipart upload of `key`; returns its upload id.

@@ -27,7 +27,8 @@ const QUERY: &AsciiSet = &NON_ALPHANUMERIC
 /// What a presigned URL allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Permit {
-    /// Upload one object with exactly this content type and at most `max_size` bytes.
+    /// Upload one object with exactly this content type and at most `max_size` bytes
+    /// (exactly `max_size` on S3, see `Storage::signs_exact_size`).
     Put {
         key: ObjectKey,
         content_type: String,

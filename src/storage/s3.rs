@@ -279,13 +279,18 @@ impl S3Storage {
             .map_err(|e| StorageError::Unavailable(format!("presigning: {e}")))?;
         let c = &self.presigner;
         let presigned = match permit {
+            // The exact length is a signed header: S3 refuses a body of any other size
+            // (the API requires `fileSize` on S3 for this, `Storage::signs_exact_size`).
             Permit::Put {
-                key, content_type, ..
+                key,
+                content_type,
+                max_size,
             } => c
                 .put_object()
                 .bucket(&self.bucket)
                 .key(self.full(key))
                 .content_type(content_type)
+                .content_length(i64::try_from(*max_size).unwrap_or(i64::MAX))
                 .presigned(config)
                 .await
                 .map_err(|e| self.error("presign PutObject", e))?,
@@ -369,9 +374,9 @@ impl S3Storage {
                 }
             }
         }
-        let mut total = 0u64;
-        for (i, (n, etag)) in parts.iter().enumerate() {
-            let Some((size, stored_etag)) = stored.get(n) else {
+        // Parts never uploaded (or with another ETag) first, then the size rules.
+        for (n, etag) in parts {
+            let Some((_, stored_etag)) = stored.get(n) else {
                 return Err(StorageError::PartMismatch { part: *n });
             };
             if stored_etag
@@ -380,6 +385,10 @@ impl S3Storage {
             {
                 return Err(StorageError::PartMismatch { part: *n });
             }
+        }
+        let mut total = 0u64;
+        for (i, (n, _)) in parts.iter().enumerate() {
+            let size = stored.get(n).map_or(&0, |(size, _)| size);
             if i + 1 < parts.len() && *size < super::MIN_PART_BYTES {
                 return Err(StorageError::PartTooSmall {
                     part: *n,
@@ -501,6 +510,9 @@ impl S3Storage {
         }
         let status = e.raw_response().map(HasStatus::status);
         let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+        if code == "NoSuchBucket" {
+            return StorageError::BucketMissing(self.bucket.clone());
+        }
         if status == Some(404) || matches!(code, "NoSuchKey" | "NotFound" | "NoSuchUpload") {
             return StorageError::NotFound;
         }

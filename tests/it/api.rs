@@ -12,7 +12,7 @@ pub(crate) async fn upload(s: &TestServer, user: &str, name: &str, visibility: &
     upload_with(s, user, name, visibility, json!({})).await
 }
 
-async fn upload_with(
+pub(crate) async fn upload_with(
     s: &TestServer,
     user: &str,
     name: &str,
@@ -565,7 +565,7 @@ async fn error_codes_of_every_endpoint() {
             "/v1/files/presigned-url",
             PK,
             Some("alice"),
-            Some(json!({ "filename": "b.jpg", "contentType": "image/jpeg" })),
+            Some(json!({ "filename": "b.jpg", "contentType": "image/jpeg", "fileSize": fixture("landscape.jpg").len() })),
         )
         .await
         .json();
@@ -608,7 +608,7 @@ async fn error_codes_of_every_endpoint() {
         ("alice", with("size", json!(-1)), "file/size-negative", 400),
         (
             "alice",
-            with("bucket", json!("elsewhere")),
+            with("bucket", json!("Else Where")),
             "data/validation-error",
             400,
         ),
@@ -1109,7 +1109,7 @@ async fn abandoned_uploads_are_swept() {
             "/v1/files/presigned-url",
             PK,
             Some("alice"),
-            Some(json!({ "filename": "o.jpg", "contentType": "image/jpeg" })),
+            Some(json!({ "filename": "o.jpg", "contentType": "image/jpeg", "fileSize": fixture("landscape.jpg").len() })),
         )
         .await
         .json();

@@ -147,9 +147,14 @@ async fn s3_presigned_urls_are_checked_by_the_store() {
         .replace(&key, "default/images/x.jpg");
     assert_eq!(s.send(Method::GET, &tampered_dl, &[], "").await.status, 403);
 
-    // S3 cannot cap a presigned PUT's body, so registration enforces the declared size:
-    // an oversize object is refused and removed.
+    // The declared size is signed into the URL: S3 itself refuses a larger body (issue
+    // 17), and nothing is stored.
     let small = presign(&s, "b.jpg", 1000).await;
+    assert!(
+        small["url"].as_str().unwrap().contains("content-length"),
+        "the length is a signed header: {}",
+        small["url"]
+    );
     let small_key = small["key"].as_str().unwrap();
     let r = s
         .send(
@@ -159,13 +164,13 @@ async fn s3_presigned_urls_are_checked_by_the_store() {
             bytes.clone(),
         )
         .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     let r = register(&s, small_key, bytes.len(), "public").await;
-    assert_eq!(code(&r), "file/file-too-large");
+    assert_eq!(code(&r), "file/not-found");
     let small_key = ObjectKey::parse(small_key).unwrap();
     assert!(
         s.app.storage.head(&small_key).await.is_err(),
-        "oversize object removed"
+        "nothing stored"
     );
     s.stop().await;
 }

@@ -394,3 +394,33 @@ fn the_server_hands_memory_back_once_quiet() {
     });
     assert!(seen_on, "huge pages stayed off through a burst of renders");
 }
+
+/// The README's storage-API walk-through, as `scripts/walkthrough.sh` runs it against the
+/// real binary: two buckets, a listing of one, a named error, a resize URL.
+#[test]
+fn walkthrough_script_succeeds() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("walkthrough_script_succeeds: skipped here, needs curl");
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/walkthrough.sh"
+        ))
+        .arg(env!("CARGO_BIN_EXE_imgedge"))
+        .arg(fixture_path("landscape.jpg"))
+        .arg(fixture_path("alpha.png"))
+        .env("IMGEDGE_CDN_ADDR", free_addr().to_string())
+        .env("IMGEDGE_API_ADDR", free_addr().to_string())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("walk-through OK"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"bucket\":\"avatars\""), "{stdout}");
+}

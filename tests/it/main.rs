@@ -4,6 +4,7 @@
 mod api;
 mod backends;
 mod cli;
+mod clients;
 mod derivatives;
 mod edge;
 mod ops;
