@@ -82,9 +82,18 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
     ))
 }
 
-/// Refuses explicit output sizes over the limit before any I/O.
+/// Refuses explicit output sizes over the limit before any I/O. A `fit-in` box that may
+/// neither enlarge nor pad (`fit-in/99999x99999/`) is not an output size: the source's
+/// own size decides, and the plan checks that once the header is read.
 fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> {
-    use crate::imaging::recipe::Dim;
+    use crate::imaging::recipe::{Dim, Fit, Upscale};
+    let filters = &parsed.recipe.filters;
+    if matches!(parsed.recipe.fit, Fit::FitIn | Fit::AdaptiveFitIn)
+        && filters.fill.is_none()
+        && filters.upscale != Upscale::Allow
+    {
+        return Ok(());
+    }
     let limit = app.config.max_output_side;
     let px = |d: Dim| match d {
         Dim::Px(n) => n,

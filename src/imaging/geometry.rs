@@ -77,14 +77,29 @@ pub fn plan(base: Size, recipe: &Recipe, max_side: u32) -> Result<Plan, ImagingE
     {
         (box_w, box_h) = (Some(h), Some(w));
     }
+    // Thumbor's defaults: the modes that fill their box enlarge to do so; `fit-in` does not.
     let may_upscale = match recipe.filters.upscale {
         Upscale::Never => false,
         Upscale::Allow => true,
-        Upscale::Default => matches!(fit, Fit::Crop | Fit::FullFitIn),
+        Upscale::Default => matches!(fit, Fit::Crop | Fit::FullFitIn | Fit::AdaptiveFullFitIn),
     };
+    // A crop box that would need enlarging, with enlarging forbidden, shrinks to the
+    // source on each side that exceeds it (Thumbor and imagor do the same):
+    // `1000x1000/filters:no_upscale()/` of an 800x600 image is 800x600, not a 600x600 crop.
+    if fit == Fit::Crop
+        && !may_upscale
+        && let (Some(w), Some(h)) = (box_w, box_h)
+    {
+        (box_w, box_h) = (Some(w.min(base.width)), Some(h.min(base.height)));
+    }
 
     let (window, mut resize) = match (fit, box_w, box_h) {
-        (Fit::Crop, Some(w), Some(h)) => cover_and_crop(base, Size::new(w, h), may_upscale),
+        (Fit::Crop, Some(w), Some(h)) => cover_and_crop(
+            base,
+            Size::new(w, h),
+            may_upscale,
+            Anchor::Align(recipe.halign, recipe.valign),
+        ),
         (Fit::Crop | Fit::FitIn | Fit::AdaptiveFitIn, _, _) => (
             base.full_rect(),
             scale_to_box(base, box_w, box_h, Cover::Inside, may_upscale),
@@ -236,9 +251,10 @@ fn orientation_differs(base: Size, w: u32, h: u32) -> bool {
     (base.width > base.height && w < h) || (base.width < base.height && w > h)
 }
 
-/// Crop mode with both sides given: the largest window with the box's aspect ratio, resized
+/// Crop mode with both sides given: the largest window with the box's aspect ratio, placed
+/// by the URL's alignment (centre by default; `smart` and `focal` move it later), resized
 /// to exactly the box (or left at window size when upscaling is not allowed).
-fn cover_and_crop(base: Size, target: Size, may_upscale: bool) -> (Rect, Size) {
+fn cover_and_crop(base: Size, target: Size, may_upscale: bool, anchor: Anchor) -> (Rect, Size) {
     let aspect = f64::from(target.width) / f64::from(target.height);
     let base_aspect = f64::from(base.width) / f64::from(base.height);
     let window = if base_aspect > aspect {
@@ -257,10 +273,7 @@ fn cover_and_crop(base: Size, target: Size, may_upscale: bool) -> (Rect, Size) {
     } else {
         target
     };
-    (
-        place(base, window, Anchor::Align(HAlign::Center, VAlign::Middle)),
-        resize,
-    )
+    (place(base, window, anchor), resize)
 }
 
 /// Scales the whole base so that it fits inside (or covers) the box; a missing side follows
@@ -437,13 +450,43 @@ mod tests {
             (400, 400),
             None,
         );
+        // With no_upscale(), each side of the box that exceeds the source shrinks to it
+        // (Thumbor's rule): the whole 100x50, not a 50x50 crop.
         check(
             (100, 50),
             with(recipe(Fit::Crop, Px(400), Px(400)), |f| {
                 f.upscale = Upscale::Never
             }),
-            (25, 0, 50, 50),
-            (50, 50),
+            (0, 0, 100, 50),
+            (100, 50),
+            None,
+        );
+        check(
+            (202, 259),
+            with(recipe(Fit::Crop, Px(500), Px(400)), |f| {
+                f.upscale = Upscale::Never
+            }),
+            (0, 0, 202, 259),
+            (202, 259),
+            None,
+        );
+        // Only the side that exceeds shrinks; the other still crops.
+        check(
+            (202, 259),
+            with(recipe(Fit::Crop, Px(300), Px(100)), |f| {
+                f.upscale = Upscale::Never
+            }),
+            (0, 79, 202, 100),
+            (202, 100),
+            None,
+        );
+        // adaptive-full-fit-in enlarges like full-fit-in: the box turns to suit the
+        // portrait source (400x500) and the source covers it.
+        check(
+            (202, 259),
+            recipe(Fit::AdaptiveFullFitIn, Px(500), Px(400)),
+            (0, 0, 202, 259),
+            (400, 513),
             None,
         );
         // One side given: keep the aspect ratio.
@@ -623,6 +666,42 @@ mod tests {
         assert_eq!(left(focus(90, 100)), 60);
     }
 
+    /// Regression: the crop window ignored the URL's alignment and was always centred
+    /// (`100x300/left/` of a landscape gave the centre strip).
+    #[test]
+    fn crop_window_follows_the_alignment() {
+        let base = Size::new(600, 400);
+        let window = |w, h, halign, valign| {
+            let mut r = recipe(Fit::Crop, Dim::Px(w), Dim::Px(h));
+            r.halign = halign;
+            r.valign = valign;
+            plan(base, &r, 4096).unwrap().window
+        };
+        let strip = |left| Rect {
+            left,
+            top: 0,
+            right: left + 133,
+            bottom: 400,
+        };
+        assert_eq!(window(100, 300, HAlign::Left, VAlign::Middle), strip(0));
+        assert_eq!(window(100, 300, HAlign::Center, VAlign::Middle), strip(233));
+        assert_eq!(window(100, 300, HAlign::Right, VAlign::Middle), strip(467));
+        let band = |top| Rect {
+            left: 0,
+            top,
+            right: 600,
+            bottom: top + 200,
+        };
+        assert_eq!(window(300, 100, HAlign::Center, VAlign::Top), band(0));
+        assert_eq!(window(300, 100, HAlign::Center, VAlign::Middle), band(100));
+        assert_eq!(window(300, 100, HAlign::Center, VAlign::Bottom), band(200));
+        // Where the box has the source's aspect, there is nothing to place.
+        assert_eq!(
+            window(300, 200, HAlign::Right, VAlign::Bottom),
+            base.full_rect()
+        );
+    }
+
     #[test]
     fn shrink_factors() {
         let s = Size::new;
@@ -687,8 +766,11 @@ mod tests {
             prop_assert!(out.width >= 1 && out.height >= 1);
             prop_assert!(win.width() >= 1 && win.height() >= 1);
             prop_assert!(win.right <= bw && win.bottom <= bh);
-            let box_w = requested(w, bw);
-            let box_h = requested(h, bh);
+            let (mut box_w, mut box_h) = (requested(w, bw), requested(h, bh));
+            if let (Fit::Crop, Upscale::Never, Some(tw), Some(th)) = (fit, up, box_w, box_h) {
+                // No enlarging: each side over the source shrinks to it.
+                (box_w, box_h) = (Some(tw.min(bw)), Some(th.min(bh)));
+            }
             match fit {
                 Fit::FitIn => {
                     // Never exceeds the box.

@@ -55,8 +55,9 @@ async fn resize_modes_give_the_documented_dimensions() {
             (200, 300),
         ),
         (
+            // Each side over the source shrinks to it (Thumbor's rule), no square crop.
             "/1000x1000/filters:no_upscale()/photos/landscape.jpg",
-            (427, 427),
+            (640, 427),
         ),
     ];
     for (path, (w, h)) in cases {
@@ -469,9 +470,33 @@ async fn malformed_urls_are_400_naming_the_segment() {
         assert!(text.contains(needle), "{path}: {text}");
         assert!(body["error"]["segment"].is_string(), "{path}");
     }
-    let r = s.get("/fit-in/20000x200/photos/landscape.jpg").await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"]["code"], "image/output-too-large");
+    // A box the output would fill is refused before any I/O...
+    for path in [
+        "/20000x200/photos/landscape.jpg",
+        "/full-fit-in/20000x200/photos/landscape.jpg",
+        "/fit-in/20000x200/filters:upscale()/photos/landscape.jpg",
+        "/fit-in/20000x200/filters:fill(white)/photos/landscape.jpg",
+    ] {
+        let r = s.get(path).await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(
+            r.json()["error"]["code"],
+            "image/output-too-large",
+            "{path}"
+        );
+    }
+    // ...but fit-in never enlarges, so its box is no output size (Thumbor serves these).
+    for (path, size) in [
+        ("/fit-in/20000x200/photos/landscape.jpg", (300, 200)),
+        ("/fit-in/99999x99999/photos/landscape.jpg", (640, 427)),
+        (
+            "/adaptive-fit-in/99999x99999/photos/landscape.jpg",
+            (640, 427),
+        ),
+    ] {
+        let img = s.get(path).await.image();
+        assert_eq!((img.width(), img.height()), size, "{path}");
+    }
     s.stop().await;
 }
 
@@ -534,5 +559,71 @@ async fn embedded_icc_profiles_are_converted_to_srgb() {
     r.image();
     let meta = s.get("/meta/fit-in/64x64/icc.jpg").await.json();
     assert_eq!(meta["source"]["has_icc"], true, "{meta}");
+    s.stop().await;
+}
+
+/// A 600x400 PNG of three vertical bands (red, green, blue) or three horizontal ones.
+fn bands(vertical: bool) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(600, 400, |x, y| {
+        let band = if vertical { x / 200 } else { y * 3 / 400 };
+        match band {
+            0 => image::Rgb([220, 30, 30]),
+            1 => image::Rgb([30, 200, 30]),
+            _ => image::Rgb([30, 30, 220]),
+        }
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+/// Which band's colour dominates the rendered image: 0 red, 1 green, 2 blue.
+fn dominant(img: &image::DynamicImage) -> usize {
+    let rgb = img.to_rgb8();
+    let mut sums = [0u64; 3];
+    for p in rgb.pixels() {
+        for c in 0..3 {
+            sums[c] += u64::from(p[c]);
+        }
+    }
+    (0..3).max_by_key(|&c| sums[c]).unwrap()
+}
+
+/// Regression (issue 16): the alignment was parsed and printed but the crop was always
+/// the centre. What is kept must be the part the URL names, and `meta/` must say so.
+#[tokio::test]
+async fn crops_keep_the_part_the_alignment_names() {
+    let s = TestServer::start().await;
+    s.add_bytes("bands/vertical.png", bands(true), Visibility::Public)
+        .await;
+    s.add_bytes("bands/horizontal.png", bands(false), Visibility::Public)
+        .await;
+    let cases: &[(&str, usize)] = &[
+        ("/100x300/left/bands/vertical.png", 0),
+        ("/100x300/bands/vertical.png", 1),
+        ("/100x300/center/bands/vertical.png", 1),
+        ("/100x300/right/bands/vertical.png", 2),
+        ("/100x300/right/bottom/bands/vertical.png", 2),
+        ("/-100x300/left/bands/vertical.png", 0),
+        ("/300x100/top/bands/horizontal.png", 0),
+        ("/300x100/middle/bands/horizontal.png", 1),
+        ("/300x100/bottom/bands/horizontal.png", 2),
+        ("/300x100/left/bottom/bands/horizontal.png", 2),
+        ("/100x100/right/bottom/bands/vertical.png", 2),
+    ];
+    for (path, band) in cases {
+        let img = s.get(path).await.image();
+        assert_eq!(dominant(&img), *band, "{path}");
+    }
+    // meta/ reports the window the render uses.
+    let meta = s.get("/meta/100x300/left/bands/vertical.png").await.json();
+    let text = meta.to_string();
+    assert!(text.contains("left"), "{text}");
+    let meta_right = s.get("/meta/100x300/right/bands/vertical.png").await.json();
+    assert_ne!(
+        meta, meta_right,
+        "the crop window differs with the alignment"
+    );
     s.stop().await;
 }
