@@ -270,7 +270,8 @@ struct Size {
 enum UrlOption {
     Meta,
     Trim(Trim),
-    Crop(Rect),
+    /// A manual crop; `None` for `0x0:0x0`, which Thumbor reads as no crop at all.
+    Crop(Option<Rect>),
     Fit(Fit),
     Size(Size),
     HAlign(HAlign),
@@ -322,7 +323,7 @@ impl<'a> OptionReader<'a> {
         match option {
             UrlOption::Meta => self.meta = true,
             UrlOption::Trim(trim) => recipe.trim = Some(trim),
-            UrlOption::Crop(rect) => recipe.crop = Some(rect),
+            UrlOption::Crop(rect) => recipe.crop = rect,
             UrlOption::Fit(fit) => recipe.fit = fit,
             UrlOption::Size(size) => {
                 (recipe.width, recipe.height) = (size.width, size.height);
@@ -412,8 +413,11 @@ fn classify(segment: &str) -> Result<Option<UrlOption>, UrlError> {
         return Ok(None);
     }
     if CROP_LIKE.is_match(segment) {
+        if segment.bytes().all(|b| matches!(b, b'0' | b'x' | b':')) {
+            return Ok(Some(UrlOption::Crop(None)));
+        }
         return parse_rect(segment, "crop")
-            .map(|r| Some(UrlOption::Crop(r)))
+            .map(|r| Some(UrlOption::Crop(Some(r))))
             .map_err(fail);
     }
     match SIZE_LIKE.captures(segment) {
@@ -1378,6 +1382,10 @@ mod tests {
         ("trim:bottom-right:442/a.jpg", "trim:bottom-right:442/a.jpg"),
         ("10x20:110x220/a.jpg", "10x20:110x220/a.jpg"),
         ("0x0:1x1/a.jpg", "0x0:1x1/a.jpg"),
+        // Thumbor reads an all-zero box as no crop.
+        ("0x0:0x0/a.jpg", "a.jpg"),
+        ("0x0:0x0/200x200/a.jpg", "200x200/a.jpg"),
+        ("00x0:0x000/fit-in/10x10/a.jpg", "fit-in/10x10/a.jpg"),
         (
             "unsafe/meta/trim:bottom-right:10/10x20:300x400/fit-in/-300x-200/left/top/smart/\
              filters:quality(80)/dir/a.jpg",

@@ -26,6 +26,9 @@ async fn resize_modes_give_the_documented_dimensions() {
         ("/x100/photos/landscape.jpg", (150, 100)),
         ("/0x100/photos/landscape.jpg", (150, 100)),
         ("/origx100/photos/landscape.jpg", (640, 100)),
+        // An all-zero crop box is no crop (Thumbor's reading).
+        ("/0x0:0x0/photos/landscape.jpg", (640, 427)),
+        ("/0x0:0x0/300x200/photos/landscape.jpg", (300, 200)),
         ("/-300x200/photos/landscape.jpg", (300, 200)),
         ("/300x-200/photos/landscape.jpg", (300, 200)),
         ("/fit-in/300x300/photos/landscape.jpg", (300, 200)),
