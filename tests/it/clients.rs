@@ -9,9 +9,17 @@ use imgedge::edge::url::ObjectKey;
 use serde_json::{Value, json};
 
 use crate::api::upload_with;
-use crate::support::{PK, SK, TestServer, fixture};
+use crate::support::{PK, Resp, SK, TestServer, fixture};
 
-fn error(r: &crate::support::Resp) -> (u16, String, String) {
+const PRESIGN: &str = "/v1/files/presigned-url";
+
+/// POSTs `body` to `path` as alice, with the publishable key.
+async fn post(s: &TestServer, path: &str, body: Value) -> Resp {
+    s.api(Method::POST, path, PK, Some("alice"), Some(body))
+        .await
+}
+
+fn error(r: &Resp) -> (u16, String, String) {
     let body = r.json();
     assert_eq!(body["success"], false, "{body}");
     (
@@ -103,16 +111,13 @@ async fn bucket_is_the_apps_own_label() {
         &"x".repeat(64),
         "a/b",
     ] {
-        let presigned = s
-            .api(
-                Method::POST,
-                "/v1/files/presigned-url",
-                PK,
-                Some("alice"),
-                Some(json!({ "filename": "b.jpg", "contentType": "image/jpeg", "fileSize": 10 })),
-            )
-            .await
-            .json();
+        let presigned = post(
+            &s,
+            PRESIGN,
+            json!({ "filename": "b.jpg", "contentType": "image/jpeg", "fileSize": 10 }),
+        )
+        .await
+        .json();
         let r = s
             .api(
                 Method::POST,
@@ -154,19 +159,6 @@ async fn bucket_is_the_apps_own_label() {
 #[tokio::test]
 async fn body_errors_name_the_field() {
     let s = TestServer::start().await;
-    let presign = |body: Value| {
-        let s = &s;
-        async move {
-            s.api(
-                Method::POST,
-                "/v1/files/presigned-url",
-                PK,
-                Some("alice"),
-                Some(body),
-            )
-            .await
-        }
-    };
     let presign_cases: Vec<(Value, &str)> = vec![
         (
             json!({ "filename": "a.jpg", "contentType": "image/jpeg", "fileSize": "big" }),
@@ -197,7 +189,7 @@ async fn body_errors_name_the_field() {
         (json!("a.jpg"), "the request body must be a JSON object"),
     ];
     for (body, expected) in presign_cases {
-        let (status, code, message) = error(&presign(body.clone()).await);
+        let (status, code, message) = error(&post(&s, PRESIGN, body.clone()).await);
         assert_eq!(
             (status, code.as_str(), message.as_str()),
             (400, "data/validation-error", expected),
@@ -225,10 +217,13 @@ async fn body_errors_name_the_field() {
     );
 
     // Registration: nested fields by path.
-    let presigned =
-        presign(json!({ "filename": "b.jpg", "contentType": "image/jpeg", "fileSize": 10 }))
-            .await
-            .json();
+    let presigned = post(
+        &s,
+        PRESIGN,
+        json!({ "filename": "b.jpg", "contentType": "image/jpeg", "fileSize": 10 }),
+    )
+    .await
+    .json();
     let base = json!({ "s3Key": presigned["key"], "originalName": "b.jpg", "mimeType": "image/jpeg", "size": 10 });
     let with = |k: &str, v: Value| {
         let mut b = base.clone();
@@ -530,20 +525,9 @@ async fn hostile_queries_and_bodies_never_get_a_5xx() {
 async fn uploads_hold_to_what_was_declared() {
     let s = TestServer::start().await;
     let bytes = fixture("landscape.jpg");
-    let presign = |body: Value| {
-        let s = &s;
-        async move {
-            s.api(
-                Method::POST,
-                "/v1/files/presigned-url",
-                PK,
-                Some("alice"),
-                Some(body),
-            )
-            .await
-        }
-    };
-    let declared = presign(
+    let declared = post(
+        &s,
+        PRESIGN,
         json!({ "filename": "a.jpg", "contentType": "image/jpeg", "fileSize": bytes.len() }),
     )
     .await
@@ -585,7 +569,12 @@ async fn uploads_hold_to_what_was_declared() {
 
     // Undeclared: the category limit (images: 10 MB) holds.
     let eleven_mib = vec![0u8; 11 << 20];
-    let r = presign(json!({ "filename": "b.jpg", "contentType": "image/jpeg" })).await;
+    let r = post(
+        &s,
+        PRESIGN,
+        json!({ "filename": "b.jpg", "contentType": "image/jpeg" }),
+    )
+    .await;
     if s.is_s3() {
         // S3 can only hold an upload to a length signed in advance: the size is required.
         let (status, code, message) = error(&r);
@@ -606,7 +595,9 @@ async fn uploads_hold_to_what_was_declared() {
         assert!(s.app.storage.head(&key).await.is_err(), "nothing stored");
     }
     // Declaring more than the limit is refused before any URL is issued.
-    let r = presign(
+    let r = post(
+        &s,
+        PRESIGN,
         json!({ "filename": "c.jpg", "contentType": "image/jpeg", "fileSize": eleven_mib.len() }),
     )
     .await;
@@ -617,14 +608,8 @@ async fn uploads_hold_to_what_was_declared() {
 #[tokio::test]
 async fn multipart_complete_refuses_parts_never_uploaded() {
     let s = TestServer::start().await;
-    let call = |path: &'static str, body: Value| {
-        let s = &s;
-        async move {
-            s.api(Method::POST, path, PK, Some("alice"), Some(body))
-                .await
-        }
-    };
-    let init = call(
+    let init = post(
+        &s,
         "/v1/files/multipart/init",
         json!({ "filename": "v.jpg", "contentType": "image/jpeg", "fileSize": 100_000 }),
     )
@@ -632,7 +617,7 @@ async fn multipart_complete_refuses_parts_never_uploaded() {
     .json();
     let (key, upload_id) = (init["key"].clone(), init["uploadId"].clone());
     // Nothing uploaded yet.
-    let r = call(
+    let r = post(&s,
         "/v1/files/multipart/complete",
         json!({ "key": key, "uploadId": upload_id, "parts": [{ "partNumber": 1, "etag": "\"abc\"" }] }),
     )
@@ -645,7 +630,8 @@ async fn multipart_complete_refuses_parts_never_uploaded() {
     );
     assert!(message.contains("part 1"), "{message}");
     // Part 1 uploaded, part 2 never.
-    let part_url = call(
+    let part_url = post(
+        &s,
         "/v1/files/multipart/presigned-url",
         json!({ "key": key, "uploadId": upload_id, "partNumber": 1 }),
     )
@@ -661,7 +647,8 @@ async fn multipart_complete_refuses_parts_never_uploaded() {
         .await;
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
     let etag = put.header("etag").to_owned();
-    let r = call(
+    let r = post(
+        &s,
         "/v1/files/multipart/complete",
         json!({ "key": key, "uploadId": upload_id, "parts": [
             { "partNumber": 1, "etag": etag }, { "partNumber": 2, "etag": etag }] }),
@@ -675,7 +662,8 @@ async fn multipart_complete_refuses_parts_never_uploaded() {
     );
     assert!(message.contains("part 2"), "{message}");
     // The refusals left the upload intact: the real part list completes.
-    let r = call(
+    let r = post(
+        &s,
         "/v1/files/multipart/complete",
         json!({ "key": key, "uploadId": upload_id, "parts": [{ "partNumber": 1, "etag": etag }] }),
     )
