@@ -130,7 +130,8 @@ fn describe_json_error(path: &str, e: &serde_json::Error) -> String {
     let at = |field: &str| match (path.is_empty(), field.is_empty()) {
         (true, _) => field.to_owned(),
         (false, true) => path.to_owned(),
-        (false, false) if path.ends_with(field) => path.to_owned(),
+        // serde_path_to_error may already have stepped into the unknown key.
+        (false, false) if path == field || path.ends_with(&format!(".{field}")) => path.to_owned(),
         (false, false) => format!("{path}.{field}"),
     };
     if let Some(rest) = message.strip_prefix("missing field `") {
@@ -317,6 +318,11 @@ mod tests {
         check(
             r#"{"name": "a", "inner": {"deep": 1}}"#,
             "inner.deep: is not a known field (expected one of depth)",
+        );
+        // An unknown key that happens to end the parent's name is still its own field.
+        check(
+            r#"{"name": "a", "inner": {"ner": 1}}"#,
+            "inner.ner: is not a known field (expected one of depth)",
         );
         check(
             r#"{"name": "a", "nope": 1}"#,
