@@ -106,8 +106,16 @@ impl ObjectKey {
     fn from_url(encoded: &str) -> Result<ObjectKey, UrlError> {
         let fail = |reason: String| UrlError::new(encoded, reason);
         let decoded = decode_percent(encoded, "the file key").map_err(fail)?;
-        validate_key(&decoded).map_err(fail)?;
-        Ok(ObjectKey(decoded.into_owned()))
+        // A `.` segment names the same place as none (Thumbor serves `./a.jpg` as `a.jpg`);
+        // `..` and empty segments stay refused.
+        let key = if decoded.split('/').any(|segment| segment == ".") {
+            let kept: Vec<&str> = decoded.split('/').filter(|s| *s != ".").collect();
+            Cow::Owned(kept.join("/"))
+        } else {
+            decoded
+        };
+        validate_key(&key).map_err(fail)?;
+        Ok(ObjectKey(key.into_owned()))
     }
 
     /// Where the reduced copy with long edge `long_edge` of this file is stored:
@@ -643,13 +651,19 @@ fn parse_filters(segment: &str, body: &str) -> Result<Filters, UrlError> {
     let decoded = decode_percent(body, "the filters").map_err(|r| UrlError::new(segment, r))?;
     let mut filters = Filters::default();
     let mut count = 0;
+    if decoded.trim().is_empty() {
+        let reason = "the filter list is empty: write filters:name(args)[:name(args)...] or drop the segment";
+        return Err(UrlError::new(segment, reason));
+    }
     let mut rest: &str = &decoded;
     while !rest.is_empty() {
         let (call, tail) = next_call(rest)?;
-        rest = tail;
-        if call.name.is_empty() && call.args.is_empty() {
-            continue;
+        let empty = call.name.is_empty() && call.args.is_empty();
+        if empty || (tail.is_empty() && rest.ends_with(':')) {
+            let reason = "an empty filter (`::` or a trailing `:`) in the filter list";
+            return Err(UrlError::new(segment, reason));
         }
+        rest = tail;
         count += 1;
         if count > MAX_FILTERS {
             let reason = format!("too many filters; at most {MAX_FILTERS}");
@@ -736,7 +750,7 @@ fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
         ("strip_icc", []) => filters.strip_icc = true,
         ("max_bytes", [n]) => filters.max_bytes = Some(parse_max_bytes(n)?),
         ("proportion", [p]) => filters.proportion = Some(parse_proportion(p)?),
-        ("focal", [rect]) => filters.focal = Some(parse_rect(rect, "focal")?),
+        ("focal", [rect]) => filters.focal.push(parse_rect(rect, "focal")?),
         ("max_age", [s]) => {
             filters.max_age = Some(int_in(s, "max_age", 0, u32::MAX.into())? as u32);
         }
@@ -826,7 +840,8 @@ fn percent(text: &str, what: &str) -> Result<i8, String> {
 }
 
 fn parse_blur(args: &[&str]) -> Result<PixelFilter, String> {
-    let radius = int_in(args[0], "blur radius", 0, 150)? as u32;
+    // Thumbor caps the radius at 150 rather than refusing a larger one.
+    let radius = int_in(args[0], "blur radius", 0, i64::from(u32::MAX))?.min(150) as u32;
     let sigma = match args.get(1) {
         Some(text) => Some(milli_in(text, "blur sigma", Milli(0), Milli(150_000))?),
         None => None,
@@ -1193,7 +1208,12 @@ fn print_filters(filters: &Filters) -> Option<String> {
     }
     calls.extend(filters.max_bytes.map(|n| format!("max_bytes({n})")));
     calls.extend(filters.proportion.map(|p| format!("proportion({p})")));
-    calls.extend(filters.focal.map(|r| format!("focal({})", print_rect(r))));
+    calls.extend(
+        filters
+            .focal
+            .iter()
+            .map(|r| format!("focal({})", print_rect(*r))),
+    );
     calls.extend(filters.max_age.map(|s| format!("max_age({s})")));
     calls.extend(filters.pixel.iter().map(print_pixel_filter));
     (!calls.is_empty()).then(|| format!("filters:{}", calls.join(":")))
@@ -1462,6 +1482,11 @@ mod tests {
             "filters:focal(10x20%3A30x40)/a.jpg",
             "filters:focal(10x20:30x40)/a.jpg",
         ),
+        // Several focal regions are all kept, in URL order (their centre of mass is used).
+        (
+            "filters:focal(0x0:5x5):focal(10x20:30x40)/a.jpg",
+            "filters:focal(0x0:5x5):focal(10x20:30x40)/a.jpg",
+        ),
         ("filters:max_age(3600)/a.jpg", "filters:max_age(3600)/a.jpg"),
         ("filters:max_age(0)/a.jpg", "filters:max_age(0)/a.jpg"),
         // Filters: pixel filters, in URL order.
@@ -1511,16 +1536,20 @@ mod tests {
             "filters:grayscale():max_age(60):blur(2):quality(80):format(jpg):grayscale/a.jpg",
             "filters:quality(80):format(jpeg):max_age(60):grayscale():blur(2):grayscale()/a.jpg",
         ),
-        // Forgiving filter syntax.
-        ("filters:quality(80):/a.jpg", "filters:quality(80)/a.jpg"),
-        ("filters:/a.jpg", "a.jpg"),
+        // Forgiving filter syntax: spaces around arguments, no parentheses when empty.
         (
-            "filters:quality(%2080%20)::grayscale/a.jpg",
+            "filters:quality(%2080%20):grayscale/a.jpg",
             "filters:quality(80):grayscale()/a.jpg",
         ),
         ("filters%3Aquality(80)/a.jpg", "filters:quality(80)/a.jpg"),
         // Keys.
         ("a/b/c.jpg", "a/b/c.jpg"),
+        // Thumbor caps a blur radius at 150.
+        ("filters:blur(500)/a.jpg", "filters:blur(150)/a.jpg"),
+        // `.` segments are dropped, as Thumbor serves them.
+        ("./a.jpg", "a.jpg"),
+        ("a/%2E/./b.jpg", "a/b.jpg"),
+        ("300x200/./a.jpg", "300x200/a.jpg"),
         ("a%20b.jpg", "a%20b.jpg"),
         ("a b.jpg", "a%20b.jpg"),
         ("%61.jpg", "a.jpg"),
@@ -1562,6 +1591,19 @@ mod tests {
     ];
 
     const REJECTED: &[(&str, &str)] = &[
+        // An empty filter list or an empty filter (issue 18; Thumbor: 404 or skipped).
+        (
+            "filters:/a.jpg",
+            "error: filters: => the filter list is empty",
+        ),
+        (
+            "filters:quality(80):/a.jpg",
+            "error: filters:quality(80): => an empty filter (`::` or a trailing `:`)",
+        ),
+        (
+            "filters:quality(80)::grayscale()/a.jpg",
+            "error: filters:quality(80)::grayscale() => an empty filter",
+        ),
         // Missing key.
         ("", "error:  => file key is missing"),
         ("/", "error:  => file key is missing"),
@@ -1728,8 +1770,8 @@ mod tests {
             "error: format(bmp) => format must be one of jpeg, jpg, png, webp, avif, gif",
         ),
         (
-            "filters:blur(151)/k.jpg",
-            "error: blur(151) => blur radius must be an integer 0..=150",
+            "filters:blur(-1)/k.jpg",
+            "error: blur(-1) => blur radius must be an integer 0..=4294967295",
         ),
         (
             "filters:blur(5,-1)/k.jpg",
@@ -1845,7 +1887,7 @@ mod tests {
             "error: %2e%2e/etc/passwd => `..` segment",
         ),
         ("a%2F..%2Fb", "error: a%2F..%2Fb => `..` segment"),
-        ("a/%2E/b.jpg", "error: a/%2E/b.jpg => `.` segment"),
+        ("a/%2E%2E/b.jpg", "error: a/%2E%2E/b.jpg => `..` segment"),
         ("//etc/passwd", "error: /etc/passwd => must be relative"),
         (
             "unsafe//etc/passwd",
@@ -2193,7 +2235,7 @@ mod tests {
         let more = (
             proptest::option::of(1..=u64::MAX),
             proptest::option::of((1..=1000).prop_map(Milli)),
-            proptest::option::of(arb_rect()),
+            proptest::collection::vec(arb_rect(), 0..3),
             proptest::option::of(any::<u32>()),
             proptest::collection::vec(arb_pixel_filter(), 0..8),
         );

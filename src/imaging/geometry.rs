@@ -188,6 +188,31 @@ pub fn clamp_rect(rect: Rect, size: Size) -> Option<Rect> {
     (clamped.width() > 0 && clamped.height() > 0).then_some(clamped)
 }
 
+/// The part of `rect` inside `within`, if any.
+pub fn intersect(rect: Rect, within: Rect) -> Option<Rect> {
+    let inside = Rect {
+        left: rect.left.max(within.left),
+        top: rect.top.max(within.top),
+        right: rect.right.min(within.right),
+        bottom: rect.bottom.min(within.bottom),
+    };
+    (inside.width() > 0 && inside.height() > 0).then_some(inside)
+}
+
+/// The centre of several focal regions, each weighted by its area (Thumbor's centre of mass
+/// of `focal()` points); `None` without regions.
+pub fn centre_of_mass(regions: &[Rect]) -> Option<(u32, u32)> {
+    let mut weight = 0f64;
+    let (mut x, mut y) = (0f64, 0f64);
+    for r in regions {
+        let area = f64::from(r.width()) * f64::from(r.height());
+        weight += area;
+        x += (f64::from(r.left) + f64::from(r.width()) / 2.0) * area;
+        y += (f64::from(r.top) + f64::from(r.height()) / 2.0) * area;
+    }
+    (weight > 0.0).then(|| ((x / weight).round() as u32, (y / weight).round() as u32))
+}
+
 /// The JPEG DCT scale denominator (1, 2, 4 or 8) to decode with: the largest one that still
 /// leaves the window at least as large as the resize target on both axes.
 ///
@@ -325,6 +350,37 @@ mod tests {
     use super::*;
     use crate::imaging::recipe::{Color, Fill, Filters};
     use proptest::prelude::*;
+
+    fn rect(left: u32, top: u32, right: u32, bottom: u32) -> Rect {
+        Rect {
+            left,
+            top,
+            right,
+            bottom,
+        }
+    }
+
+    #[test]
+    fn focal_regions_meet_at_their_area_weighted_centre() {
+        assert_eq!(centre_of_mass(&[]), None);
+        assert_eq!(centre_of_mass(&[rect(10, 20, 30, 60)]), Some((20, 40)));
+        // A 50x50 region outweighs a 10x10 one 25 to 1.
+        let (x, y) = centre_of_mass(&[rect(0, 0, 50, 50), rect(550, 350, 560, 360)]).unwrap();
+        assert_eq!((x, y), (45, 38));
+        // Equal areas: the midpoint of their centres.
+        let (x, y) = centre_of_mass(&[rect(0, 0, 10, 10), rect(590, 390, 600, 400)]).unwrap();
+        assert_eq!((x, y), (300, 200));
+    }
+
+    #[test]
+    fn a_crop_is_kept_inside_the_trimmed_box() {
+        let trimmed = rect(40, 20, 220, 140);
+        assert_eq!(
+            intersect(rect(10, 10, 200, 150), trimmed),
+            Some(rect(40, 20, 200, 140))
+        );
+        assert_eq!(intersect(rect(0, 0, 30, 30), trimmed), None);
+    }
 
     fn recipe(fit: Fit, width: Dim, height: Dim) -> Recipe {
         Recipe {

@@ -247,8 +247,9 @@ pub struct Filters {
     pub max_bytes: Option<u64>,
     /// Scale the final output dimensions by this factor, 0 < p <= 1 (Milli 1..=1000).
     pub proportion: Option<Milli>,
-    /// A region of interest in source pixels used to place crops.
-    pub focal: Option<Rect>,
+    /// Regions of interest in source pixels, in URL order; crops are placed on their centre
+    /// of mass (each weighted by its area).
+    pub focal: Vec<Rect>,
     /// Lowers Cache-Control max-age for this response.
     pub max_age: Option<u32>,
     pub pixel: Vec<PixelFilter>,

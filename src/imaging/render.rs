@@ -381,13 +381,10 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         });
     }
     if let Some(crop) = recipe.crop {
-        if let Some(c) = geometry::clamp_rect(crop, size_of(base)) {
-            base = Rect {
-                left: base.left + c.left,
-                top: base.top + c.top,
-                right: base.left + c.right,
-                bottom: base.top + c.bottom,
-            };
+        // The box is in the untrimmed image's coordinates (as in Thumbor), kept inside what
+        // trim left; without trim that is clamping to the image.
+        if let Some(c) = geometry::intersect(crop, base) {
+            base = c;
             log.step(|| format!("crop → {}", show_rect(base)));
         } else {
             log.step(|| "crop: nothing of it lies inside the image, ignored".to_owned());
@@ -405,19 +402,27 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     };
     let mut crop = to_working(plan.window);
     if plan.crops(base_size) {
-        if let Some(focal) = recipe.filters.focal {
+        if let Some((cx, cy)) = geometry::centre_of_mass(&recipe.filters.focal) {
+            let (x, y) = (cx.saturating_sub(base.left), cy.saturating_sub(base.top));
             let relative = Rect {
-                left: focal.left.saturating_sub(base.left),
-                top: focal.top.saturating_sub(base.top),
-                right: focal.right.saturating_sub(base.left),
-                bottom: focal.bottom.saturating_sub(base.top),
+                left: x,
+                top: y,
+                right: x,
+                bottom: y,
             };
             crop = to_working(geometry::place(
                 base_size,
                 window_size,
                 Anchor::Focus(relative),
             ));
-            log.step(|| format!("place crop on focal region {}", show_rect(focal)));
+            log.step(|| {
+                let regions: Vec<String> =
+                    recipe.filters.focal.iter().map(|r| show_rect(*r)).collect();
+                format!(
+                    "place crop on the centre of focal region(s) {} at {cx},{cy}",
+                    regions.join(", ")
+                )
+            });
         } else if recipe.smart {
             let region = to_working(Rect {
                 left: 0,

@@ -9,3 +9,4 @@ mod derivatives;
 mod edge;
 mod ops;
 mod support;
+mod thumbor;
