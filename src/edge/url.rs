@@ -44,11 +44,13 @@
 //!
 //! Filter names are lowercase, as in Thumbor. The text after `filters:` is percent-decoded
 //! before parsing (browsers and tools encode `#`, `|`, spaces and sometimes `:`/`(`), spaces
-//! around arguments are ignored, empty entries (`filters:`, `a():`, `::`) are ignored, and
-//! filters without arguments may omit the parentheses (`grayscale`). Settings are
-//! last-one-wins; pixel filters keep URL order. `rotate` accepts any multiple of 90,
-//! normalised modulo 360 as Thumbor does; `rotate(0)` is no filter. `blur(r,s)` with `s == r`
-//! is `blur(r)`. Colour arguments and `format`/`fill` keywords are case-insensitive.
+//! around arguments are ignored, an empty list or entry (`filters:`, `a():`, `::`) is a 400,
+//! and filters without arguments may omit the parentheses (`grayscale`). Settings are
+//! last-one-wins; pixel filters keep URL order. `rotate` takes any whole angle, normalised
+//! modulo 360 (Thumbor applies only multiples of 90); `rotate(0)` is no filter. `blur(r,s)`
+//! with `s == r` is `blur(r)`; a radius over 150 is 150, as in Thumbor. Arguments are split at
+//! commas outside brackets, so `curve([(0,0),(255,255)],...)` reads as Thumbor writes it.
+//! Colour arguments and `format`/`fill` keywords are case-insensitive.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -58,8 +60,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use regex::{Captures, Regex};
 
 use crate::imaging::recipe::{
-    Color, Dim, Fill, Filters, Fit, Format, HAlign, Milli, PixelFilter, Recipe, Rect, Rotation,
-    Trim, TrimCorner, Upscale, VAlign,
+    Background, Color, CurvePoints, Dim, Fill, Filters, Fit, Format, HAlign, Milli, PixelFilter,
+    Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign,
 };
 
 /// Largest number of pixels accepted in a size, crop, focal or corner radius.
@@ -619,9 +621,23 @@ const FILTERS: &[(&str, &str)] = &[
     ("grayscale", "grayscale()"),
     ("brightness", "brightness(-100..=100)"),
     ("contrast", "contrast(-100..=100)"),
-    ("rotate", "rotate(0|90|180|270)"),
+    ("rotate", "rotate(angle in whole degrees)"),
+    ("rgb", "rgb(r,g,b), each -100..=100"),
+    ("saturation", "saturation(-100..=100)"),
+    ("equalize", "equalize()"),
+    ("noise", "noise(amount 0..=100[,seed])"),
+    ("colorize", "colorize(r%,g%,b%,rrggbb), percentages 0..=100"),
+    (
+        "convolution",
+        "convolution(m1;m2;...,columns,normalize true|false), odd sides up to 7x7",
+    ),
+    (
+        "curve",
+        "curve([(x,y),...],[(x,y),...],[(x,y),...],[(x,y),...]) for all, r, g, b",
+    ),
+    ("stretch", "stretch()"),
     ("fill", "fill(colour|transparent|auto|blur)"),
-    ("background_color", "background_color(colour)"),
+    ("background_color", "background_color(colour|auto)"),
     ("no_upscale", "no_upscale()"),
     ("upscale", "upscale()"),
     ("strip_exif", "strip_exif()"),
@@ -689,7 +705,7 @@ fn next_call(rest: &str) -> Result<(Call<'_>, &str), UrlError> {
             tail,
         ));
     }
-    let Some(close) = rest[name_end..].find(')').map(|i| name_end + i) else {
+    let Some(close) = matching_close(rest, name_end) else {
         let reason = format!("filter `{name}` is missing its closing `)`");
         return Err(UrlError::new(rest, reason));
     };
@@ -707,15 +723,53 @@ fn next_call(rest: &str) -> Result<(Call<'_>, &str), UrlError> {
     let args = if inner.is_empty() {
         Vec::new()
     } else {
-        inner.split(',').map(str::trim).collect()
+        split_args(inner)
     };
     Ok((Call { text, name, args }, tail))
+}
+
+/// The `)` that closes the `(` at `open`, counting nested brackets (`curve([(0,0)],...)`).
+fn matching_close(text: &str, open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate().skip(open) {
+        match b {
+            b'(' | b'[' => depth += 1,
+            b')' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return (b == b')').then_some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits arguments at the commas that are not inside brackets.
+fn split_args(inner: &str) -> Vec<&str> {
+    let mut args = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, b) in inner.bytes().enumerate() {
+        match b {
+            b'(' | b'[' => depth += 1,
+            b')' | b']' => depth -= 1,
+            b',' if depth == 0 => {
+                args.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    args.push(inner[start..].trim());
+    args
 }
 
 fn apply_filter(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
     match call.name {
         "grayscale" | "brightness" | "contrast" | "blur" | "sharpen" | "rotate"
-        | "round_corner" => filters.pixel.extend(pixel_filter(call)?),
+        | "round_corner" | "rgb" | "saturation" | "equalize" | "noise" | "colorize"
+        | "convolution" | "curve" => filters.pixel.extend(pixel_filter(call)?),
         _ => apply_setting(filters, call)?,
     }
     Ok(())
@@ -734,6 +788,41 @@ fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
         }
         ("round_corner", [_, _, _, _] | [_, _, _, _, _]) => parse_round_corner(args)?,
         ("rotate", [angle]) => return parse_rotate(angle),
+        ("rgb", [r, g, b]) => PixelFilter::Rgb {
+            r: percent(r, "rgb red")?,
+            g: percent(g, "rgb green")?,
+            b: percent(b, "rgb blue")?,
+        },
+        ("saturation", [v]) => {
+            PixelFilter::Saturation(milli_in(v, "saturation", Milli(-100_000), Milli(100_000))?)
+        }
+        ("equalize", []) => PixelFilter::Equalize,
+        ("noise", [amount]) => PixelFilter::Noise {
+            amount: int_in(amount, "noise amount", 0, 100)? as u8,
+            seed: 0,
+        },
+        ("noise", [amount, seed]) => PixelFilter::Noise {
+            amount: int_in(amount, "noise amount", 0, 100)? as u8,
+            seed: int_in(seed, "noise seed", 0, u32::MAX.into())? as u32,
+        },
+        ("colorize", [r, g, b, color]) => PixelFilter::Colorize {
+            percent: [
+                int_in(r, "colorize red percentage", 0, 100)? as u8,
+                int_in(g, "colorize green percentage", 0, 100)? as u8,
+                int_in(b, "colorize blue percentage", 0, 100)? as u8,
+            ],
+            color: parse_hex6(color, "colorize colour")?,
+        },
+        ("convolution", [matrix, columns]) => parse_convolution(matrix, columns, "true")?,
+        ("convolution", [matrix, columns, normalize]) => {
+            parse_convolution(matrix, columns, normalize)?
+        }
+        ("curve", [all, r, g, b]) => PixelFilter::Curve {
+            all: parse_curve(all, "curve (all channels)")?,
+            r: parse_curve(r, "curve red")?,
+            g: parse_curve(g, "curve green")?,
+            b: parse_curve(b, "curve blue")?,
+        },
         _ => return Err(arg_count_error(call)),
     }))
 }
@@ -742,9 +831,23 @@ fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
     match (call.name, call.args.as_slice()) {
         ("quality", [q]) => filters.quality = Some(int_in(q, "quality", 1, 100)? as u8),
         ("format", [format]) => filters.format = Some(parse_format(format)?),
-        ("fill", [fill]) => filters.fill = Some(parse_fill(fill)?),
-        ("background_color", [c]) => filters.background = Some(color_arg(c, "the colour")?),
+        ("fill", [fill]) => {
+            filters.fill = Some(parse_fill(fill)?);
+            filters.fill_transparent = false;
+        }
+        ("fill", [fill, through]) => {
+            filters.fill = Some(parse_fill(fill)?);
+            filters.fill_transparent =
+                bool_arg(through, "fill's second argument (fill transparent parts)")?;
+        }
+        ("background_color", [c]) if c.eq_ignore_ascii_case("auto") => {
+            filters.background = Some(Background::Auto);
+        }
+        ("background_color", [c]) => {
+            filters.background = Some(Background::Color(color_arg(c, "the colour")?));
+        }
         ("no_upscale", []) => filters.upscale = Upscale::Never,
+        ("stretch", []) => filters.stretch = true,
         ("upscale", []) => filters.upscale = Upscale::Allow,
         ("strip_exif", []) => filters.strip_exif = true,
         ("strip_icc", []) => filters.strip_icc = true,
@@ -860,15 +963,86 @@ fn parse_sharpen(amount: &str, radius: &str, luminance_only: &str) -> Result<Pix
 }
 
 fn parse_rotate(text: &str) -> Result<Option<PixelFilter>, String> {
-    let angle = int(text)
-        .filter(|a| a % 90 == 0)
-        .ok_or_else(|| format!("rotate takes a multiple of 90 (0, 90, 180, 270), got `{text}`"))?;
+    let angle = int_in(text, "rotate angle (whole degrees)", -1_000_000, 1_000_000)?;
     Ok(match angle.rem_euclid(360) {
+        0 => None,
         90 => Some(PixelFilter::Rotate(Rotation::R90)),
         180 => Some(PixelFilter::Rotate(Rotation::R180)),
         270 => Some(PixelFilter::Rotate(Rotation::R270)),
-        _ => None,
+        other => Some(PixelFilter::RotateBy(other as u16)),
     })
+}
+
+/// Largest convolution kernel side: the cost is width x height x side².
+const MAX_KERNEL_SIDE: usize = 7;
+
+fn parse_convolution(matrix: &str, columns: &str, normalize: &str) -> Result<PixelFilter, String> {
+    let kernel = matrix
+        .split(';')
+        .map(|item| {
+            milli_in(
+                item.trim(),
+                "convolution matrix item",
+                Milli(-1_000_000),
+                Milli(1_000_000),
+            )
+        })
+        .collect::<Result<Vec<Milli>, String>>()?;
+    let columns = int_in(columns, "convolution columns", 1, MAX_KERNEL_SIDE as i64)? as usize;
+    let rows = kernel.len() / columns;
+    if kernel.len() % columns != 0 || columns % 2 == 0 || rows % 2 == 0 || rows > MAX_KERNEL_SIDE {
+        return Err(format!(
+            "convolution needs an odd number of columns and rows, at most \
+             {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}: {} items do not make rows of {columns}",
+            kernel.len()
+        ));
+    }
+    Ok(PixelFilter::Convolution {
+        kernel,
+        columns: columns as u8,
+        normalize: bool_arg(normalize, "convolution normalize")?,
+    })
+}
+
+/// `[(x,y),(x,y),...]`: 0..=255 each, x strictly ascending; empty means unchanged.
+fn parse_curve(text: &str, what: &str) -> Result<Vec<(u8, u8)>, String> {
+    let bad =
+        || format!("{what} must be [(x,y),...] with x and y 0..=255 and x ascending, got `{text}`");
+    let inner = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .ok_or_else(bad)?
+        .trim();
+    if inner.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut points: Vec<(u8, u8)> = Vec::new();
+    for pair in inner.split("),") {
+        let pair = pair.trim().trim_start_matches('(').trim_end_matches(')');
+        let (x, y) = pair.split_once(',').ok_or_else(bad)?;
+        let byte = |v: &str| int(v.trim()).and_then(|n| u8::try_from(n).ok());
+        let (x, y) = (byte(x).ok_or_else(bad)?, byte(y).ok_or_else(bad)?);
+        if points.last().is_some_and(|&(last, _)| last >= x) {
+            return Err(bad());
+        }
+        points.push((x, y));
+    }
+    if points.len() < 2 {
+        return Err(format!(
+            "{what} needs no points or at least two, got `{text}`"
+        ));
+    }
+    Ok(points)
+}
+
+/// Exactly six hex digits, as Thumbor's colorize reads its colour.
+fn parse_hex6(text: &str, what: &str) -> Result<Color, String> {
+    match parse_color(text) {
+        Some(color) if text.len() == 6 && text.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(color),
+        _ => Err(format!(
+            "{what} must be six hex digits (rrggbb), got `{text}`"
+        )),
+    }
 }
 
 fn parse_round_corner(args: &[&str]) -> Result<PixelFilter, String> {
@@ -1185,16 +1359,18 @@ fn print_filters(filters: &Filters) -> Option<String> {
     let mut calls: Vec<String> = Vec::new();
     calls.extend(filters.quality.map(|q| format!("quality({q})")));
     calls.extend(filters.format.map(|f| format!("format({})", f.name())));
-    calls.extend(
-        filters
-            .fill
-            .map(|fill| format!("fill({})", print_fill(fill))),
-    );
-    calls.extend(
-        filters
-            .background
-            .map(|c| format!("background_color({})", print_color(c))),
-    );
+    calls.extend(filters.fill.map(|fill| {
+        let through = if filters.fill_transparent {
+            ",true"
+        } else {
+            ""
+        };
+        format!("fill({}{through})", print_fill(fill))
+    }));
+    calls.extend(filters.background.map(|b| match b {
+        Background::Color(c) => format!("background_color({})", print_color(c)),
+        Background::Auto => "background_color(auto)".to_owned(),
+    }));
     match filters.upscale {
         Upscale::Default => {}
         Upscale::Never => calls.push("no_upscale()".into()),
@@ -1205,6 +1381,9 @@ fn print_filters(filters: &Filters) -> Option<String> {
     }
     if filters.strip_icc {
         calls.push("strip_icc()".into());
+    }
+    if filters.stretch {
+        calls.push("stretch()".into());
     }
     calls.extend(filters.max_bytes.map(|n| format!("max_bytes({n})")));
     calls.extend(filters.proportion.map(|p| format!("proportion({p})")));
@@ -1236,7 +1415,7 @@ fn print_color(c: Color) -> String {
 }
 
 fn print_pixel_filter(filter: &PixelFilter) -> String {
-    match *filter {
+    match filter {
         PixelFilter::Blur {
             radius,
             sigma: None,
@@ -1258,6 +1437,37 @@ fn print_pixel_filter(filter: &PixelFilter) -> String {
         PixelFilter::Rotate(Rotation::R90) => "rotate(90)".into(),
         PixelFilter::Rotate(Rotation::R180) => "rotate(180)".into(),
         PixelFilter::Rotate(Rotation::R270) => "rotate(270)".into(),
+        PixelFilter::RotateBy(angle) => format!("rotate({angle})"),
+        PixelFilter::Rgb { r, g, b } => format!("rgb({r},{g},{b})"),
+        PixelFilter::Saturation(v) => format!("saturation({v})"),
+        PixelFilter::Equalize => "equalize()".into(),
+        PixelFilter::Noise { amount, seed: 0 } => format!("noise({amount})"),
+        PixelFilter::Noise { amount, seed } => format!("noise({amount},{seed})"),
+        PixelFilter::Colorize { percent, color } => format!(
+            "colorize({},{},{},{:02x}{:02x}{:02x})",
+            percent[0], percent[1], percent[2], color.r, color.g, color.b
+        ),
+        PixelFilter::Convolution {
+            kernel,
+            columns,
+            normalize,
+        } => {
+            let items: Vec<String> = kernel.iter().map(Milli::to_string).collect();
+            format!("convolution({},{columns},{normalize})", items.join(";"))
+        }
+        PixelFilter::Curve { all, r, g, b } => {
+            let print = |points: &CurvePoints| {
+                let pairs: Vec<String> = points.iter().map(|(x, y)| format!("({x},{y})")).collect();
+                format!("[{}]", pairs.join(","))
+            };
+            format!(
+                "curve({},{},{},{})",
+                print(all),
+                print(r),
+                print(g),
+                print(b)
+            )
+        }
         PixelFilter::RoundCorner {
             rx,
             ry,
@@ -1269,7 +1479,7 @@ fn print_pixel_filter(filter: &PixelFilter) -> String {
             } else {
                 format!("{rx}|{ry}")
             };
-            let tail = if transparent { ",true" } else { "" };
+            let tail = if *transparent { ",true" } else { "" };
             format!(
                 "round_corner({radii},{},{},{}{tail})",
                 color.r, color.g, color.b
@@ -1436,6 +1646,15 @@ mod tests {
             "filters:fill(transparent)/a.jpg",
         ),
         ("filters:fill(auto)/a.jpg", "filters:fill(auto)/a.jpg"),
+        (
+            "filters:fill(red,true)/a.jpg",
+            "filters:fill(ff0000,true)/a.jpg",
+        ),
+        ("filters:fill(red,0)/a.jpg", "filters:fill(ff0000)/a.jpg"),
+        (
+            "filters:background_color(AUTO)/a.jpg",
+            "filters:background_color(auto)/a.jpg",
+        ),
         ("filters:fill(BLUR)/a.jpg", "filters:fill(blur)/a.jpg"),
         (
             "filters:background_color(Orange)/a.jpg",
@@ -1544,6 +1763,31 @@ mod tests {
         ("filters%3Aquality(80)/a.jpg", "filters:quality(80)/a.jpg"),
         // Keys.
         ("a/b/c.jpg", "a/b/c.jpg"),
+        // Thumbor 7.8's other filters, in Thumbor's argument forms.
+        (
+            "filters:rgb(20,-20,0):saturation(1.5):equalize():noise(20,7):noise(5)/a.jpg",
+            "filters:rgb(20,-20,0):saturation(1.5):equalize():noise(20,7):noise(5)/a.jpg",
+        ),
+        (
+            "filters:colorize(40,80,20,00FF00):stretch()/a.jpg",
+            "filters:stretch():colorize(40,80,20,00ff00)/a.jpg",
+        ),
+        (
+            "filters:convolution(1;2;1;2;4;2;1;2;1,3,true):convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)/a.jpg",
+            "filters:convolution(1;2;1;2;4;2;1;2;1,3,true):convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)/a.jpg",
+        ),
+        (
+            "filters:convolution(1;2;1,3)/a.jpg",
+            "filters:convolution(1;2;1,3,true)/a.jpg",
+        ),
+        (
+            "filters:curve([(0,0),(255,255)],[(0,60),(255,255)],[],[(0,0),(128,200),(255,255)])/a.jpg",
+            "filters:curve([(0,0),(255,255)],[(0,60),(255,255)],[],[(0,0),(128,200),(255,255)])/a.jpg",
+        ),
+        (
+            "filters:rotate(45):rotate(-30):rotate(450)/a.jpg",
+            "filters:rotate(45):rotate(330):rotate(90)/a.jpg",
+        ),
         // Thumbor caps a blur radius at 150.
         ("filters:blur(500)/a.jpg", "filters:blur(150)/a.jpg"),
         // `.` segments are dropped, as Thumbor serves them.
@@ -1770,6 +2014,42 @@ mod tests {
             "error: format(bmp) => format must be one of jpeg, jpg, png, webp, avif, gif",
         ),
         (
+            "filters:colorize(10,10,10,f00)/k.jpg",
+            "error: colorize(10,10,10,f00) => colorize colour must be six hex digits",
+        ),
+        (
+            "filters:convolution(1;2;1;2,3,true)/k.jpg",
+            "error: convolution(1;2;1;2,3,true) => 4 items do not make rows of 3",
+        ),
+        (
+            "filters:convolution(1;2;1,0,true)/k.jpg",
+            "error: convolution(1;2;1,0,true) => convolution columns must be an integer 1..=7",
+        ),
+        (
+            "filters:curve(abc)/k.jpg",
+            "error: curve(abc) => `curve` takes",
+        ),
+        (
+            "filters:curve([(0,0),(10)],[],[],[])/k.jpg",
+            "error: curve([(0,0),(10)],[],[],[]) => curve (all channels) must be [(x,y),...]",
+        ),
+        (
+            "filters:curve([(9,0),(3,4)],[],[],[])/k.jpg",
+            "error: curve([(9,0),(3,4)],[],[],[]) => x ascending",
+        ),
+        (
+            "filters:noise(-5)/k.jpg",
+            "error: noise(-5) => noise amount must be an integer 0..=100",
+        ),
+        (
+            "filters:rgb(10,10)/k.jpg",
+            "error: rgb(10,10) => `rgb` takes rgb(r,g,b)",
+        ),
+        (
+            "filters:rotate(1.5)/k.jpg",
+            "error: rotate(1.5) => rotate angle (whole degrees) must be an integer",
+        ),
+        (
             "filters:blur(-1)/k.jpg",
             "error: blur(-1) => blur radius must be an integer 0..=4294967295",
         ),
@@ -1809,10 +2089,6 @@ mod tests {
         (
             "filters:contrast(-101)/k.jpg",
             "error: contrast(-101) => contrast must be an integer -100..=100",
-        ),
-        (
-            "filters:rotate(45)/k.jpg",
-            "error: rotate(45) => multiple of 90",
         ),
         (
             "filters:fill(notacolor)/k.jpg",
@@ -2202,7 +2478,52 @@ mod tests {
             ]
             .prop_map(PixelFilter::Rotate),
             corner,
+            (1..360u16)
+                .prop_filter("not a quarter turn", |a| a % 90 != 0)
+                .prop_map(PixelFilter::RotateBy),
+            any::<[i8; 3]>().prop_map(|[r, g, b]| PixelFilter::Rgb {
+                r: r.clamp(-100, 100),
+                g: g.clamp(-100, 100),
+                b: b.clamp(-100, 100),
+            }),
+            (-100_000..=100_000i32).prop_map(|v| PixelFilter::Saturation(Milli(v))),
+            Just(PixelFilter::Equalize),
+            (0..=100u8, any::<u32>())
+                .prop_map(|(amount, seed)| PixelFilter::Noise { amount, seed }),
+            (any::<[u8; 3]>(), any::<[u8; 3]>()).prop_map(|(p, [r, g, b])| PixelFilter::Colorize {
+                percent: p.map(|v| v % 101),
+                color: Color { r, g, b, a: 255 },
+            }),
+            (
+                prop_oneof![Just(1u8), Just(3), Just(5), Just(7)],
+                prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+                proptest::collection::vec(-1_000_000..=1_000_000i32, 49),
+                any::<bool>()
+            )
+                .prop_map(|(columns, rows, items, normalize)| {
+                    PixelFilter::Convolution {
+                        kernel: items[..usize::from(columns) * rows]
+                            .iter()
+                            .map(|v| Milli(*v))
+                            .collect(),
+                        columns,
+                        normalize,
+                    }
+                }),
+            proptest::collection::vec(arb_curve(), 4).prop_map(|c| PixelFilter::Curve {
+                all: c[0].clone(),
+                r: c[1].clone(),
+                g: c[2].clone(),
+                b: c[3].clone(),
+            }),
         ]
+    }
+
+    fn arb_curve() -> impl Strategy<Value = CurvePoints> {
+        proptest::collection::btree_map(any::<u8>(), any::<u8>(), 0..6).prop_map(|points| {
+            let points: CurvePoints = points.into_iter().collect();
+            if points.len() < 2 { Vec::new() } else { points }
+        })
     }
 
     fn arb_filters() -> impl Strategy<Value = Filters> {
@@ -2228,9 +2549,12 @@ mod tests {
             proptest::option::of(1..=100u8),
             proptest::option::of(format),
             proptest::option::of(fill),
-            proptest::option::of(arb_color()),
+            proptest::option::of(prop_oneof![
+                arb_color().prop_map(Background::Color),
+                Just(Background::Auto)
+            ]),
             upscale,
-            any::<(bool, bool)>(),
+            any::<(bool, bool, bool, bool)>(),
         );
         let more = (
             proptest::option::of(1..=u64::MAX),
@@ -2241,16 +2565,25 @@ mod tests {
         );
         (settings, more).prop_map(
             |(
-                (quality, format, fill, background, upscale, (strip_exif, strip_icc)),
+                (
+                    quality,
+                    format,
+                    fill,
+                    background,
+                    upscale,
+                    (strip_exif, strip_icc, stretch, through),
+                ),
                 (max_bytes, proportion, focal, max_age, pixel),
             )| Filters {
                 quality,
                 format,
                 fill,
+                fill_transparent: through && fill.is_some(),
                 background,
                 upscale,
                 strip_exif,
                 strip_icc,
+                stretch,
                 max_bytes,
                 proportion,
                 focal,

@@ -8,12 +8,64 @@ use image::{DynamicImage, GenericImageView, Rgba, RgbaImage, imageops};
 
 use super::ImagingError;
 use super::geometry::Size;
-use super::recipe::{Color, Fill, PixelFilter, Rect, Rotation, Trim, TrimCorner};
+use super::recipe::{
+    Background, Color, Fill, Milli, PixelFilter, Rect, Rotation, Trim, TrimCorner,
+};
 use super::resize::{CropBox, resize};
 
 /// Applies one pixel filter.
 pub fn apply(image: DynamicImage, filter: &PixelFilter) -> DynamicImage {
     match *filter {
+        PixelFilter::RotateBy(angle) => rotate_by(image, angle),
+        PixelFilter::Rgb { r, g, b } => {
+            let delta = [r, g, b].map(|v| i32::from(v) * 255 / 100);
+            map_rgb(image, |px| {
+                for (c, d) in px.iter_mut().zip(delta) {
+                    *c = (i32::from(*c) + d).clamp(0, 255) as u8;
+                }
+            })
+        }
+        PixelFilter::Saturation(change) => {
+            let change = change.as_f32();
+            map_rgb(image, |px| {
+                let [r, g, b] = px.map(f32::from);
+                let p = (r * r * 0.299 + g * g * 0.587 + b * b * 0.114).sqrt();
+                for c in px.iter_mut() {
+                    // Truncation as in Thumbor's C filter.
+                    *c = (p + (f32::from(*c) - p) * change).clamp(0.0, 255.0) as u8;
+                }
+            })
+        }
+        PixelFilter::Equalize => equalize(image),
+        PixelFilter::Noise { amount, seed } => noise(image, amount, seed),
+        PixelFilter::Colorize { percent, color } => {
+            let target = [color.r, color.g, color.b];
+            map_rgb(image, |px| {
+                for ((c, p), t) in px.iter_mut().zip(percent).zip(target) {
+                    let p = f32::from(p);
+                    *c = ((f32::from(*c) * (100.0 - p) + f32::from(t) * p) / 100.0)
+                        .clamp(0.0, 255.0) as u8;
+                }
+            })
+        }
+        PixelFilter::Convolution {
+            ref kernel,
+            columns,
+            normalize,
+        } => convolve(image, kernel, usize::from(columns), normalize),
+        PixelFilter::Curve {
+            ref all,
+            ref r,
+            ref g,
+            ref b,
+        } => {
+            let [all, r, g, b] = [all, r, g, b].map(|points| curve_table(points));
+            map_rgb(image, |px| {
+                for (c, table) in px.iter_mut().zip([&r, &g, &b]) {
+                    *c = all[usize::from(table[usize::from(*c)])];
+                }
+            })
+        }
         PixelFilter::Blur { radius: 0, .. } => image,
         PixelFilter::Blur { radius, sigma } => {
             image.fast_blur(sigma.map_or(radius as f32, |s| s.as_f32()))
@@ -84,12 +136,18 @@ pub fn trim_box(image: &DynamicImage, trim: Trim) -> Option<Rect> {
     })
 }
 
-/// Centres the image on a canvas of `canvas` size filled as `fill` says; transparent parts
-/// of the image show the fill too.
-pub fn pad(image: DynamicImage, canvas: Size, fill: Fill) -> Result<DynamicImage, ImagingError> {
+/// Centres the image on a canvas of `canvas` size filled as `fill` says. The image's own
+/// transparent parts stay transparent unless `through` (`fill(colour,true)`) lets the fill
+/// show through them, as Thumbor's second `fill` argument does.
+pub fn pad(
+    image: DynamicImage,
+    canvas: Size,
+    fill: Fill,
+    through: bool,
+) -> Result<DynamicImage, ImagingError> {
     let (w, h) = image.dimensions();
     let opaque = !image.color().has_alpha();
-    if opaque && (w, h) == (canvas.width, canvas.height) {
+    if (opaque || !through) && (w, h) == (canvas.width, canvas.height) {
         return Ok(image);
     }
     let mut background = match fill {
@@ -98,7 +156,7 @@ pub fn pad(image: DynamicImage, canvas: Size, fill: Fill) -> Result<DynamicImage
         }
         Fill::Transparent => RgbaImage::new(canvas.width, canvas.height),
         Fill::Auto => {
-            let c = edge_color(&image);
+            let c = mean_color(&image);
             RgbaImage::from_pixel(canvas.width, canvas.height, Rgba([c.r, c.g, c.b, 255]))
         }
         Fill::Blur => blurred_cover(&image, canvas)?,
@@ -106,10 +164,50 @@ pub fn pad(image: DynamicImage, canvas: Size, fill: Fill) -> Result<DynamicImage
     let x = i64::from((canvas.width - w.min(canvas.width)) / 2);
     let y = i64::from((canvas.height - h.min(canvas.height)) / 2);
     match &image {
-        DynamicImage::ImageRgba8(top) => imageops::overlay(&mut background, top, x, y),
+        DynamicImage::ImageRgba8(top) if through => imageops::overlay(&mut background, top, x, y),
         other => imageops::replace(&mut background, &other.to_rgba8(), x, y),
     }
     Ok(drop_opaque_alpha(DynamicImage::ImageRgba8(background)))
+}
+
+/// Composites the image onto its background colour (`background_color()`): transparent
+/// parts take the colour, and the result is opaque.
+pub fn underlay(image: DynamicImage, background: Background) -> DynamicImage {
+    if !image.color().has_alpha() {
+        return image;
+    }
+    let color = match background {
+        Background::Color(c) => c,
+        Background::Auto => mean_color(&image),
+    };
+    if color.a == 255 {
+        return flatten(image, color);
+    }
+    let (w, h) = image.dimensions();
+    let mut canvas = RgbaImage::from_pixel(w, h, Rgba([color.r, color.g, color.b, color.a]));
+    imageops::overlay(&mut canvas, &image.to_rgba8(), 0, 0);
+    drop_opaque_alpha(DynamicImage::ImageRgba8(canvas))
+}
+
+/// The colour `auto` means for `fill` and `background_color`: the mean of every pixel's
+/// colour channels, transparent ones included, truncated, as Thumbor's `_fill` computes it.
+pub fn mean_color(image: &DynamicImage) -> Color {
+    let ch = channels(image);
+    let mut sums = [0u64; 3];
+    let mut n = 0u64;
+    for px in image.as_bytes().chunks_exact(ch) {
+        for (sum, &v) in sums.iter_mut().zip(&px[..3]) {
+            *sum += u64::from(v);
+        }
+        n += 1;
+    }
+    let avg = |c: usize| (sums[c] / n.max(1)) as u8;
+    Color {
+        r: avg(0),
+        g: avg(1),
+        b: avg(2),
+        a: 255,
+    }
 }
 
 /// Composites RGBA onto an opaque background colour, giving RGB8 (for JPEG output).
@@ -148,6 +246,226 @@ fn bytes_mut(image: &mut DynamicImage) -> &mut [u8] {
         DynamicImage::ImageRgba8(img) => img,
         _ => unreachable!("the working image is always RGB8 or RGBA8"),
     }
+}
+
+/// Applies `f` to the RGB part of every pixel.
+fn map_rgb(mut image: DynamicImage, mut f: impl FnMut(&mut [u8; 3])) -> DynamicImage {
+    let ch = channels(&image);
+    for px in bytes_mut(&mut image).chunks_exact_mut(ch) {
+        let rgb: &mut [u8; 3] = (&mut px[..3])
+            .try_into()
+            .expect("pixels have 3 or 4 channels");
+        f(rgb);
+    }
+    image
+}
+
+/// Histogram equalisation per colour channel (Thumbor's `equalize`): each value maps to
+/// (cdf(v) - cdf_min) / (area - cdf_min) x 255.
+fn equalize(image: DynamicImage) -> DynamicImage {
+    let ch = channels(&image);
+    let mut hist = [[0u64; 256]; 3];
+    for px in image.as_bytes().chunks_exact(ch) {
+        for c in 0..3 {
+            hist[c][usize::from(px[c])] += 1;
+        }
+    }
+    let area: u64 = hist[0].iter().sum();
+    let tables: Vec<[u8; 256]> = hist
+        .iter()
+        .map(|h| {
+            let mut cdf = [0u64; 256];
+            let mut sum = 0;
+            for (v, &n) in h.iter().enumerate() {
+                sum += n;
+                cdf[v] = sum;
+            }
+            let min = h
+                .iter()
+                .zip(&cdf)
+                .find(|(n, _)| **n > 0)
+                .map_or(0, |(_, c)| *c);
+            let span = area.saturating_sub(min).max(1) as f64;
+            std::array::from_fn(|v| {
+                (cdf[v].saturating_sub(min) as f64 / span * 255.0).clamp(0.0, 255.0) as u8
+            })
+        })
+        .collect();
+    map_rgb(image, |px| {
+        for (c, table) in px.iter_mut().zip(&tables) {
+            *c = table[usize::from(*c)];
+        }
+    })
+}
+
+/// The same offset, uniform in -amount/2..amount/2, added to the three channels of a pixel;
+/// a fixed pseudo-random sequence per seed, so a URL always renders the same bytes.
+fn noise(image: DynamicImage, amount: u8, seed: u32) -> DynamicImage {
+    if amount == 0 {
+        return image;
+    }
+    // SplitMix64: tiny, well distributed, and reproducible everywhere.
+    let mut state = u64::from(seed) ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let amount = u64::from(amount);
+    map_rgb(image, |px| {
+        let offset = (next() % amount) as i32 - (amount >> 1) as i32;
+        for c in px.iter_mut() {
+            *c = (i32::from(*c) + offset).clamp(0, 255) as u8;
+        }
+    })
+}
+
+/// Convolves every channel (alpha included) with an odd-sided kernel, edges clamped.
+fn convolve(
+    image: DynamicImage,
+    kernel: &[Milli],
+    columns: usize,
+    normalize: bool,
+) -> DynamicImage {
+    let mut weights: Vec<f64> = kernel.iter().map(|m| f64::from(m.0) / 1000.0).collect();
+    let sum: f64 = weights.iter().sum();
+    if normalize && sum != 0.0 {
+        weights.iter_mut().for_each(|w| *w /= sum);
+    }
+    let rows = weights.len() / columns;
+    let (mid_x, mid_y) = ((columns / 2) as i64, (rows / 2) as i64);
+    let ch = channels(&image);
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let source = image.as_bytes().to_vec();
+    let mut image = image;
+    let out = bytes_mut(&mut image);
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = [0f64; 4];
+            for (k, weight) in weights.iter().enumerate() {
+                let sx = (x + (k % columns) as i64 - mid_x).clamp(0, w - 1);
+                let sy = (y + (k / columns) as i64 - mid_y).clamp(0, h - 1);
+                let at = ((sy * w + sx) as usize) * ch;
+                for c in 0..ch {
+                    acc[c] += f64::from(source[at + c]) * weight;
+                }
+            }
+            let at = ((y * w + x) as usize) * ch;
+            for c in 0..ch {
+                // Truncation toward zero, then clamping, as Thumbor's C filter does.
+                out[at + c] = (acc[c] as i64).clamp(0, 255) as u8;
+            }
+        }
+    }
+    image
+}
+
+/// The 256-entry lookup table of a tone curve through `points` (Thumbor's natural cubic
+/// spline); no points is the identity.
+fn curve_table(points: &[(u8, u8)]) -> [u8; 256] {
+    if points.len() < 2 {
+        return std::array::from_fn(|v| v as u8);
+    }
+    let n = points.len();
+    let (xs, ys): (Vec<f64>, Vec<f64>) = points
+        .iter()
+        .map(|&(x, y)| (f64::from(x), f64::from(y)))
+        .unzip();
+    // Second derivatives of the natural spline (tridiagonal system, Thomas algorithm).
+    let mut lower = vec![0.0; n];
+    let mut diag = vec![1.0; n];
+    let mut upper = vec![0.0; n];
+    let mut rhs = vec![0.0; n];
+    for i in 1..n - 1 {
+        lower[i] = (xs[i] - xs[i - 1]) / 6.0;
+        diag[i] = (xs[i + 1] - xs[i - 1]) / 3.0;
+        upper[i] = (xs[i + 1] - xs[i]) / 6.0;
+        rhs[i] =
+            (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) - (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1]);
+    }
+    for i in 1..n {
+        let k = lower[i] / diag[i - 1];
+        diag[i] -= k * upper[i - 1];
+        rhs[i] -= k * rhs[i - 1];
+    }
+    let mut second = vec![0.0; n];
+    second[n - 1] = rhs[n - 1] / diag[n - 1];
+    for i in (0..n - 1).rev() {
+        second[i] = (rhs[i] - upper[i] * second[i + 1]) / diag[i];
+    }
+    let mut table = [points[0].1; 256];
+    for i in 0..n - 1 {
+        let h = xs[i + 1] - xs[i];
+        for x in points[i].0..points[i + 1].0 {
+            let t = (f64::from(x) - xs[i]) / h;
+            let (a, b) = (1.0 - t, t);
+            let y = a * ys[i]
+                + b * ys[i + 1]
+                + (h * h / 6.0) * ((a * a * a - a) * second[i] + (b * b * b - b) * second[i + 1]);
+            table[usize::from(x)] = y.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    for v in usize::from(points[n - 1].0)..256 {
+        table[v] = points[n - 1].1;
+    }
+    table
+}
+
+/// Turns the image `angle` degrees counter-clockwise about its centre onto a canvas that
+/// holds all of it; the corners are transparent. Bilinear sampling.
+fn rotate_by(image: DynamicImage, angle: u16) -> DynamicImage {
+    let source = image.to_rgba8();
+    let (w, h) = (f64::from(source.width()), f64::from(source.height()));
+    let theta = f64::from(angle).to_radians();
+    let (sin, cos) = theta.sin_cos();
+    let out_w = (w * cos.abs() + h * sin.abs()).round().max(1.0);
+    let out_h = (w * sin.abs() + h * cos.abs()).round().max(1.0);
+    let (cx, cy, ocx, ocy) = (w / 2.0, h / 2.0, out_w / 2.0, out_h / 2.0);
+    let sample = |x: f64, y: f64| -> [f64; 4] {
+        // Premultiplied bilinear sampling; outside the source is transparent.
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        let mut acc = [0f64; 4];
+        for (dx, dy, weight) in [
+            (0.0, 0.0, (1.0 - fx) * (1.0 - fy)),
+            (1.0, 0.0, fx * (1.0 - fy)),
+            (0.0, 1.0, (1.0 - fx) * fy),
+            (1.0, 1.0, fx * fy),
+        ] {
+            let (sx, sy) = (x0 + dx, y0 + dy);
+            if weight == 0.0 || sx < 0.0 || sy < 0.0 || sx >= w || sy >= h {
+                continue;
+            }
+            let p = source.get_pixel(sx as u32, sy as u32).0;
+            let a = f64::from(p[3]) / 255.0;
+            for c in 0..3 {
+                acc[c] += f64::from(p[c]) * a * weight;
+            }
+            acc[3] += a * weight;
+        }
+        acc
+    };
+    let out = RgbaImage::from_fn(out_w as u32, out_h as u32, |x, y| {
+        // Counter-clockwise on screen (y down): the source point is the output point turned
+        // clockwise back.
+        let (dx, dy) = (f64::from(x) + 0.5 - ocx, f64::from(y) + 0.5 - ocy);
+        let sx = dx * cos - dy * sin + cx - 0.5;
+        let sy = dx * sin + dy * cos + cy - 0.5;
+        let acc = sample(sx, sy);
+        if acc[3] <= 0.0 {
+            return Rgba([0, 0, 0, 0]);
+        }
+        let channel = |c: usize| (acc[c] / acc[3]).round().clamp(0.0, 255.0) as u8;
+        Rgba([
+            channel(0),
+            channel(1),
+            channel(2),
+            (acc[3] * 255.0).round() as u8,
+        ])
+    });
+    DynamicImage::ImageRgba8(out)
 }
 
 /// Rec. 601 luma, as PIL computes it.
@@ -253,42 +571,6 @@ fn round_corners(
     image
 }
 
-/// The most common colour along the image's edges (4-bit buckets, averaged within the
-/// winning bucket so the result is a real edge colour, not a bucket corner).
-fn edge_color(image: &DynamicImage) -> Color {
-    let (w, h) = image.dimensions();
-    let mut buckets = vec![(0u32, [0u64; 3]); 4096];
-    let mut add = |x: u32, y: u32| {
-        let p = image.get_pixel(x, y).0;
-        let key =
-            (usize::from(p[0] >> 4) << 8) | (usize::from(p[1] >> 4) << 4) | usize::from(p[2] >> 4);
-        let (count, sums) = &mut buckets[key];
-        *count += 1;
-        for (sum, &v) in sums.iter_mut().zip(&p[..3]) {
-            *sum += u64::from(v);
-        }
-    };
-    for x in 0..w {
-        add(x, 0);
-        add(x, h - 1);
-    }
-    for y in 0..h {
-        add(0, y);
-        add(w - 1, y);
-    }
-    let (count, sums) = buckets
-        .into_iter()
-        .max_by_key(|b| b.0)
-        .expect("4096 buckets");
-    let avg = |c: usize| (sums[c] / u64::from(count.max(1))) as u8;
-    Color {
-        r: avg(0),
-        g: avg(1),
-        b: avg(2),
-        a: 255,
-    }
-}
-
 /// The image scaled to cover the canvas, centred, and blurred heavily.
 fn blurred_cover(image: &DynamicImage, canvas: Size) -> Result<RgbaImage, ImagingError> {
     let (w, h) = (f64::from(image.width()), f64::from(image.height()));
@@ -312,8 +594,141 @@ fn blurred_cover(image: &DynamicImage, canvas: Size) -> Result<RgbaImage, Imagin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imaging::recipe::Milli;
     use image::{Rgb, RgbImage};
+
+    fn pixel(image: &DynamicImage, x: u32, y: u32) -> [u8; 4] {
+        image.get_pixel(x, y).0
+    }
+
+    #[test]
+    fn thumbor_colour_filters_move_channels_as_thumbor_does() {
+        let img = gradient(16, 16);
+        // rgb(20,-20,0): +51 red, -51 green, blue unchanged; clamped at 0 and 255.
+        let out = apply(
+            img.clone(),
+            &PixelFilter::Rgb {
+                r: 20,
+                g: -20,
+                b: 0,
+            },
+        );
+        assert_eq!(pixel(&out, 3, 0), [24 + 51, 0, 128, 255]);
+        assert_eq!(pixel(&out, 15, 15), [120 + 51, 120 - 51, 128, 255]);
+        // saturation(0) is grey at the pixel's perceived brightness; saturation(1) is a no-op.
+        let grey = apply(img.clone(), &PixelFilter::Saturation(Milli(0)));
+        let [r, g, b, _] = pixel(&grey, 15, 0);
+        assert!(r == g && g == b, "{r},{g},{b}");
+        assert_eq!(
+            apply(img.clone(), &PixelFilter::Saturation(Milli(1000))),
+            img
+        );
+        // colorize(100,0,0,ff0000): red fully replaced, green and blue untouched.
+        let red = Color {
+            r: 255,
+            g: 0,
+            b: 0,
+            a: 255,
+        };
+        let out = apply(
+            img.clone(),
+            &PixelFilter::Colorize {
+                percent: [100, 0, 0],
+                color: red,
+            },
+        );
+        assert_eq!(pixel(&out, 5, 7), [255, 56, 128, 255]);
+        // equalize spreads a narrow range over 0..=255.
+        let narrow = DynamicImage::ImageRgb8(RgbImage::from_fn(4, 1, |x, _| {
+            Rgb([100 + x as u8, 100, 100])
+        }));
+        let out = apply(narrow, &PixelFilter::Equalize);
+        let reds: Vec<u8> = (0..4).map(|x| pixel(&out, x, 0)[0]).collect();
+        assert_eq!(reds, [0, 85, 170, 255]);
+    }
+
+    #[test]
+    fn noise_is_bounded_and_repeatable() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, Rgb([128, 128, 128])));
+        let noisy = apply(
+            img.clone(),
+            &PixelFilter::Noise {
+                amount: 20,
+                seed: 7,
+            },
+        );
+        assert_eq!(
+            noisy,
+            apply(
+                img.clone(),
+                &PixelFilter::Noise {
+                    amount: 20,
+                    seed: 7
+                }
+            )
+        );
+        assert_ne!(
+            noisy,
+            apply(
+                img.clone(),
+                &PixelFilter::Noise {
+                    amount: 20,
+                    seed: 8
+                }
+            )
+        );
+        for px in noisy.to_rgb8().pixels() {
+            let [r, g, b] = px.0;
+            assert!((118..138).contains(&r), "{r}");
+            assert!(r == g && g == b, "one offset per pixel");
+        }
+    }
+
+    #[test]
+    fn convolution_and_curve_identities_change_nothing_and_their_effects_show() {
+        let img = gradient(16, 16);
+        let mut identity = vec![Milli(0); 9];
+        identity[4] = Milli(1000);
+        let same = PixelFilter::Convolution {
+            kernel: identity,
+            columns: 3,
+            normalize: false,
+        };
+        assert_eq!(apply(img.clone(), &same), img);
+        // A box blur of a vertical edge gives the mean at the edge.
+        let edge = DynamicImage::ImageRgb8(RgbImage::from_fn(4, 3, |x, _| {
+            Rgb(if x < 2 { [0, 0, 0] } else { [90, 90, 90] })
+        }));
+        let blur = PixelFilter::Convolution {
+            kernel: vec![Milli(1000); 3],
+            columns: 3,
+            normalize: true,
+        };
+        assert_eq!(pixel(&apply(edge, &blur), 1, 1), [30, 30, 30, 255]);
+        let straight = vec![(0, 0), (255, 255)];
+        let curve = PixelFilter::Curve {
+            all: straight.clone(),
+            r: straight.clone(),
+            g: vec![],
+            b: vec![(0, 255), (255, 0)],
+        };
+        let out = apply(img.clone(), &curve);
+        assert_eq!(pixel(&out, 3, 2), [24, 16, 127, 255]);
+    }
+
+    #[test]
+    fn rotate_by_any_angle_grows_the_canvas_and_turns_counter_clockwise() {
+        // Red on the right half: after a quarter turn counter-clockwise, red is on top.
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(40, 20, |x, _| {
+            Rgb(if x >= 20 { [255, 0, 0] } else { [0, 0, 255] })
+        }));
+        let out = apply(img.clone(), &PixelFilter::RotateBy(89));
+        assert_eq!((out.width(), out.height()), (21, 40));
+        assert!(pixel(&out, 10, 5)[0] > 200 && pixel(&out, 10, 35)[2] > 200);
+        let out = apply(img, &PixelFilter::RotateBy(45));
+        assert_eq!((out.width(), out.height()), (42, 42));
+        assert_eq!(pixel(&out, 0, 0)[3], 0, "corners are transparent");
+        assert_eq!(pixel(&out, 21, 21)[3], 255);
+    }
 
     fn gradient(w: u32, h: u32) -> DynamicImage {
         DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
@@ -513,11 +928,11 @@ mod tests {
             b: 0,
             a: 255,
         };
-        let out = pad(img.clone(), Size::new(30, 20), Fill::Color(red)).unwrap();
+        let out = pad(img.clone(), Size::new(30, 20), Fill::Color(red), false).unwrap();
         let rgb = out.as_rgb8().expect("opaque fill stays RGB");
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 0, 0]);
         assert_eq!(rgb.get_pixel(15, 10).0, [0, 0, 255]);
-        let out = pad(img.clone(), Size::new(30, 20), Fill::Transparent)
+        let out = pad(img.clone(), Size::new(30, 20), Fill::Transparent, false)
             .unwrap()
             .to_rgba8();
         assert_eq!(out.get_pixel(0, 0).0[3], 0);
@@ -533,11 +948,13 @@ mod tests {
             DynamicImage::ImageRgb8(framed),
             Size::new(30, 20),
             Fill::Auto,
+            false,
         )
         .unwrap()
         .to_rgb8();
-        assert_eq!(out.get_pixel(0, 0).0, [0, 200, 0]);
-        let out = pad(gradient(10, 20), Size::new(30, 20), Fill::Blur).unwrap();
+        // The mean of the whole image, truncated: 2 columns of 10 green.
+        assert_eq!(out.get_pixel(0, 0).0, [7, 47, 7]);
+        let out = pad(gradient(10, 20), Size::new(30, 20), Fill::Blur, false).unwrap();
         assert_eq!((out.width(), out.height()), (30, 20));
     }
 

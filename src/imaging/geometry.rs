@@ -94,6 +94,10 @@ pub fn plan(base: Size, recipe: &Recipe, max_side: u32) -> Result<Plan, ImagingE
     }
 
     let (window, mut resize) = match (fit, box_w, box_h) {
+        // `stretch()`: the whole base, distorted to the box.
+        (Fit::Crop, Some(w), Some(h)) if recipe.filters.stretch => {
+            (base.full_rect(), Size::new(w, h))
+        }
         (Fit::Crop, Some(w), Some(h)) => cover_and_crop(
             base,
             Size::new(w, h),

@@ -175,10 +175,18 @@ impl Color {
 pub enum Fill {
     Color(Color),
     Transparent,
-    /// The most common edge colour of the image.
+    /// The mean colour of the image (Thumbor's `auto`).
     Auto,
     /// A blurred, cover-scaled copy of the image itself.
     Blur,
+}
+
+/// What `background_color()` paints under the transparent parts of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Background {
+    Color(Color),
+    /// The mean colour of the image (`background_color(auto)`).
+    Auto,
 }
 
 /// Upscaling policy. `Default` means: crop modes may upscale, fit-in modes may not.
@@ -199,8 +207,11 @@ pub enum Rotation {
     R270,
 }
 
+/// One channel's control points for `curve()`: `(input, output)` pairs, inputs ascending.
+pub type CurvePoints = Vec<(u8, u8)>;
+
 /// Pixel filters, applied after resizing in the order the URL gives them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PixelFilter {
     /// `blur(radius[,sigma])`: Gaussian blur; radius 0..=150, sigma defaults to radius.
     Blur {
@@ -220,6 +231,45 @@ pub enum PixelFilter {
     Contrast(i8),
     /// `rotate(90|180|270)`; `rotate(0)` parses to no filter at all.
     Rotate(Rotation),
+    /// `rotate(a)` for any other whole angle (1..=359 after reduction), counter-clockwise:
+    /// the canvas grows to hold the turned picture and its corners are transparent (or the
+    /// background colour where the output has no alpha). Thumbor 7.8 ignores such angles.
+    RotateBy(u16),
+    /// `rgb(r,g,b)`: adds r/g/b percent of 255 to each channel, -100..=100 each.
+    Rgb {
+        r: i8,
+        g: i8,
+        b: i8,
+    },
+    /// `saturation(f)`: scales each pixel's distance from its luminance by f (-100..=100).
+    Saturation(Milli),
+    /// `equalize()`: histogram equalisation of each colour channel.
+    Equalize,
+    /// `noise(amount[,seed])`: adds the same pseudo-random offset, uniform in
+    /// -amount/2..amount/2, to the three channels of each pixel; deterministic for a seed.
+    Noise {
+        amount: u8,
+        seed: u32,
+    },
+    /// `colorize(r%,g%,b%,rrggbb)`: blends each channel towards the colour by its percentage.
+    Colorize {
+        percent: [u8; 3],
+        color: Color,
+    },
+    /// `convolution(m1;m2;...,columns,normalize)`: a convolution kernel of odd width and
+    /// height, at most 7x7, applied to every channel (alpha too) with clamped edges.
+    Convolution {
+        kernel: Vec<Milli>,
+        columns: u8,
+        normalize: bool,
+    },
+    /// `curve(all,r,g,b)`: cubic-spline tone curves per channel, then one for all channels.
+    Curve {
+        all: CurvePoints,
+        r: CurvePoints,
+        g: CurvePoints,
+        b: CurvePoints,
+    },
     /// `round_corner(a[|b],r,g,b[,transparent])`: rounded corners with radii a (horizontal)
     /// and b (vertical, defaults to a), painted with the colour or left transparent.
     RoundCorner {
@@ -238,8 +288,12 @@ pub struct Filters {
     pub quality: Option<u8>,
     pub format: Option<Format>,
     pub fill: Option<Fill>,
-    /// Background for flattening alpha onto JPEG and for fit-in padding without `fill`.
-    pub background: Option<Color>,
+    /// `fill(colour,true)`: the fill shows through the image's own transparent parts too;
+    /// by default (as in Thumbor) they stay transparent and only the padding is filled.
+    pub fill_transparent: bool,
+    /// `background_color()`: transparent parts are composited onto it (before the pixel
+    /// filters); also the colour alpha is flattened onto for JPEG output (white without it).
+    pub background: Option<Background>,
     pub upscale: Upscale,
     pub strip_exif: bool,
     pub strip_icc: bool,
@@ -250,6 +304,9 @@ pub struct Filters {
     /// Regions of interest in source pixels, in URL order; crops are placed on their centre
     /// of mass (each weighted by its area).
     pub focal: Vec<Rect>,
+    /// `stretch()`: a crop-mode resize distorts the image to exactly WxH instead of cropping
+    /// (no effect with fit-in modes, as in Thumbor).
+    pub stretch: bool,
     /// Lowers Cache-Control max-age for this response.
     pub max_age: Option<u32>,
     pub pixel: Vec<PixelFilter>,

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::decode::{self, Precision, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
-use super::recipe::{Color, Fill, Format, PixelFilter, Recipe, Rect};
+use super::recipe::{Background, Color, Fill, Format, PixelFilter, Recipe, Rect};
 use super::resize::{CropBox, resize};
 use super::share::Ticket;
 use super::{Encoded, FormatChoice, ImagingError, Limits, StageTimings, encode, filters, smart};
@@ -470,7 +470,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         });
     }
     if let (Some(canvas), Some(fill)) = (plan.canvas, recipe.filters.fill) {
-        image = filters::pad(image, canvas, fill)?;
+        image = filters::pad(image, canvas, fill, recipe.filters.fill_transparent)?;
         log.step(|| {
             format!(
                 "fill {} → {}x{}",
@@ -480,13 +480,23 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
             )
         });
     }
+    if let Some(background) = recipe.filters.background
+        && image.color().has_alpha()
+    {
+        image = filters::underlay(image, background);
+        log.step(|| format!("paint transparent parts {}", show_background(background)));
+    }
     for filter in &recipe.filters.pixel {
         image = filters::apply(image, filter);
         log.step(|| format!("filter {}", show_filter(filter)));
         checkpoint(job)?;
     }
     if !format.has_alpha() && image.color().has_alpha() {
-        let background = recipe.filters.background.unwrap_or(Color::WHITE);
+        let background = match recipe.filters.background {
+            Some(Background::Color(c)) => Color { a: 255, ..c },
+            Some(Background::Auto) => filters::mean_color(&image),
+            None => Color::WHITE,
+        };
         image = filters::flatten(image, background);
         log.step(|| format!("flatten alpha on {}", show_color(background)));
     }
@@ -531,11 +541,18 @@ fn show_color(c: Color) -> String {
     }
 }
 
+fn show_background(background: Background) -> String {
+    match background {
+        Background::Color(c) => show_color(c),
+        Background::Auto => "with the image's mean colour".to_owned(),
+    }
+}
+
 fn show_fill(fill: Fill) -> String {
     match fill {
         Fill::Color(c) => show_color(c),
         Fill::Transparent => "transparent".to_owned(),
-        Fill::Auto => "auto (most common edge colour)".to_owned(),
+        Fill::Auto => "auto (the image's mean colour)".to_owned(),
         Fill::Blur => "blur (blurred copy behind)".to_owned(),
     }
 }
@@ -564,6 +581,31 @@ fn show_filter(filter: &PixelFilter) -> String {
         PixelFilter::Brightness(v) => format!("brightness({v})"),
         PixelFilter::Contrast(v) => format!("contrast({v})"),
         PixelFilter::Rotate(r) => format!("rotate {r:?} counter-clockwise"),
+        PixelFilter::RotateBy(angle) => {
+            format!("rotate {angle} degrees counter-clockwise (the canvas grows)")
+        }
+        PixelFilter::Rgb { r, g, b } => format!("rgb({r}%, {g}%, {b}%)"),
+        PixelFilter::Saturation(v) => format!("saturation(x{v})"),
+        PixelFilter::Equalize => "equalize (histogram)".to_owned(),
+        PixelFilter::Noise { amount, seed } => format!("noise(amount {amount}, seed {seed})"),
+        PixelFilter::Colorize { percent, color } => format!(
+            "colorize({}%, {}%, {}% towards {})",
+            percent[0],
+            percent[1],
+            percent[2],
+            show_color(color)
+        ),
+        PixelFilter::Convolution {
+            ref kernel,
+            columns,
+            normalize,
+        } => format!(
+            "convolution({}x{} kernel{})",
+            columns,
+            kernel.len() / usize::from(columns),
+            if normalize { ", normalised" } else { "" }
+        ),
+        PixelFilter::Curve { .. } => "curve (tone curves)".to_owned(),
         PixelFilter::RoundCorner {
             rx,
             ry,
@@ -714,12 +756,12 @@ mod tests {
             (
                 "alpha.png",
                 with(sized(Fit::Crop, 0, 0), |r| {
-                    r.filters.background = Some(Color {
+                    r.filters.background = Some(Background::Color(Color {
                         r: 0,
                         g: 255,
                         b: 0,
                         a: 255,
-                    })
+                    }))
                 }),
                 JPEG,
                 Some(SourceFormat::Jpeg),
