@@ -301,6 +301,8 @@ fn mime_of(format: SourceFormat) -> &'static str {
         SourceFormat::Png => "image/png",
         SourceFormat::Webp => "image/webp",
         SourceFormat::Gif => "image/gif",
+        SourceFormat::Tiff => "image/tiff",
+        SourceFormat::Bmp => "image/bmp",
     }
 }
 

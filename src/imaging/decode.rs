@@ -22,6 +22,10 @@ pub enum SourceFormat {
     Png,
     Webp,
     Gif,
+    /// Served as PNG by default, as Thumbor does; the first page only.
+    Tiff,
+    /// Served as JPEG by default (PNG with alpha), as Thumbor does.
+    Bmp,
 }
 
 impl SourceFormat {
@@ -31,6 +35,8 @@ impl SourceFormat {
             SourceFormat::Png => "png",
             SourceFormat::Webp => "webp",
             SourceFormat::Gif => "gif",
+            SourceFormat::Tiff => "tiff",
+            SourceFormat::Bmp => "bmp",
         }
     }
 }
@@ -72,6 +78,15 @@ pub fn sniff(bytes: &[u8]) -> Option<SourceFormat> {
         Some(SourceFormat::Gif)
     } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
         Some(SourceFormat::Webp)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(SourceFormat::Tiff)
+    } else if bytes.starts_with(b"BM")
+        && bytes
+            .get(14..18)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .is_some_and(|dib| matches!(dib, 12 | 40 | 52 | 56 | 64 | 108 | 124))
+    {
+        Some(SourceFormat::Bmp)
     } else {
         None
     }
@@ -97,6 +112,8 @@ pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
         SourceFormat::Png => png_header(bytes)?,
         SourceFormat::Gif => gif_header(bytes)?,
         SourceFormat::Webp => webp_header(bytes)?,
+        SourceFormat::Tiff => tiff_header(bytes)?,
+        SourceFormat::Bmp => bmp_header(bytes)?,
     };
     if info.width == 0 || info.height == 0 {
         return Err(undecodable("zero width or height in header"));
@@ -144,6 +161,8 @@ pub fn decode(
         SourceFormat::Png => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
         SourceFormat::Webp => decode_with_image(bytes, ImageFormat::WebP, max_alloc)?,
         SourceFormat::Gif => decode_with_image(bytes, ImageFormat::Gif, max_alloc)?,
+        SourceFormat::Tiff => decode_with_image(bytes, ImageFormat::Tiff, max_alloc)?,
+        SourceFormat::Bmp => decode_with_image(bytes, ImageFormat::Bmp, max_alloc)?,
     };
     let icc = icc
         .and_then(|bytes| ColorProfile::new_from_slice(&bytes).ok())
@@ -432,6 +451,100 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
     Ok(header)
 }
 
+/// Reads the first IFD of a TIFF: size (tags 256/257), orientation (274), and whether an
+/// extra sample (338) or a fourth/second sample per pixel (277) carries alpha.
+fn tiff_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let truncated = || undecodable("truncated TIFF header");
+    let little = b.starts_with(b"II");
+    let u16_at = |at: usize| -> Option<u32> {
+        let x = b.get(at..at + 2)?;
+        Some(u32::from(if little {
+            u16::from_le_bytes([x[0], x[1]])
+        } else {
+            u16::from_be_bytes([x[0], x[1]])
+        }))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let x: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        Some(if little {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        })
+    };
+    let ifd = u32_at(4).ok_or_else(truncated)? as usize;
+    let count = u16_at(ifd).ok_or_else(truncated)? as usize;
+    let mut info = SourceInfo {
+        format: SourceFormat::Tiff,
+        width: 0,
+        height: 0,
+        orientation: 1,
+        has_alpha: false,
+        animated: false,
+        has_icc: false,
+    };
+    let mut samples = 1;
+    for i in 0..count.min(1024) {
+        let at = ifd + 2 + i * 12;
+        let tag = u16_at(at).ok_or_else(truncated)?;
+        let kind = u16_at(at + 2).ok_or_else(truncated)?;
+        // SHORT values sit in the first two bytes of the value field, LONG in all four.
+        let value = match kind {
+            3 => u16_at(at + 8),
+            4 => u32_at(at + 8),
+            _ => None,
+        };
+        match (tag, value) {
+            (256, Some(v)) => info.width = v,
+            (257, Some(v)) => info.height = v,
+            (274, Some(v @ 1..=8)) => info.orientation = v as u8,
+            (277, Some(v)) => samples = v,
+            (338, _) => info.has_alpha = true,
+            (34675, _) => info.has_icc = true,
+            _ => {}
+        }
+    }
+    info.has_alpha |= samples == 2 || samples >= 4;
+    Ok(info)
+}
+
+/// Reads a BMP's DIB header: width, height (negative when stored top-down) and bit depth.
+fn bmp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
+    let truncated = || undecodable("truncated BMP header");
+    let dib = u32::from_le_bytes(
+        b.get(14..18)
+            .ok_or_else(truncated)?
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let (width, height, bits) = if dib == 12 {
+        let x = b.get(18..26).ok_or_else(truncated)?;
+        (
+            u32::from(u16::from_le_bytes([x[0], x[1]])),
+            u32::from(u16::from_le_bytes([x[2], x[3]])),
+            u16::from_le_bytes([x[6], x[7]]),
+        )
+    } else {
+        let x = b.get(18..30).ok_or_else(truncated)?;
+        let w = i32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+        let h = i32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+        (
+            w.unsigned_abs(),
+            h.unsigned_abs(),
+            u16::from_le_bytes([x[10], x[11]]),
+        )
+    };
+    Ok(SourceInfo {
+        format: SourceFormat::Bmp,
+        width,
+        height,
+        orientation: 1,
+        has_alpha: bits == 32,
+        animated: false,
+        has_icc: false,
+    })
+}
+
 /// Reads IHDR and the ancillary chunks before the first IDAT.
 fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let truncated = || undecodable("truncated PNG header");
@@ -614,6 +727,48 @@ fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conformance_image(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("conformance/images")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn tiff_and_bmp_are_probed_from_their_headers_and_decoded() {
+        for (name, format, size) in [
+            ("image.tiff", SourceFormat::Tiff, (300, 200)),
+            ("image.bmp", SourceFormat::Bmp, (30, 20)),
+        ] {
+            let bytes = conformance_image(name);
+            let info = probe(&bytes).unwrap();
+            assert_eq!(
+                (info.format, info.width, info.height),
+                (format, size.0, size.1)
+            );
+            assert!(!info.has_alpha, "{name}");
+            let decoded = decode(&bytes, &info, 1, Precision::Full, 1 << 30).unwrap();
+            assert_eq!((decoded.image.width(), decoded.image.height()), size);
+        }
+        // A big-endian header with a LONG width, SHORT height and orientation 6.
+        let mut tiff = b"MM\0*\0\0\0\x08\0\x03".to_vec();
+        for (tag, kind, value) in [
+            (256u16, 4u16, 70_000u32),
+            (257, 3, 9 << 16),
+            (274, 3, 6 << 16),
+        ] {
+            tiff.extend(tag.to_be_bytes());
+            tiff.extend(kind.to_be_bytes());
+            tiff.extend(1u32.to_be_bytes());
+            tiff.extend(value.to_be_bytes());
+        }
+        let info = probe(&tiff).unwrap();
+        assert_eq!((info.width, info.height, info.orientation), (70_000, 9, 6));
+        // Truncated headers are undecodable, not a panic.
+        assert!(probe(&tiff[..20]).is_err());
+        assert!(probe(&conformance_image("image.bmp")[..20]).is_err());
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -91,6 +91,9 @@ impl FormatChoice {
                 SourceFormat::Png => Format::Png,
                 SourceFormat::Webp => Format::Webp,
                 SourceFormat::Gif => Format::Gif,
+                SourceFormat::Tiff => Format::Png,
+                SourceFormat::Bmp if src.has_alpha => Format::Png,
+                SourceFormat::Bmp => Format::Jpeg,
             },
         }
     }
@@ -117,8 +120,8 @@ pub struct Encoded {
 /// Every way a render can fail, classified so the caller can pick a status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImagingError {
-    /// Not JPEG, PNG, WebP or GIF (sniffed from the bytes). HTTP 415.
-    #[error("unsupported source format (expected JPEG, PNG, WebP or GIF)")]
+    /// Not JPEG, PNG, WebP, GIF, TIFF or BMP (sniffed from the bytes). HTTP 415.
+    #[error("unsupported source format (expected JPEG, PNG, WebP, GIF, TIFF or BMP)")]
     UnsupportedFormat,
     /// The header declares more pixels than allowed; nothing was decoded. HTTP 422.
     #[error("source is {width}x{height}, more than the limit of {limit} pixels")]

@@ -83,6 +83,8 @@ impl std::str::FromStr for Pyramid {
             Some("png") => SourceFormat::Png,
             Some("webp") => SourceFormat::Webp,
             Some("gif") => SourceFormat::Gif,
+            Some("tiff") => SourceFormat::Tiff,
+            Some("bmp") => SourceFormat::Bmp,
             _ => return Err(bad()),
         };
         let size = |p: &str| -> Option<Size> {
