@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Replays conformance/recordings.json (Thumbor 7.8.0's answers) against a running imgedge
 and reports, per group, how many cases agree on status, output size and (loosely) the
-8x8 colour fingerprint. A measuring tool, not the test: the replay in `cargo test`, with
-each deliberate difference tagged, is still to be written (issue 16).
+8x8 colour fingerprint. A measuring tool, not the test: the test is tests/it/thumbor.rs
+(part of `cargo test`), which also honours conformance/differences.toml.
 
     python3 conformance/compare.py [--binary target/debug/imgedge] [--group align] [-v]
 

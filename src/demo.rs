@@ -23,6 +23,13 @@ const SAMPLES: &[(&str, &[u8])] = &[
         "demo/sunset.jpg",
         include_bytes!("../fixtures/demo/sunset.jpg"),
     ),
+    // A transparent PNG (for fill, background_color, round_corner, rotate by any angle)
+    // and a small animated GIF.
+    ("demo/logo.png", include_bytes!("../fixtures/demo/logo.png")),
+    (
+        "demo/animated.gif",
+        include_bytes!("../fixtures/demo/animated.gif"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +54,7 @@ pub async fn seed(app: &App) -> Result<Vec<String>, DemoError> {
                     project: "default".into(),
                     key: key.clone(),
                     original_name: name.rsplit('/').next().unwrap_or(name).into(),
-                    mime_type: "image/jpeg".into(),
+                    mime_type: format!("image/{}", info.format.name()),
                     size: bytes.len() as u64,
                     width: Some(info.width),
                     height: Some(info.height),

@@ -990,7 +990,11 @@ fn parse_convolution(matrix: &str, columns: &str, normalize: &str) -> Result<Pix
         .collect::<Result<Vec<Milli>, String>>()?;
     let columns = int_in(columns, "convolution columns", 1, MAX_KERNEL_SIDE as i64)? as usize;
     let rows = kernel.len() / columns;
-    if kernel.len() % columns != 0 || columns % 2 == 0 || rows % 2 == 0 || rows > MAX_KERNEL_SIDE {
+    if !kernel.len().is_multiple_of(columns)
+        || columns.is_multiple_of(2)
+        || rows.is_multiple_of(2)
+        || rows > MAX_KERNEL_SIDE
+    {
         return Err(format!(
             "convolution needs an odd number of columns and rows, at most \
              {MAX_KERNEL_SIDE}x{MAX_KERNEL_SIDE}: {} items do not make rows of {columns}",

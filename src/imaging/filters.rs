@@ -407,9 +407,7 @@ fn curve_table(points: &[(u8, u8)]) -> [u8; 256] {
             table[usize::from(x)] = y.round().clamp(0.0, 255.0) as u8;
         }
     }
-    for v in usize::from(points[n - 1].0)..256 {
-        table[v] = points[n - 1].1;
-    }
+    table[usize::from(points[n - 1].0)..].fill(points[n - 1].1);
     table
 }
 

@@ -336,7 +336,7 @@ mod tests {
         assert!(bare.levels.is_empty());
         for bad in [
             "",
-            "tiff 1x1",
+            "heic 1x1",
             "jpeg",
             "jpeg 0x5",
             "jpeg 9x9 5x",
