@@ -7,7 +7,7 @@
 use image::{DynamicImage, GenericImageView, Rgba, RgbaImage, imageops};
 
 use super::ImagingError;
-use super::geometry::Size;
+use super::geometry::{Size, rotated_size};
 use super::recipe::{
     Background, Color, Fill, Milli, PixelFilter, Rect, Rotation, Trim, TrimCorner,
 };
@@ -416,10 +416,9 @@ fn curve_table(points: &[(u8, u8)]) -> [u8; 256] {
 fn rotate_by(image: DynamicImage, angle: u16) -> DynamicImage {
     let source = image.to_rgba8();
     let (w, h) = (f64::from(source.width()), f64::from(source.height()));
-    let theta = f64::from(angle).to_radians();
-    let (sin, cos) = theta.sin_cos();
-    let out_w = (w * cos.abs() + h * sin.abs()).round().max(1.0);
-    let out_h = (w * sin.abs() + h * cos.abs()).round().max(1.0);
+    let (sin, cos) = f64::from(angle).to_radians().sin_cos();
+    let out = rotated_size(Size::new(source.width(), source.height()), angle);
+    let (out_w, out_h) = (f64::from(out.width), f64::from(out.height));
     let (cx, cy, ocx, ocy) = (w / 2.0, h / 2.0, out_w / 2.0, out_h / 2.0);
     let sample = |x: f64, y: f64| -> [f64; 4] {
         // Premultiplied bilinear sampling; outside the source is transparent.

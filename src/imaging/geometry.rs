@@ -6,7 +6,9 @@
 //! full resolution. Shrink-on-load scaling is applied by the caller afterwards.
 
 use super::ImagingError;
-use super::recipe::{Dim, Fit, HAlign, Milli, Recipe, Rect, Upscale, VAlign};
+use super::recipe::{
+    Dim, Fit, HAlign, Milli, PixelFilter, Recipe, Rect, Rotation, Upscale, VAlign,
+};
 
 /// A width and height in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +129,20 @@ pub fn plan(base: Size, recipe: &Recipe, max_side: u32) -> Result<Plan, ImagingE
         canvas = canvas.map(|c| scale_size(c, p));
     }
 
-    let out = canvas.unwrap_or(resize);
+    // Turning by an angle that is not a quarter turn grows the canvas (up to 1.42x a side):
+    // the limit holds for what is finally encoded.
+    let out =
+        recipe
+            .filters
+            .pixel
+            .iter()
+            .fold(canvas.unwrap_or(resize), |size, filter| match filter {
+                PixelFilter::Rotate(Rotation::R90 | Rotation::R270) => {
+                    Size::new(size.height, size.width)
+                }
+                PixelFilter::RotateBy(angle) => rotated_size(size, *angle),
+                _ => size,
+            });
     if out.width > max_side || out.height > max_side {
         return Err(ImagingError::OutputTooLarge {
             width: out.width,
@@ -190,6 +205,17 @@ pub fn clamp_rect(rect: Rect, size: Size) -> Option<Rect> {
         bottom: rect.bottom.min(size.height),
     };
     (clamped.width() > 0 && clamped.height() > 0).then_some(clamped)
+}
+
+/// The canvas that holds a `size` picture turned by `angle` degrees.
+pub fn rotated_size(size: Size, angle: u16) -> Size {
+    let (sin, cos) = f64::from(angle).to_radians().sin_cos();
+    let (w, h) = (f64::from(size.width), f64::from(size.height));
+    let side = |v: f64| (v.round() as u32).max(1);
+    Size::new(
+        side(w * cos.abs() + h * sin.abs()),
+        side(w * sin.abs() + h * cos.abs()),
+    )
 }
 
 /// The part of `rect` inside `within`, if any.
@@ -374,6 +400,23 @@ mod tests {
         // Equal areas: the midpoint of their centres.
         let (x, y) = centre_of_mass(&[rect(0, 0, 10, 10), rect(590, 390, 600, 400)]).unwrap();
         assert_eq!((x, y), (300, 200));
+    }
+
+    #[test]
+    fn a_turned_picture_counts_against_the_output_limit() {
+        assert_eq!(rotated_size(Size::new(300, 200), 45), Size::new(354, 354));
+        assert_eq!(rotated_size(Size::new(300, 200), 90), Size::new(200, 300));
+        let mut r = recipe(Fit::Crop, Dim::Px(4000), Dim::Px(4000));
+        assert!(plan(Size::new(4000, 4000), &r, 5000).is_ok());
+        r.filters.pixel = vec![PixelFilter::RotateBy(45)];
+        assert!(matches!(
+            plan(Size::new(4000, 4000), &r, 5000),
+            Err(ImagingError::OutputTooLarge {
+                width: 5657,
+                height: 5657,
+                limit: 5000
+            })
+        ));
     }
 
     #[test]
