@@ -58,6 +58,20 @@ pub struct SourceInfo {
 }
 
 impl SourceInfo {
+    /// A header parser's starting point: size unknown (0x0, refused unless filled in),
+    /// upright, opaque, still, no profile.
+    fn header_start(format: SourceFormat) -> SourceInfo {
+        SourceInfo {
+            format,
+            width: 0,
+            height: 0,
+            orientation: 1,
+            has_alpha: false,
+            animated: false,
+            has_icc: false,
+        }
+    }
+
     /// Width and height as displayed, after EXIF orientation.
     pub fn oriented_size(&self) -> (u32, u32) {
         if self.orientation >= 5 {
@@ -474,15 +488,7 @@ fn tiff_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     };
     let ifd = u32_at(4).ok_or_else(truncated)? as usize;
     let count = u16_at(ifd).ok_or_else(truncated)? as usize;
-    let mut info = SourceInfo {
-        format: SourceFormat::Tiff,
-        width: 0,
-        height: 0,
-        orientation: 1,
-        has_alpha: false,
-        animated: false,
-        has_icc: false,
-    };
+    let mut info = SourceInfo::header_start(SourceFormat::Tiff);
     let mut samples = 1;
     for i in 0..count.min(1024) {
         let at = ifd + 2 + i * 12;
@@ -548,15 +554,7 @@ fn bmp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 /// Reads IHDR and the ancillary chunks before the first IDAT.
 fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let truncated = || undecodable("truncated PNG header");
-    let mut info = SourceInfo {
-        format: SourceFormat::Png,
-        width: 0,
-        height: 0,
-        orientation: 1,
-        has_alpha: false,
-        animated: false,
-        has_icc: false,
-    };
+    let mut info = SourceInfo::header_start(SourceFormat::Png);
     let mut pos = 8;
     loop {
         let head = b.get(pos..pos + 8).ok_or_else(truncated)?;
@@ -656,15 +654,7 @@ fn gif_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 /// Reads the RIFF chunk headers of a WebP file (payloads are skipped by their sizes).
 fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let truncated = || undecodable("truncated WebP header");
-    let mut info = SourceInfo {
-        format: SourceFormat::Webp,
-        width: 0,
-        height: 0,
-        orientation: 1,
-        has_alpha: false,
-        animated: false,
-        has_icc: false,
-    };
+    let mut info = SourceInfo::header_start(SourceFormat::Webp);
     let mut pos = 12;
     let mut first = true;
     while let Some(head) = b.get(pos..pos + 8) {

@@ -198,13 +198,7 @@ pub fn place(base: Size, window: Size, anchor: Anchor) -> Rect {
 
 /// Clamps a rectangle to an image of `size`; `None` when nothing of it remains.
 pub fn clamp_rect(rect: Rect, size: Size) -> Option<Rect> {
-    let clamped = Rect {
-        left: rect.left.min(size.width),
-        top: rect.top.min(size.height),
-        right: rect.right.min(size.width),
-        bottom: rect.bottom.min(size.height),
-    };
-    (clamped.width() > 0 && clamped.height() > 0).then_some(clamped)
+    intersect(rect, size.full_rect())
 }
 
 /// The canvas that holds a `size` picture turned by `angle` degrees.
