@@ -182,6 +182,7 @@ fn job<'a>(
         cancel,
         reduced,
         share: None,
+        overlays: &[],
     }
 }
 

@@ -113,6 +113,7 @@ impl App {
         let imaging_limits = imaging::Limits {
             max_source_pixels: config.max_source_pixels,
             max_output_side: config.max_output_side,
+            max_animation_pixels: config.max_animation_pixels,
         };
         let keys = KeyRing::parse(&config.api_keys).map_err(StartError::Auth)?;
         let jwt = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)

@@ -187,6 +187,10 @@ pub struct Config {
     /// Largest output side in pixels (400 beyond).
     #[serde(deserialize_with = "flex")]
     pub max_output_side: u32,
+    /// Frame budget of animated outputs: `frames * output width * output height`. An
+    /// animation over it is served as its first frame.
+    #[serde(deserialize_with = "flex")]
+    pub max_animation_pixels: u64,
     /// Concurrent transforms; 0 means the number of cores.
     #[serde(deserialize_with = "flex")]
     pub transform_concurrency: usize,
@@ -297,6 +301,7 @@ impl Default for Config {
             max_source_bytes: 50 * 1024 * 1024,
             max_source_pixels: 100_000_000,
             max_output_side: 8192,
+            max_animation_pixels: 50_000_000,
             transform_concurrency: 0,
             queue_length: 16,
             request_deadline_ms: 15_000,
@@ -374,6 +379,9 @@ impl Config {
         let bad = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
         if !(1..=100).contains(&self.default_quality) {
             return bad("default_quality must be 1..=100");
+        }
+        if self.max_animation_pixels == 0 {
+            return bad("max_animation_pixels must be positive");
         }
         if self.max_output_side == 0 || self.max_output_side > 65_535 {
             return bad("max_output_side must be 1..=65535");

@@ -54,7 +54,7 @@ pub async fn seed(app: &App) -> Result<Vec<String>, DemoError> {
                     project: "default".into(),
                     key: key.clone(),
                     original_name: name.rsplit('/').next().unwrap_or(name).into(),
-                    mime_type: format!("image/{}", info.format.name()),
+                    mime_type: info.format.mime().to_owned(),
                     size: bytes.len() as u64,
                     width: Some(info.width),
                     height: Some(info.height),

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::app::App;
 use crate::db::{DbError, NewFile, OwnerType, Visibility};
 use crate::edge::url::ObjectKey;
-use crate::imaging::{self, SourceFormat};
+use crate::imaging;
 use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +260,7 @@ async fn register(
         project: options.project.clone(),
         key: key.clone(),
         original_name,
-        mime_type: mime_of(info.format).to_owned(),
+        mime_type: info.format.mime().to_owned(),
         size: bytes.len() as u64,
         width: Some(width),
         height: Some(height),
@@ -293,17 +293,6 @@ async fn register(
     };
     app.caches.purge(&key).await;
     Ok(outcome)
-}
-
-fn mime_of(format: SourceFormat) -> &'static str {
-    match format {
-        SourceFormat::Jpeg => "image/jpeg",
-        SourceFormat::Png => "image/png",
-        SourceFormat::Webp => "image/webp",
-        SourceFormat::Gif => "image/gif",
-        SourceFormat::Tiff => "image/tiff",
-        SourceFormat::Bmp => "image/bmp",
-    }
 }
 
 /// Every regular file under `root`, sorted, not following symlinked directories and

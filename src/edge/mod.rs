@@ -147,6 +147,36 @@ async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
     app.caches.original(key, fetch).await.map_err(unshare)
 }
 
+/// The overlays `watermark()` names: public files of the same store, read through the
+/// originals cache. One that is missing or not public is the URL's mistake (400 naming it),
+/// never a sign that a private file exists.
+async fn fetch_overlays(app: &App, parsed: &ParsedUrl) -> Result<Vec<(String, Bytes)>, EdgeError> {
+    let mut overlays: Vec<(String, Bytes)> = Vec::new();
+    for raw in parsed.recipe.filters.overlay_keys() {
+        if overlays.iter().any(|(k, _)| k == raw) {
+            continue;
+        }
+        let missing = || {
+            EdgeError::Url(url::UrlError {
+                segment: format!("watermark({raw},...)"),
+                reason: format!("the watermark image `{raw}` is not a public file of this store"),
+            })
+        };
+        let key = ObjectKey::parse(raw).map_err(|_| missing())?;
+        match ensure_public(app, &key).await {
+            Ok(_) => {}
+            Err(EdgeError::NotFound) => return Err(missing()),
+            Err(e) => return Err(e),
+        }
+        let bytes = match fetch(app, &key).await {
+            Err(EdgeError::NotFound) => return Err(missing()),
+            other => other?,
+        };
+        overlays.push((raw.to_owned(), bytes));
+    }
+    Ok(overlays)
+}
+
 /// The bytes to render from: the smallest reduced copy still good enough for the recipe
 /// (see `Pyramid::level_for`), else the original. A copy that cannot be read falls back
 /// to the original, which is always correct. Also gives the source's rank in the decode
@@ -227,6 +257,7 @@ async fn run_imaging<T: Send + 'static>(
         None
     };
     let (rank, bytes, reduced) = fetch_source(app, parsed, facts).await?;
+    let overlays = fetch_overlays(app, parsed).await?;
     let recipe = parsed.recipe.clone();
     let limits = app.imaging_limits.clone();
     let default_quality = app.config.default_quality;
@@ -241,8 +272,9 @@ async fn run_imaging<T: Send + 'static>(
         cancel: &AtomicBool::new(false),
         reduced,
         share: None,
+        overlays: &[],
     };
-    let ticket = imaging::decode_need(&probe).ok().map(|need| {
+    let ticket = imaging::decode_need(&probe).ok().flatten().map(|need| {
         let source = imaging::Source {
             bytes: bytes.clone(),
             reduced,
@@ -267,6 +299,7 @@ async fn run_imaging<T: Send + 'static>(
                 cancel,
                 reduced,
                 share: ticket.as_ref(),
+                overlays: &overlays,
             })
         })
         .await??;

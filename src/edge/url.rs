@@ -61,7 +61,7 @@ use regex::{Captures, Regex};
 
 use crate::imaging::recipe::{
     Background, Color, CurvePoints, Dim, Fill, Filters, Fit, Format, HAlign, Milli, PixelFilter,
-    Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign,
+    Place, Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign, Watermark,
 };
 
 /// Largest number of pixels accepted in a size, crop, focal or corner radius.
@@ -201,8 +201,15 @@ pub fn parse(path: &str) -> Result<ParsedUrl, UrlError> {
         return Err(UrlError::new(path, reason));
     }
     let (signature, signed_path) = split_signature(path);
-    let options = parse_options(signed_path)?;
-    let key = ObjectKey::from_url(options.raw_key)?;
+    let mut options = parse_options(signed_path)?;
+    let mut raw_key = options.raw_key;
+    if std::mem::take(&mut options.recipe.filters.extract_focal)
+        && let Some((crop, inner)) = extract_focal(raw_key)
+    {
+        options.recipe.filters.focal.push(crop);
+        raw_key = inner;
+    }
+    let key = ObjectKey::from_url(raw_key)?;
     Ok(ParsedUrl {
         signature,
         meta: options.meta,
@@ -377,10 +384,7 @@ fn parse_options(path: &str) -> Result<Options<'_>, UrlError> {
     let mut reader = OptionReader::default();
     let mut rest = path;
     loop {
-        let (segment, tail) = match rest.split_once('/') {
-            Some((segment, tail)) => (segment, Some(tail)),
-            None => (rest, None),
-        };
+        let (segment, tail) = split_segment(rest);
         let Some(option) = classify(segment)? else {
             return Ok(reader.finish(rest));
         };
@@ -393,6 +397,56 @@ fn parse_options(path: &str) -> Result<Options<'_>, UrlError> {
         };
         rest = tail;
     }
+}
+
+/// The first segment of `rest` and what follows its `/`. A `filters:` segment ends at the
+/// first `/` outside parentheses, so that a filter argument may be a key with folders
+/// (`filters:watermark(logos/brand.png,10,10,0)`).
+fn split_segment(rest: &str) -> (&str, Option<&str>) {
+    let end = if rest.starts_with("filters:") {
+        let mut depth = 0i32;
+        rest.bytes().position(|b| {
+            match b {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                b'/' if depth <= 0 => return true,
+                _ => {}
+            }
+            false
+        })
+    } else {
+        rest.find('/')
+    };
+    match end {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    }
+}
+
+/// `extract_focal()`: when the key is itself a Thumbor URL with a manual crop
+/// (`thumbor.example/unsafe/400x0:600x130/photo.jpg`, nested up to ten deep), the image is
+/// the inner key and the crop becomes a focal region, as Thumbor documents the filter. As
+/// in Thumbor, the first segment (a host, with or without `http(s)://`) is dropped and the
+/// rest must be `unsafe/` or signed. Gives the crop and the inner raw key.
+fn extract_focal(raw_key: &str) -> Option<(Rect, &str)> {
+    let mut url = raw_key;
+    for _ in 0..10 {
+        let without_scheme = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url);
+        let (_, rest) = without_scheme.split_once('/')?;
+        let (signature, signed) = split_signature(rest);
+        if signature == Signature::None {
+            return None;
+        }
+        let inner = parse_options(signed).ok()?;
+        if let Some(crop) = inner.recipe.crop {
+            return Some((crop, inner.raw_key));
+        }
+        url = inner.raw_key;
+    }
+    None
 }
 
 /// `Ok(None)`: not an option, the key starts here. `Err`: an option written wrongly.
@@ -636,7 +690,10 @@ const FILTERS: &[(&str, &str)] = &[
         "curve([(x,y),...],[(x,y),...],[(x,y),...],[(x,y),...]) for all, r, g, b",
     ),
     ("stretch", "stretch()"),
-    ("fill", "fill(colour|transparent|auto|blur)"),
+    (
+        "fill",
+        "fill(colour|transparent|auto|blur[,fill_transparent true|false])",
+    ),
     ("background_color", "background_color(colour|auto)"),
     ("no_upscale", "no_upscale()"),
     ("upscale", "upscale()"),
@@ -647,6 +704,12 @@ const FILTERS: &[(&str, &str)] = &[
     ("focal", "focal(AxB:CxD)"),
     ("round_corner", "round_corner(a[|b],r,g,b[,transparent])"),
     ("max_age", "max_age(seconds)"),
+    (
+        "watermark",
+        "watermark(key,x,y,alpha 0..=100[,w_ratio,h_ratio]); x and y: px, -px, Np, center or \
+         repeat; ratios: percent 0..=100 or none",
+    ),
+    ("extract_focal", "extract_focal()"),
 ];
 
 /// One `name(args)` call as written (after percent-decoding).
@@ -769,7 +832,7 @@ fn apply_filter(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
     match call.name {
         "grayscale" | "brightness" | "contrast" | "blur" | "sharpen" | "rotate"
         | "round_corner" | "rgb" | "saturation" | "equalize" | "noise" | "colorize"
-        | "convolution" | "curve" => filters.pixel.extend(pixel_filter(call)?),
+        | "convolution" | "curve" | "watermark" => filters.pixel.extend(pixel_filter(call)?),
         _ => apply_setting(filters, call)?,
     }
     Ok(())
@@ -797,13 +860,12 @@ fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
             PixelFilter::Saturation(milli_in(v, "saturation", Milli(-100_000), Milli(100_000))?)
         }
         ("equalize", []) => PixelFilter::Equalize,
-        ("noise", [amount]) => PixelFilter::Noise {
+        ("noise", [amount, seed @ ..]) if seed.len() <= 1 => PixelFilter::Noise {
             amount: int_in(amount, "noise amount", 0, 100)? as u8,
-            seed: 0,
-        },
-        ("noise", [amount, seed]) => PixelFilter::Noise {
-            amount: int_in(amount, "noise amount", 0, 100)? as u8,
-            seed: int_in(seed, "noise seed", 0, u32::MAX.into())? as u32,
+            seed: match seed {
+                [seed] => int_in(seed, "noise seed", 0, u32::MAX.into())? as u32,
+                _ => 0,
+            },
         },
         ("colorize", [r, g, b, color]) => PixelFilter::Colorize {
             percent: [
@@ -816,6 +878,9 @@ fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
         ("convolution", [matrix, columns]) => parse_convolution(matrix, columns, "true")?,
         ("convolution", [matrix, columns, normalize]) => {
             parse_convolution(matrix, columns, normalize)?
+        }
+        ("watermark", [key, x, y, alpha, ratios @ ..]) if matches!(ratios.len(), 0 | 2) => {
+            parse_watermark(key, x, y, alpha, ratios)?
         }
         ("curve", [all, r, g, b]) => PixelFilter::Curve {
             all: parse_curve(all, "curve (all channels)")?,
@@ -854,6 +919,7 @@ fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
         ("max_bytes", [n]) => filters.max_bytes = Some(parse_max_bytes(n)?),
         ("proportion", [p]) => filters.proportion = Some(parse_proportion(p)?),
         ("focal", [rect]) => filters.focal.push(parse_rect(rect, "focal")?),
+        ("extract_focal", []) => filters.extract_focal = true,
         ("max_age", [s]) => {
             filters.max_age = Some(int_in(s, "max_age", 0, u32::MAX.into())? as u32);
         }
@@ -1040,6 +1106,86 @@ fn parse_curve(text: &str, what: &str) -> Result<Vec<(u8, u8)>, String> {
 }
 
 /// Exactly six hex digits, as Thumbor's colorize reads its colour.
+/// `watermark(key,x,y,alpha[,w_ratio,h_ratio])`, with the key already percent-decoded.
+fn parse_watermark(
+    key: &str,
+    x: &str,
+    y: &str,
+    alpha: &str,
+    ratios: &[&str],
+) -> Result<PixelFilter, String> {
+    let key = ObjectKey::parse(key.trim())
+        .map_err(|e| format!("the watermark image `{}`: {}", e.segment, e.reason))?;
+    let place = |text: &str, axis: &str| -> Result<Place, String> {
+        let text = text.trim();
+        match text {
+            "center" => return Ok(Place::Center),
+            "repeat" => return Ok(Place::Repeat),
+            _ => {}
+        }
+        let (from_end, magnitude) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let bad = || {
+            format!(
+                "watermark {axis} `{text}`: expected pixels (10, -10), a percentage (50p, -50p), center or repeat"
+            )
+        };
+        let (digits, percent) = match magnitude.strip_suffix('p') {
+            Some(digits) => (digits, true),
+            None => (magnitude, false),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let value: u32 = digits.parse().map_err(|_| bad())?;
+        if percent {
+            if value > 100 {
+                return Err(format!(
+                    "watermark {axis} `{text}`: a percentage is 0..=100"
+                ));
+            }
+            Ok(Place::Percent {
+                percent: value,
+                from_end,
+            })
+        } else {
+            if value > 65_535 {
+                return Err(format!("watermark {axis} `{text}`: at most 65535 pixels"));
+            }
+            Ok(Place::Px {
+                offset: value,
+                from_end,
+            })
+        }
+    };
+    let ratio = |text: &str, what: &str| -> Result<Option<u16>, String> {
+        match text.trim() {
+            "none" => Ok(None),
+            n => match int_in(n, what, 0, 100)? {
+                0 => Ok(None),
+                r => Ok(Some(r as u16)),
+            },
+        }
+    };
+    let (width_ratio, height_ratio) = match ratios {
+        [w, h] => (
+            ratio(w, "watermark width ratio")?,
+            ratio(h, "watermark height ratio")?,
+        ),
+        _ => (None, None),
+    };
+    Ok(PixelFilter::Watermark(Box::new(Watermark {
+        key: key.as_str().to_owned(),
+        x: place(x, "x")?,
+        y: place(y, "y")?,
+        alpha: int_in(alpha, "watermark alpha", 0, 100)? as u8,
+        width_ratio,
+        height_ratio,
+    })))
+}
+
 fn parse_hex6(text: &str, what: &str) -> Result<Color, String> {
     match parse_color(text) {
         Some(color) if text.len() == 6 && text.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(color),
@@ -1489,6 +1635,29 @@ fn print_pixel_filter(filter: &PixelFilter) -> String {
                 color.r, color.g, color.b
             )
         }
+        PixelFilter::Watermark(w) => {
+            let place = |p: Place| match p {
+                Place::Px { offset, from_end } => {
+                    format!("{}{offset}", if from_end { "-" } else { "" })
+                }
+                Place::Percent { percent, from_end } => {
+                    format!("{}{percent}p", if from_end { "-" } else { "" })
+                }
+                Place::Center => "center".into(),
+                Place::Repeat => "repeat".into(),
+            };
+            let ratio = |r: Option<u16>| r.map_or("none".to_owned(), |r| r.to_string());
+            let key = utf8_percent_encode(&w.key, KEY_ESCAPES);
+            let (x, y, alpha) = (place(w.x), place(w.y), w.alpha);
+            match (w.width_ratio, w.height_ratio) {
+                (None, None) => format!("watermark({key},{x},{y},{alpha})"),
+                (wr, hr) => format!(
+                    "watermark({key},{x},{y},{alpha},{},{})",
+                    ratio(wr),
+                    ratio(hr)
+                ),
+            }
+        }
     }
 }
 
@@ -1776,6 +1945,38 @@ mod tests {
             "filters:colorize(40,80,20,00FF00):stretch()/a.jpg",
             "filters:stretch():colorize(40,80,20,00ff00)/a.jpg",
         ),
+        // watermark(): a key with folders inside the parentheses (the `/` does not end the
+        // filters segment), every position form, ratios given or `none`.
+        (
+            "fit-in/300x200/filters:watermark(logos/brand.png,10,-10,50)/a.jpg",
+            "fit-in/300x200/filters:watermark(logos/brand.png,10,-10,50)/a.jpg",
+        ),
+        (
+            "filters:watermark(w.png,center,repeat,0,20,none):watermark(w.png,50p,-0p,100,0,30)/a.jpg",
+            "filters:watermark(w.png,center,repeat,0,20,none):watermark(w.png,50p,-0p,100,none,30)/a.jpg",
+        ),
+        (
+            "filters:watermark(w%20mark.png,0,0,0)/a.jpg",
+            "filters:watermark(w%20mark.png,0,0,0)/a.jpg",
+        ),
+        // extract_focal(): an embedded Thumbor URL's crop is the focal region of its key.
+        (
+            "300x300/filters:extract_focal()/thumbor.example/unsafe/400x0:600x130/landscape.jpg",
+            "300x300/filters:focal(400x0:600x130)/landscape.jpg",
+        ),
+        (
+            "300x300/filters:extract_focal()/https://t.example/unsafe/fit-in/t2.example/unsafe/10x20:30x40/smart/a.jpg",
+            "300x300/filters:focal(10x20:30x40)/a.jpg",
+        ),
+        // Without an embedded crop (or without `unsafe/` or a signature) nothing changes.
+        (
+            "300x300/filters:extract_focal()/landscape.jpg",
+            "300x300/landscape.jpg",
+        ),
+        (
+            "300x300/filters:extract_focal()/host/400x0:600x130/a.jpg",
+            "300x300/host/400x0:600x130/a.jpg",
+        ),
         (
             "filters:convolution(1;2;1;2;4;2;1;2;1,3,true):convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)/a.jpg",
             "filters:convolution(1;2;1;2;4;2;1;2;1,3,true):convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)/a.jpg",
@@ -1964,8 +2165,9 @@ mod tests {
             "error: Filters:quality(80) => `filters:`",
         ),
         (
+            // An open parenthesis runs to the end (a `/` inside parentheses is an argument's).
             "filters:quality(80/k.jpg",
-            "error: quality(80 => missing its closing `)`",
+            "error: quality(80/k.jpg => missing its closing `)`",
         ),
         (
             "filters:quality(80)x/k.jpg",
@@ -1980,8 +2182,8 @@ mod tests {
             "error: Quality(80) => filter names are lowercase: write `quality`",
         ),
         (
-            "filters:watermark(a.png,0,0,0)/k.jpg",
-            "error: watermark(a.png,0,0,0) => unknown filter `watermark`; known filters: quality",
+            "filters:frame(a.png)/k.jpg",
+            "error: frame(a.png) => unknown filter `frame`; known filters: quality",
         ),
         (
             "filters:fill(%ZZ)/k.jpg",
@@ -2020,6 +2222,30 @@ mod tests {
         (
             "filters:colorize(10,10,10,f00)/k.jpg",
             "error: colorize(10,10,10,f00) => colorize colour must be six hex digits",
+        ),
+        (
+            "filters:watermark(w.png,left,0,0)/k.jpg",
+            "error: watermark(w.png,left,0,0) => watermark x `left`: expected pixels",
+        ),
+        (
+            "filters:watermark(w.png,0,150p,0)/k.jpg",
+            "error: watermark(w.png,0,150p,0) => a percentage is 0..=100",
+        ),
+        (
+            "filters:watermark(w.png,0,0,101)/k.jpg",
+            "error: watermark(w.png,0,0,101) => watermark alpha",
+        ),
+        (
+            "filters:watermark(../w.png,0,0,0)/k.jpg",
+            "error: watermark(../w.png,0,0,0) => the watermark image `../w.png`",
+        ),
+        (
+            "filters:watermark(w.png,0,0,0,20)/k.jpg",
+            "error: watermark(w.png,0,0,0,20) => watermark(key,x,y,alpha",
+        ),
+        (
+            "filters:watermark(w.png,0,0,0,20,abc)/k.jpg",
+            "error: watermark(w.png,0,0,0,20,abc) => watermark height ratio",
         ),
         (
             "filters:convolution(1;2;1;2,3,true)/k.jpg",
@@ -2592,6 +2818,7 @@ mod tests {
                 proportion,
                 focal,
                 max_age,
+                extract_focal: false,
                 pixel,
             },
         )

@@ -29,6 +29,18 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
+    /// The media type files of this format are stored with.
+    pub fn mime(self) -> &'static str {
+        match self {
+            SourceFormat::Jpeg => "image/jpeg",
+            SourceFormat::Png => "image/png",
+            SourceFormat::Webp => "image/webp",
+            SourceFormat::Gif => "image/gif",
+            SourceFormat::Tiff => "image/tiff",
+            SourceFormat::Bmp => "image/bmp",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             SourceFormat::Jpeg => "jpeg",
@@ -54,6 +66,10 @@ pub struct SourceInfo {
     pub has_alpha: bool,
     /// More than one frame (GIF, animated WebP, APNG).
     pub animated: bool,
+    /// Frames in the file (1 for a still image), counted from the headers.
+    pub frames: u32,
+    /// How many times an animation plays, 0 for forever (1 for a still image).
+    pub plays: u16,
     pub has_icc: bool,
 }
 
@@ -68,6 +84,8 @@ impl SourceInfo {
             orientation: 1,
             has_alpha: false,
             animated: false,
+            frames: 1,
+            plays: 1,
             has_icc: false,
         }
     }
@@ -120,6 +138,8 @@ pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
                 orientation: h.orientation,
                 has_alpha: false,
                 animated: false,
+                frames: 1,
+                plays: 1,
                 has_icc: !h.icc.is_empty(),
             }
         }
@@ -243,7 +263,7 @@ fn undecodable(msg: impl Into<String>) -> ImagingError {
 }
 
 /// Any decoder output → RGB8 when opaque, RGBA8 when some pixel is not.
-fn normalize(image: DynamicImage) -> DynamicImage {
+pub(super) fn normalize(image: DynamicImage) -> DynamicImage {
     let rgba = match image {
         DynamicImage::ImageRgb8(_) => return image,
         DynamicImage::ImageRgba8(img) => img,
@@ -541,13 +561,10 @@ fn bmp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
         )
     };
     Ok(SourceInfo {
-        format: SourceFormat::Bmp,
         width,
         height,
-        orientation: 1,
         has_alpha: bits == 32,
-        animated: false,
-        has_icc: false,
+        ..SourceInfo::header_start(SourceFormat::Bmp)
     })
 }
 
@@ -574,7 +591,13 @@ fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
             _ if info.width == 0 => return Err(undecodable("PNG does not start with IHDR")),
             b"tRNS" => info.has_alpha = true,
             b"iCCP" => info.has_icc = true,
-            b"acTL" => info.animated = true,
+            b"acTL" => {
+                // An APNG: its frames are counted, but only its default image is decoded.
+                if let Some(n) = data.get(0..4) {
+                    info.frames = u32::from_be_bytes([n[0], n[1], n[2], n[3]]).max(1);
+                    info.animated = info.frames > 1;
+                }
+            }
             b"eXIf" => {
                 if let Some(o) = Orientation::from_exif_chunk(data) {
                     info.orientation = o.to_exif();
@@ -587,19 +610,16 @@ fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     Ok(info)
 }
 
-/// Reads the logical screen and walks the blocks far enough to know whether there are
-/// several frames. Block contents are skipped, never decompressed.
+/// Reads the logical screen and walks every block to count the frames and find the loop
+/// count (the NETSCAPE2.0 extension). Block contents are skipped, never decompressed.
 fn gif_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let truncated = || undecodable("truncated GIF header");
     let screen = b.get(6..13).ok_or_else(truncated)?;
     let mut info = SourceInfo {
-        format: SourceFormat::Gif,
         width: u32::from(u16::from_le_bytes([screen[0], screen[1]])),
         height: u32::from(u16::from_le_bytes([screen[2], screen[3]])),
-        orientation: 1,
-        has_alpha: false,
-        animated: false,
-        has_icc: false,
+        frames: 0,
+        ..SourceInfo::header_start(SourceFormat::Gif)
     };
     let table_len = |flags: u8| {
         if flags & 0x80 != 0 {
@@ -618,36 +638,58 @@ fn gif_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
             }
         }
     };
-    let mut frames = 0;
-    // A file truncated after its first frame still has a usable header.
-    while frames < 2 {
+    // A file cut short after its first frame still has a usable header: the frames
+    // counted are the ones present.
+    loop {
         match b.get(pos) {
             Some(0x21) => {
                 let label = *b.get(pos + 1).ok_or_else(truncated)?;
                 // The graphic control extension of the first frame says whether it has a
                 // transparent colour.
                 if label == 0xF9
-                    && frames == 0
+                    && info.frames == 0
                     && b.get(pos + 3).is_some_and(|flags| flags & 1 != 0)
                 {
                     info.has_alpha = true;
                 }
-                pos = skip_sub_blocks(pos + 2).ok_or_else(truncated)?;
+                // NETSCAPE2.0 (or ANIMEXTS1.0): sub-block 1 holds the repeat count, where
+                // 0 is forever and n plays the animation n more times after the first.
+                if label == 0xFF
+                    && let Some(id) = b.get(pos + 2..pos + 14)
+                    && (id == b"\x0bNETSCAPE2.0" || id == b"\x0bANIMEXTS1.0")
+                    && let Some(&[3, 1, lo, hi]) = b.get(pos + 14..pos + 18)
+                {
+                    info.plays = match u16::from_le_bytes([lo, hi]) {
+                        0 => 0,
+                        n => n.saturating_add(1),
+                    };
+                }
+                match skip_sub_blocks(pos + 2) {
+                    Some(next) => pos = next,
+                    None if info.frames > 0 => break,
+                    None => return Err(truncated()),
+                }
             }
             Some(0x2C) => {
                 let flags = *b.get(pos + 9).ok_or_else(truncated)?;
                 pos += 10 + table_len(flags) + 1; // Descriptor, local table, LZW code size.
-                frames += 1;
+                info.frames += 1;
                 match skip_sub_blocks(pos) {
                     Some(next) => pos = next,
                     None => break,
                 }
             }
-            Some(0x3B) | None if frames > 0 => break,
+            Some(0x3B) | None if info.frames > 0 => break,
+            // Bytes after the last frame that are not a block: what decoders ignore.
+            Some(_) if info.frames > 0 => break,
+            None => return Err(truncated()),
             _ => return Err(undecodable("malformed GIF block")),
         }
     }
-    info.animated = frames > 1;
+    info.animated = info.frames > 1;
+    if !info.animated {
+        info.plays = 1;
+    }
     Ok(info)
 }
 
@@ -693,9 +735,18 @@ fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
                 info.has_icc = flags & 0x20 != 0;
                 info.has_alpha = flags & 0x10 != 0;
                 info.animated = flags & 0x02 != 0;
+                if info.animated {
+                    info.frames = 0;
+                }
                 info.width = u32::from_le_bytes([data[4], data[5], data[6], 0]) + 1;
                 info.height = u32::from_le_bytes([data[7], data[8], data[9], 0]) + 1;
             }
+            b"ANIM" if info.animated => {
+                if let Some(&[lo, hi]) = data.get(4..6) {
+                    info.plays = u16::from_le_bytes([lo, hi]);
+                }
+            }
+            b"ANMF" if info.animated => info.frames += 1,
             b"EXIF" => {
                 let tiff = data.strip_prefix(b"Exif\0\0").unwrap_or(data);
                 if let Some(o) = Orientation::from_exif_chunk(tiff) {
@@ -710,6 +761,14 @@ fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     }
     if first {
         return Err(truncated());
+    }
+    if info.animated {
+        // Frames cut off at the end are not counted; one frame is a still image.
+        info.frames = info.frames.max(1);
+        info.animated = info.frames > 1;
+        if !info.animated {
+            info.plays = 1;
+        }
     }
     Ok(info)
 }
@@ -781,6 +840,8 @@ mod tests {
             orientation,
             has_alpha: alpha,
             animated,
+            frames: if animated { 3 } else { 1 },
+            plays: if animated { 0 } else { 1 },
             has_icc: icc,
         }
     }
@@ -818,6 +879,35 @@ mod tests {
         for (name, want) in table {
             assert_eq!(probe(&fixture(name)).unwrap(), want, "{name}");
         }
+    }
+
+    #[test]
+    fn frames_and_loops_are_counted_from_the_headers() {
+        for (name, frames, plays) in [
+            ("animated.gif", 4, 0),
+            ("animated_alpha.gif", 3, 0),
+            ("animated.webp", 3, 0),
+            ("still.gif", 1, 1),
+            ("image.webp", 1, 1),
+        ] {
+            let info = probe(&conformance_image(name)).unwrap();
+            assert_eq!((info.frames, info.plays), (frames, plays), "{name}");
+            assert_eq!(info.animated, frames > 1, "{name}");
+        }
+        // The NETSCAPE2.0 count is the number of repeats after the first play; a GIF
+        // without it plays once.
+        let gif = conformance_image("animated.gif");
+        let at = gif.windows(11).position(|w| w == b"NETSCAPE2.0").unwrap();
+        let mut thrice = gif.clone();
+        thrice[at + 13..at + 15].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(probe(&thrice).unwrap().plays, 3);
+        let mut once = gif[..at - 3].to_vec();
+        once.extend_from_slice(&gif[at + 16..]);
+        let info = probe(&once).unwrap();
+        assert_eq!((info.frames, info.plays), (4, 1));
+        // Cut short: the frames whose descriptors are present are counted, no error.
+        let cut = probe(&gif[..gif.len() * 3 / 4]).unwrap();
+        assert!((2..4).contains(&cut.frames), "{}", cut.frames);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::recipe::Format;
 /// operator opt-in and its outputs are cached.
 const AVIF_SPEED: u8 = 9;
 /// NeuQuant sampling factor for GIF palettes, 1 (best) ..= 30 (fastest).
-const GIF_SPEED: i32 = 10;
+pub(super) const GIF_SPEED: i32 = 10;
 /// `max_bytes` never goes below this quality.
 const FLOOR_QUALITY: u8 = 10;
 /// `max_bytes` tries at most this many extra encodes.

@@ -9,13 +9,15 @@ use image::{DynamicImage, GenericImageView, Rgba, RgbaImage, imageops};
 use super::ImagingError;
 use super::geometry::{Size, rotated_size};
 use super::recipe::{
-    Background, Color, Fill, Milli, PixelFilter, Rect, Rotation, Trim, TrimCorner,
+    Background, Color, Fill, Milli, PixelFilter, Place, Rect, Rotation, Trim, TrimCorner, Watermark,
 };
 use super::resize::{CropBox, resize};
 
-/// Applies one pixel filter.
+/// Applies one pixel filter. `watermark()` needs its overlay's pixels and is applied with
+/// [`watermark`] instead (by `render::transform`); here it changes nothing.
 pub fn apply(image: DynamicImage, filter: &PixelFilter) -> DynamicImage {
     match *filter {
+        PixelFilter::Watermark(_) => image,
         PixelFilter::RotateBy(angle) => rotate_by(image, angle),
         PixelFilter::Rgb { r, g, b } => {
             let delta = [r, g, b].map(|v| i32::from(v) * 255 / 100);
@@ -471,13 +473,11 @@ fn luma(px: &[u8]) -> f32 {
 }
 
 /// Grey in all three channels (the image stays RGB so later steps need no special case).
-fn grayscale(mut image: DynamicImage) -> DynamicImage {
-    let ch = channels(&image);
-    for px in bytes_mut(&mut image).chunks_exact_mut(ch) {
+fn grayscale(image: DynamicImage) -> DynamicImage {
+    map_rgb(image, |px| {
         let y = luma(px).round() as u8;
-        px[..3].fill(y);
-    }
-    image
+        px.fill(y);
+    })
 }
 
 /// Unsharp mask: `p + amount * (p - blur(p))`, on each channel or on luma only.
@@ -588,6 +588,151 @@ fn blurred_cover(image: &DynamicImage, canvas: Size) -> Result<RgbaImage, Imagin
     Ok(cover.fast_blur(sigma.max(2.0)).to_rgba8())
 }
 
+/// Lays `overlay` over `image` as Thumbor's `watermark()` does: the overlay's alpha lowered
+/// by `255 * alpha / 100`, scaled to fit the ratios (when given), placed by `x` and `y`
+/// (pixels from either edge, percentages, centred, or tiled) and composited "over", so
+/// the overlay's transparent parts leave the image as it was.
+pub fn watermark(
+    image: DynamicImage,
+    overlay: &RgbaImage,
+    w: &Watermark,
+) -> Result<DynamicImage, ImagingError> {
+    let (iw, ih) = (image.width(), image.height());
+    let delta = (255 * u32::from(w.alpha) / 100) as u8;
+    let mut mark = overlay.clone();
+    for p in mark.pixels_mut() {
+        p.0[3] = p.0[3].saturating_sub(delta);
+    }
+    if w.width_ratio.is_some() || w.height_ratio.is_some() {
+        let (mw, mh) = watermark_size((iw, ih), mark.dimensions(), w.width_ratio, w.height_ratio);
+        if mw == 0 || mh == 0 {
+            return Ok(image);
+        }
+        let source = DynamicImage::ImageRgba8(mark);
+        mark = resize(&source, CropBox::whole(&source), Size::new(mw, mh))?.into_rgba8();
+    }
+    let (mw, mh) = mark.dimensions();
+    let both_tiled = w.x == Place::Repeat && w.y == Place::Repeat;
+    let xs = placements(w.x, iw, mw, both_tiled);
+    let ys = placements(w.y, ih, mh, both_tiled);
+    let mut image = image;
+    for &y in &ys {
+        for &x in &xs {
+            composite_over(&mut image, &mark, x, y);
+        }
+    }
+    Ok(image)
+}
+
+/// Thumbor's watermark size for ratios given in percent: the overlay scaled (up or down) to
+/// the largest size within `ratio` of the image on each bounded side, keeping its shape.
+fn watermark_size(
+    image: (u32, u32),
+    mark: (u32, u32),
+    width_ratio: Option<u16>,
+    height_ratio: Option<u16>,
+) -> (u32, u32) {
+    let (mw, mh) = (f64::from(mark.0), f64::from(mark.1));
+    let bound =
+        |side: u32, ratio: Option<u16>| ratio.map(|r| f64::from(side) * f64::from(r) / 100.0);
+    let (max_w, max_h) = match (bound(image.0, width_ratio), bound(image.1, height_ratio)) {
+        (Some(w), Some(h)) => (w, h),
+        (Some(w), None) => (w, mh * w / mw),
+        (None, Some(h)) => (mw * h / mh, h),
+        (None, None) => (mw, mh),
+    };
+    let round = |v: f64| v.round_ties_even().max(0.0) as u32;
+    if mw / max_w >= mh / max_h {
+        (round(max_w), round(mh * max_w / mw))
+    } else {
+        (round(mw * max_h / mh), round(max_h))
+    }
+}
+
+/// Where copies of an overlay `mark` pixels long go along an image side `side` pixels long
+/// (Thumbor's arithmetic, including its gaps for `repeat` and its cap of 6x6 copies when
+/// both axes repeat into more than 100).
+fn placements(place: Place, side: u32, mark: u32, both_tiled: bool) -> Vec<i64> {
+    let (side_i, mark_i) = (i64::from(side), i64::from(mark));
+    match place {
+        Place::Px { offset, from_end } => {
+            let offset = i64::from(offset);
+            vec![if from_end {
+                side_i - mark_i - offset
+            } else {
+                offset
+            }]
+        }
+        Place::Percent { percent, from_end } => {
+            let offset = (f64::from(side) * f64::from(percent) / 100.0 + 1e-5).round_ties_even();
+            placements(
+                Place::Px {
+                    offset: offset as u32,
+                    from_end,
+                },
+                side,
+                mark,
+                both_tiled,
+            )
+        }
+        // Python's int() of a float: towards zero.
+        Place::Center => vec![((side_i - mark_i) as f64 / 2.0).trunc() as i64],
+        Place::Repeat if mark == 0 => Vec::new(),
+        Place::Repeat => {
+            let (mut count, mut gap_total) = if side_i < 2 * mark_i {
+                ((side_i + mark_i - 1) / mark_i, 10)
+            } else {
+                (side_i / mark_i, side_i % mark_i)
+            };
+            if both_tiled && count * count > 100 {
+                count = count.min(6);
+                gap_total = side_i - count * mark_i;
+            }
+            let gap = gap_total.div_euclid(count.max(2) - 1);
+            (0..count).map(|i| i * (gap + mark_i)).collect()
+        }
+    }
+}
+
+/// Composites `mark` (straight alpha) over `image` with its top-left corner at `(x, y)`,
+/// clipped to the image. An opaque image stays opaque.
+fn composite_over(image: &mut DynamicImage, mark: &RgbaImage, x: i64, y: i64) {
+    let (iw, ih) = (i64::from(image.width()), i64::from(image.height()));
+    let ch = channels(image);
+    let (mw, mh) = (i64::from(mark.width()), i64::from(mark.height()));
+    let (x0, y0) = (x.max(0), y.max(0));
+    let (x1, y1) = ((x + mw).min(iw), (y + mh).min(ih));
+    if x0 >= x1 || y0 >= y1 {
+        return;
+    }
+    let row = iw as usize * ch;
+    let bytes = bytes_mut(image);
+    for py in y0..y1 {
+        for px in x0..x1 {
+            let src = mark.get_pixel((px - x) as u32, (py - y) as u32).0;
+            let sa = f32::from(src[3]) / 255.0;
+            if sa <= 0.0 {
+                continue;
+            }
+            let at = py as usize * row + px as usize * ch;
+            let dst = &mut bytes[at..at + ch];
+            let da = if ch == 4 {
+                f32::from(dst[3]) / 255.0
+            } else {
+                1.0
+            };
+            let out_a = sa + da * (1.0 - sa);
+            for c in 0..3 {
+                let v = (f32::from(src[c]) * sa + f32::from(dst[c]) * da * (1.0 - sa)) / out_a;
+                dst[c] = v.round().clamp(0.0, 255.0) as u8;
+            }
+            if ch == 4 {
+                dst[3] = (out_a * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +740,109 @@ mod tests {
 
     fn pixel(image: &DynamicImage, x: u32, y: u32) -> [u8; 4] {
         image.get_pixel(x, y).0
+    }
+
+    #[test]
+    fn watermark_places_as_thumbor_does() {
+        let px = |offset, from_end| Place::Px { offset, from_end };
+        assert_eq!(placements(px(10, false), 300, 50, false), [10]);
+        assert_eq!(placements(px(10, true), 300, 50, false), [240]);
+        assert_eq!(placements(px(0, true), 300, 50, false), [250]);
+        // 50p of 300 is 150, from either edge.
+        let pct = |percent, from_end| Place::Percent { percent, from_end };
+        assert_eq!(placements(pct(50, false), 300, 50, false), [150]);
+        assert_eq!(placements(pct(50, true), 300, 50, false), [100]);
+        // Centred, truncated towards zero (also when the overlay is the larger).
+        assert_eq!(placements(Place::Center, 301, 50, false), [125]);
+        assert_eq!(placements(Place::Center, 50, 55, false), [-2]);
+        // Tiled: whole copies with the remainder spread between them...
+        assert_eq!(
+            placements(Place::Repeat, 320, 50, false),
+            [0, 54, 108, 162, 216, 270]
+        );
+        // ...two copies 10 px apart when fewer than two fit...
+        assert_eq!(placements(Place::Repeat, 70, 50, false), [0, 60]);
+        // ...and at most 6 a side when both axes tile into more than 100.
+        assert_eq!(placements(Place::Repeat, 1000, 10, true).len(), 6);
+        assert_eq!(placements(Place::Repeat, 1000, 10, false).len(), 100);
+        // Ratios scale the overlay to fit, up or down, keeping its shape.
+        assert_eq!(
+            watermark_size((300, 200), (100, 50), Some(50), None),
+            (150, 75)
+        );
+        assert_eq!(
+            watermark_size((300, 200), (100, 50), None, Some(10)),
+            (40, 20)
+        );
+        assert_eq!(
+            watermark_size((300, 200), (100, 50), Some(20), Some(20)),
+            (60, 30)
+        );
+    }
+
+    #[test]
+    fn watermark_composites_over_the_image() {
+        let red = DynamicImage::ImageRgb8(RgbImage::from_pixel(10, 10, Rgb([255, 0, 0])));
+        let mut blue = RgbaImage::from_pixel(4, 4, Rgba([0, 0, 255, 255]));
+        blue.put_pixel(0, 0, Rgba([0, 255, 0, 0]));
+        let mark = |x, y, alpha| Watermark {
+            key: "w.png".into(),
+            x,
+            y,
+            alpha,
+            width_ratio: None,
+            height_ratio: None,
+        };
+        let corner = Place::Px {
+            offset: 0,
+            from_end: true,
+        };
+        let out = watermark(red.clone(), &blue, &mark(corner, corner, 0)).unwrap();
+        assert!(
+            matches!(out, DynamicImage::ImageRgb8(_)),
+            "stays opaque RGB"
+        );
+        assert_eq!(pixel(&out, 9, 9), [0, 0, 255, 255]);
+        assert_eq!(pixel(&out, 7, 7), [0, 0, 255, 255]);
+        assert_eq!(pixel(&out, 5, 5), [255, 0, 0, 255], "outside the overlay");
+        assert_eq!(pixel(&out, 6, 6), [255, 0, 0, 255], "its transparent pixel");
+        // alpha(50) lowers the overlay's alpha by 127: about half of each.
+        let out = watermark(red.clone(), &blue, &mark(corner, corner, 50)).unwrap();
+        let p = pixel(&out, 9, 9);
+        assert!(p[0].abs_diff(127) <= 2 && p[2].abs_diff(128) <= 2, "{p:?}");
+        // alpha(100) hides it.
+        let out = watermark(red.clone(), &blue, &mark(corner, corner, 100)).unwrap();
+        assert_eq!(pixel(&out, 9, 9), [255, 0, 0, 255]);
+        // Partly outside the image: clipped, no panic.
+        let far = Place::Px {
+            offset: 8,
+            from_end: false,
+        };
+        let out = watermark(red.clone(), &blue, &mark(far, far, 0)).unwrap();
+        assert_eq!(pixel(&out, 9, 9), [0, 0, 255, 255]);
+        assert_eq!(
+            pixel(&out, 8, 8),
+            [255, 0, 0, 255],
+            "the transparent corner"
+        );
+        // Over transparent pixels the overlay shows as it is.
+        let clear = DynamicImage::ImageRgba8(RgbaImage::from_pixel(10, 10, Rgba([0, 0, 0, 0])));
+        let out = watermark(clear, &blue, &mark(corner, corner, 0)).unwrap();
+        assert_eq!(pixel(&out, 9, 9), [0, 0, 255, 255]);
+        assert_eq!(pixel(&out, 1, 1)[3], 0);
+        // Tiled over the whole image, scaled to 20% of its width (2 px).
+        let tiled = Watermark {
+            width_ratio: Some(20),
+            ..mark(Place::Repeat, Place::Repeat, 0)
+        };
+        let out = watermark(
+            red,
+            &RgbaImage::from_pixel(4, 4, Rgba([0, 0, 255, 255])),
+            &tiled,
+        )
+        .unwrap();
+        assert_eq!(pixel(&out, 0, 0), [0, 0, 255, 255]);
+        assert_eq!(pixel(&out, 8, 8), [0, 0, 255, 255]);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The size finally encoded: the canvas (or the resized window) after the rotations.
+    pub fn output_size(&self, recipe: &Recipe) -> Size {
+        turned(self.canvas.unwrap_or(self.resize), recipe)
+    }
+
     /// Whether the window is smaller than the base, so that its placement matters.
     pub fn crops(&self, base: Size) -> bool {
         self.window.width() < base.width || self.window.height() < base.height
@@ -131,18 +136,7 @@ pub fn plan(base: Size, recipe: &Recipe, max_side: u32) -> Result<Plan, ImagingE
 
     // Turning by an angle that is not a quarter turn grows the canvas (up to 1.42x a side):
     // the limit holds for what is finally encoded.
-    let out =
-        recipe
-            .filters
-            .pixel
-            .iter()
-            .fold(canvas.unwrap_or(resize), |size, filter| match filter {
-                PixelFilter::Rotate(Rotation::R90 | Rotation::R270) => {
-                    Size::new(size.height, size.width)
-                }
-                PixelFilter::RotateBy(angle) => rotated_size(size, *angle),
-                _ => size,
-            });
+    let out = turned(canvas.unwrap_or(resize), recipe);
     if out.width > max_side || out.height > max_side {
         return Err(ImagingError::OutputTooLarge {
             width: out.width,
@@ -199,6 +193,21 @@ pub fn place(base: Size, window: Size, anchor: Anchor) -> Rect {
 /// Clamps a rectangle to an image of `size`; `None` when nothing of it remains.
 pub fn clamp_rect(rect: Rect, size: Size) -> Option<Rect> {
     intersect(rect, size.full_rect())
+}
+
+/// `size` after the recipe's rotation filters.
+fn turned(size: Size, recipe: &Recipe) -> Size {
+    recipe
+        .filters
+        .pixel
+        .iter()
+        .fold(size, |size, filter| match filter {
+            PixelFilter::Rotate(Rotation::R90 | Rotation::R270) => {
+                Size::new(size.height, size.width)
+            }
+            PixelFilter::RotateBy(angle) => rotated_size(size, *angle),
+            _ => size,
+        })
 }
 
 /// The canvas that holds a `size` picture turned by `angle` degrees.

@@ -11,10 +11,13 @@
 //! - `resize`   fast_image_resize with a crop box, premultiplied alpha.
 //! - `filters`  pixel filters, fill/canvas, trim, flattening.
 //! - `encode`   JPEG, PNG, WebP, AVIF, GIF encoders and the `max_bytes` search.
+//! - `animation` the frames of animated GIF/WebP sources, animated GIF/WebP outputs.
+//! - `webp_anim` animated WebP through libwebp (the library's only `unsafe` code).
 //! - `render`   the orchestration, readable top to bottom.
 //! - `pyramid`  reduced copies (derivatives) built once per file, and their text form.
 //! - `share`    one decode for concurrent renders of the same source (srcset bursts).
 
+mod animation;
 mod decode;
 mod encode;
 mod filters;
@@ -26,6 +29,7 @@ mod resize;
 mod scans;
 mod share;
 mod smart;
+mod webp_anim;
 
 use std::time::Duration;
 
@@ -53,14 +57,18 @@ pub struct Limits {
     pub max_source_pixels: u64,
     /// Largest accepted output width or height.
     pub max_output_side: u32,
+    /// Largest `frames * output width * output height` of an animation; beyond it only the
+    /// first frame is served.
+    pub max_animation_pixels: u64,
 }
 
 impl Default for Limits {
-    /// 100 megapixels in, 8192 px per side out.
+    /// 100 megapixels in, 8192 px per side out, 50 megapixels over all frames out.
     fn default() -> Self {
         Limits {
             max_source_pixels: 100_000_000,
             max_output_side: 8192,
+            max_animation_pixels: 50_000_000,
         }
     }
 }
@@ -76,14 +84,20 @@ pub enum FormatChoice {
 
 impl FormatChoice {
     /// Picks the output format for a source (SPEC §1.2): the explicit choice; otherwise AVIF
-    /// when allowed, else WebP when allowed, else the source's own format. An animated GIF
-    /// always stays GIF under `Auto`, so negotiation never silently drops its animation.
+    /// when allowed, else WebP when allowed, else the source's own format. An animation is
+    /// never negotiated to AVIF (which would drop all frames but the first): it becomes an
+    /// animated WebP when allowed (a fraction of a GIF's bytes) and otherwise keeps its own
+    /// format.
     pub fn resolve(&self, src: &SourceInfo) -> Format {
+        let animation =
+            src.animated && matches!(src.format, SourceFormat::Gif | SourceFormat::Webp);
         match *self {
             FormatChoice::Explicit(format) => format,
-            FormatChoice::Auto { .. } if src.format == SourceFormat::Gif && src.animated => {
+            FormatChoice::Auto { webp: true, .. } if animation => Format::Webp,
+            FormatChoice::Auto { .. } if animation && src.format == SourceFormat::Gif => {
                 Format::Gif
             }
+            FormatChoice::Auto { .. } if animation => Format::Webp,
             FormatChoice::Auto { avif: true, .. } => Format::Avif,
             FormatChoice::Auto { webp: true, .. } => Format::Webp,
             FormatChoice::Auto { .. } => match src.format {

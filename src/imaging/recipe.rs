@@ -278,6 +278,54 @@ pub enum PixelFilter {
         color: Color,
         transparent: bool,
     },
+    /// `watermark(key,x,y,alpha[,w_ratio,h_ratio])`: another public file of the same store
+    /// laid over the image.
+    Watermark(Box<Watermark>),
+}
+
+/// A `watermark()` overlay (Thumbor's argument forms).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Watermark {
+    /// The overlay's object key (validated like any key): only a public file is used.
+    pub key: String,
+    pub x: Place,
+    pub y: Place,
+    /// 0..=100: how much more transparent the overlay is made (100 hides it); each alpha
+    /// value is lowered by `255 * alpha / 100`, as Thumbor does.
+    pub alpha: u8,
+    /// Largest share of the image's width / height the overlay may take, in percent: the
+    /// overlay is scaled (up or down) to fit. `None`: no bound on that side.
+    pub width_ratio: Option<u16>,
+    pub height_ratio: Option<u16>,
+}
+
+/// Where a watermark goes along one axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// `offset` pixels from the left (top) edge, or `-offset` from the right (bottom) one:
+    /// the overlay's far edge is then `offset` pixels inside the image's.
+    Px {
+        offset: u32,
+        from_end: bool,
+    },
+    /// `Np`: N percent of the image's side, from either edge as for `Px`.
+    Percent {
+        percent: u32,
+        from_end: bool,
+    },
+    Center,
+    /// Tiled across the image with even gaps (Thumbor's `repeat`).
+    Repeat,
+}
+
+impl Filters {
+    /// The keys of the overlays the filters read (`watermark()`), in URL order.
+    pub fn overlay_keys(&self) -> impl Iterator<Item = &str> {
+        self.pixel.iter().filter_map(|f| match f {
+            PixelFilter::Watermark(w) => Some(w.key.as_str()),
+            _ => None,
+        })
+    }
 }
 
 /// Everything the `filters:` segment can say. Settings are last-one-wins; pixel filters keep
@@ -309,6 +357,9 @@ pub struct Filters {
     pub stretch: bool,
     /// Lowers Cache-Control max-age for this response.
     pub max_age: Option<u32>,
+    /// `extract_focal()` was given. The URL parser resolves it (the key's embedded crop
+    /// becomes a focal region) and clears it: a parsed recipe never has it set.
+    pub extract_focal: bool,
     pub pixel: Vec<PixelFilter>,
 }
 

@@ -1,24 +1,34 @@
-//! The pipeline, top to bottom: probe → pixel limit → plan (for shrink-on-load) → decode →
-//! orient → trim → manual crop → plan → focal/smart placement → resize → ICC → flips →
-//! fill → pixel filters → flatten → encode.
+//! The pipeline, top to bottom, in named stages:
+//! - `front`: probe → pixel limit → plan (for shrink-on-load) → animate or not;
+//! - decode (`decode_still`, or an animation's first frame) → orient;
+//! - `place`: trim → manual crop → plan → focal/smart placement;
+//! - `transform`: resize → ICC → flips → fill → background → pixel filters → flatten;
+//! - encode (`animate` for the frames after the first, each placed and transformed as the
+//!   first was).
 //!
 //! `render` and `describe` share `prepare`, so `meta/` reports exactly what `render` does.
-//! The `cancel` flag is checked between stages; a stage itself is never interrupted.
+//! The `cancel` flag is checked between stages and frames; a stage itself is never
+//! interrupted.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use image::DynamicImage;
+use bytes::Bytes;
+use image::{DynamicImage, RgbaImage};
 use serde_json::json;
 
-use super::decode::{self, Precision, SourceFormat, SourceInfo, probe};
+use moxcms::ColorProfile;
+
+use super::decode::{self, Decoded, Precision, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
-use super::recipe::{Background, Color, Fill, Format, PixelFilter, Recipe, Rect};
+use super::recipe::{Background, Color, Fill, Format, PixelFilter, Place, Recipe, Rect};
 use super::resize::{CropBox, resize};
-use super::share::Ticket;
-use super::{Encoded, FormatChoice, ImagingError, Limits, StageTimings, encode, filters, smart};
+use super::share::{Source, Ticket};
+use super::{
+    Encoded, FormatChoice, ImagingError, Limits, StageTimings, animation, encode, filters, smart,
+};
 
 /// One render request. Everything is borrowed: the caller owns the bytes and the recipe.
 #[derive(Debug)]
@@ -38,6 +48,8 @@ pub struct Job<'a> {
     pub reduced: Option<Reduced>,
     /// Shares the decode with concurrent renders of the same bytes.
     pub share: Option<&'a Ticket>,
+    /// The files `watermark()` filters name, as `(key, bytes)`, read by the caller.
+    pub overlays: &'a [(String, Bytes)],
 }
 
 /// The original a reduced copy stands in for: its upright size and its format.
@@ -57,16 +69,17 @@ pub struct DecodeNeed {
     pub precision: Precision,
 }
 
-/// How large and how precise a decode `render` needs for `job`. Reads headers only; the
-/// caller uses it to join a `DecodeShare`.
-pub fn decode_need(job: &Job) -> Result<DecodeNeed, ImagingError> {
+/// How large and how precise a decode `render` needs for `job`; `None` for an animation,
+/// whose frames are decoded one by one and never shared. Reads headers only; the caller
+/// uses it to join a `DecodeShare`.
+pub fn decode_need(job: &Job) -> Result<Option<DecodeNeed>, ImagingError> {
     guarded(|| {
         let f = front(job)?;
         let (w, h) = f.info.oriented_size();
-        Ok(DecodeNeed {
+        Ok((!f.animate).then(|| DecodeNeed {
             scale: scale_of((w, h), f.shrink, f.full),
             precision: f.precision,
-        })
+        }))
     })
 }
 
@@ -97,40 +110,94 @@ fn scale_of(stored: (u32, u32), shrink: u32, full: Size) -> f64 {
         .min(f64::from(stored.1) / s / f64::from(full.height))
 }
 
-/// Decodes, transforms and encodes one image. Synchronous and CPU-bound.
+/// Decodes, transforms and encodes one image (every frame of an animation). Synchronous and
+/// CPU-bound.
 pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
     guarded(|| {
-        let mut timings = StageTimings::default();
-        let prepared = prepare(job, &mut timings, &mut Log::Off)?;
+        let mut timings = Timings::default();
+        let mut prepared = prepare(job, &mut timings, &mut Log::Off)?;
         checkpoint(job)?;
         let started = Instant::now();
         let filters = &job.recipe.filters;
         let quality = filters.quality.unwrap_or(job.default_quality);
-        let bytes =
-            encode::encode_within(&prepared.image, prepared.format, quality, filters.max_bytes)?;
-        timings.encode = started.elapsed();
+        let (width, height) = (prepared.image.width(), prepared.image.height());
+        let bytes = match prepared.frames.take() {
+            Some(frames) => animate(job, &prepared, frames, quality, &mut timings)?,
+            None => {
+                encode::encode_within(&prepared.image, prepared.format, quality, filters.max_bytes)?
+            }
+        };
+        timings.encode += started.elapsed().saturating_sub(timings.transform_frames);
         Ok(Encoded {
             bytes,
             format: prepared.format,
-            width: prepared.image.width(),
-            height: prepared.image.height(),
-            timings,
+            width,
+            height,
+            timings: timings.into(),
         })
     })
 }
 
+/// Encodes the prepared first frame, then decodes, transforms and encodes the others one
+/// by one, each shown for its own delay. `max_bytes` does not apply (one frame's quality
+/// cannot be traded against another's).
+fn animate(
+    job: &Job,
+    prepared: &Prepared,
+    frames: Frames,
+    quality: u8,
+    timings: &mut Timings,
+) -> Result<Vec<u8>, ImagingError> {
+    let Frames {
+        mut reader,
+        first_delay,
+    } = frames;
+    let (width, height) = (prepared.image.width(), prepared.image.height());
+    let info = &prepared.info;
+    let mut writer = animation::Writer::new(prepared.format, width, height, info.plays, quality)?;
+    writer.add(&prepared.image, first_delay)?;
+    while let Some(frame) = reader.next_frame() {
+        checkpoint(job)?;
+        let started = Instant::now();
+        let animation::Still {
+            mut image,
+            delay_ms,
+        } = frame?;
+        if info.orientation > 1 {
+            decode::orient(&mut image, info.orientation);
+        }
+        let image = transform(
+            job,
+            &prepared.shape,
+            prepared.format,
+            &image,
+            None,
+            &prepared.overlays,
+            &mut Log::Off,
+        )?;
+        timings.transform_frames += started.elapsed();
+        writer.add(&image, delay_ms)?;
+    }
+    writer.finish()
+}
+
 /// For `meta/`: the source facts, the operations `render` would run (human-readable), and
-/// the output format and size. Decodes and transforms, but does not encode.
+/// the output format, size and frame count. Decodes and transforms the first frame only,
+/// and encodes nothing.
 pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
     guarded(|| {
         let mut steps = Vec::new();
-        let prepared = prepare(job, &mut StageTimings::default(), &mut Log::On(&mut steps))?;
+        let prepared = prepare(job, &mut Timings::default(), &mut Log::On(&mut steps))?;
         let info = prepared.info;
         let quality = job.recipe.filters.quality.unwrap_or(job.default_quality);
         steps.push(format!(
             "encode {} at quality {quality}",
             prepared.format.name()
         ));
+        let frames = match prepared.frames {
+            Some(_) => info.frames,
+            None => 1,
+        };
         Ok(json!({
             "source": {
                 "format": info.format.name(),
@@ -139,6 +206,7 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
                 "orientation": info.orientation,
                 "has_alpha": info.has_alpha,
                 "animated": info.animated,
+                "frames": info.frames,
                 "has_icc": info.has_icc,
             },
             "operations": steps,
@@ -147,16 +215,48 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
                 "mime": prepared.format.mime(),
                 "width": prepared.image.width(),
                 "height": prepared.image.height(),
+                "animated": frames > 1,
+                "frames": frames,
             },
         }))
     })
 }
 
-/// The image ready for encoding.
-struct Prepared {
+/// The image ready for encoding: a still, or an animation's first frame with the rest
+/// still to read.
+struct Prepared<'a> {
     info: SourceInfo,
     image: DynamicImage,
     format: Format,
+    shape: Shape,
+    frames: Option<Frames<'a>>,
+    overlays: Overlays,
+}
+
+/// The frames after the first.
+struct Frames<'a> {
+    reader: animation::Reader<'a>,
+    first_delay: u32,
+}
+
+/// Stage timings while rendering. The frames after the first are decoded and transformed
+/// while encoding; that time counts as transform.
+#[derive(Default)]
+struct Timings {
+    decode: std::time::Duration,
+    transform: std::time::Duration,
+    transform_frames: std::time::Duration,
+    encode: std::time::Duration,
+}
+
+impl From<Timings> for StageTimings {
+    fn from(t: Timings) -> StageTimings {
+        StageTimings {
+            decode: t.decode,
+            transform: t.transform + t.transform_frames,
+            encode: t.encode,
+        }
+    }
 }
 
 /// Where `prepare` writes the operations it runs (only for `describe`).
@@ -182,6 +282,9 @@ struct Front {
     full: Size,
     shrink: u32,
     precision: Precision,
+    /// Decode and encode every frame (the frame budget is checked once the output size is
+    /// known).
+    animate: bool,
 }
 
 fn front(job: &Job) -> Result<Front, ImagingError> {
@@ -239,27 +342,40 @@ fn front(job: &Job) -> Result<Front, ImagingError> {
         }
         _ => 1,
     };
+    // An animation stays one when the output format can animate, and all its frames
+    // together are no more pixels than one still may have. Reduced copies are never made of
+    // animations.
+    let animate = info.animated
+        && matches!(info.format, SourceFormat::Gif | SourceFormat::Webp)
+        && matches!(format, Format::Gif | Format::Webp)
+        && job.reduced.is_none()
+        && u64::from(info.frames) * u64::from(info.width) * u64::from(info.height) <= limit;
     Ok(Front {
         info,
         format,
         full,
         shrink,
         precision: precision_for(job, format, shrink),
+        animate,
     })
 }
 
-fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepared, ImagingError> {
+fn prepare<'a>(
+    job: &Job<'a>,
+    timings: &mut Timings,
+    log: &mut Log,
+) -> Result<Prepared<'a>, ImagingError> {
     let recipe = job.recipe;
-    let max_side = job.limits.max_output_side;
     let started = Instant::now();
+    let front = front(job)?;
     let Front {
         info,
         format,
         full,
         shrink,
         precision,
-    } = front(job)?;
-    let (ow, oh) = (full.width, full.height);
+        animate,
+    } = front;
     if let Some(r) = job.reduced {
         log.step(|| {
             format!(
@@ -270,42 +386,33 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     }
     checkpoint(job)?;
 
-    let max_alloc = job
-        .limits
-        .max_source_pixels
-        .saturating_mul(8)
-        .saturating_add(64 << 20);
-    let decode_now = |bytes: &[u8], info: &SourceInfo, shrink: u32, precision: Precision| {
-        let mut decoded = decode::decode(bytes, info, shrink, precision, max_alloc)?;
+    let max_alloc = max_alloc(job);
+    let (decoded, used, mut frames) = if animate {
+        // The first frame now (it decides trim, smart placement and the frame budget), the
+        // others one by one while encoding.
+        let mut reader = animation::Reader::new(job.bytes, &info, max_alloc)?;
+        let first = reader
+            .next_frame()
+            .unwrap_or_else(|| Err(ImagingError::Undecodable("no frames".to_owned())))?;
+        let mut image = first.image;
         if info.orientation > 1 {
-            decode::orient(&mut decoded.image, info.orientation);
+            decode::orient(&mut image, info.orientation);
         }
-        Ok::<_, ImagingError>(decoded)
-    };
-    let (decoded, used) = match job.share {
-        // Possibly another member's source (a larger copy, or the original).
-        Some(ticket) => {
-            let (decoded, used) = ticket.decoded(|source, scale, precision| {
-                let info = probe(&source.bytes)?;
-                let stored = info.oriented_size();
-                // The smallest decode still at `scale` (what this source's own render
-                // would pick when `scale` is its own need).
-                let shrink = match (info.format, recipe.trim) {
-                    (SourceFormat::Jpeg, None) => [8, 4, 2]
-                        .into_iter()
-                        .find(|&k| scale_of(stored, k, full) >= scale * (1.0 - 1e-3))
-                        .unwrap_or(1),
-                    _ => 1,
-                };
-                decode_now(&source.bytes, &info, shrink, precision)
-            })?;
-            let own = std::ptr::eq(used.bytes.as_ptr(), job.bytes.as_ptr());
-            (decoded, (!own).then_some(used))
-        }
-        None => (
-            Arc::new(decode_now(job.bytes, &info, shrink, precision)?),
-            None,
-        ),
+        let decoded = Decoded {
+            source_size: (image.width(), image.height()),
+            image,
+            icc: None,
+            shrink: 1,
+            precision: Precision::Full,
+        };
+        let frames = Frames {
+            reader,
+            first_delay: first.delay_ms,
+        };
+        (Arc::new(decoded), None, Some(frames))
+    } else {
+        let (decoded, used) = decode_still(job, &info, full, shrink, precision, max_alloc)?;
+        (decoded, used, None)
     };
     let image = &decoded.image;
     if let Some(used) = &used {
@@ -326,8 +433,13 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         if decoded.precision == Precision::Visible {
             scale.push_str(" without the last-bit refinement scans");
         }
+        let which = if frames.is_some() {
+            format!("the first of {} frames of ", info.frames)
+        } else {
+            String::new()
+        };
         format!(
-            "decode {} {}x{}{scale} → {}x{}",
+            "decode {which}{} {}x{}{scale} → {}x{}",
             info.format.name(),
             decoded.source_size.0,
             decoded.source_size.1,
@@ -349,6 +461,164 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     checkpoint(job)?;
     let started = Instant::now();
 
+    let shape = place(job, &decoded, full, log)?;
+    let overlays = decode_overlays(job)?;
+    if frames.is_some() {
+        let out = shape.plan.output_size(recipe);
+        let pixels = u64::from(info.frames) * u64::from(out.width) * u64::from(out.height);
+        let budget = job.limits.max_animation_pixels;
+        if pixels > budget {
+            frames = None;
+            log.step(|| {
+                format!(
+                    "animation: {} frames of {}x{} are {pixels} pixels, over the frame budget \
+                     of {budget}: only the first frame is served",
+                    info.frames, out.width, out.height
+                )
+            });
+        }
+    }
+    let image = transform(
+        job,
+        &shape,
+        format,
+        image,
+        decoded.icc.as_ref(),
+        &overlays,
+        log,
+    )?;
+    if frames.is_some() {
+        log.step(|| {
+            let plays = match info.plays {
+                0 => "forever".to_owned(),
+                1 => "once".to_owned(),
+                n => format!("{n} times"),
+            };
+            format!(
+                "animate: each of the {} frames decoded and transformed as above, encoded with \
+                 its own delay; plays {plays}",
+                info.frames
+            )
+        });
+    }
+    timings.transform = started.elapsed();
+    Ok(Prepared {
+        info,
+        image,
+        format,
+        shape,
+        frames,
+        overlays,
+    })
+}
+
+/// The `watermark()` overlays, decoded once per render (every frame of an animation uses
+/// them): `(key, pixels)`, upright and in sRGB.
+type Overlays = Vec<(String, RgbaImage)>;
+
+fn decode_overlays(job: &Job) -> Result<Overlays, ImagingError> {
+    let mut overlays: Overlays = Vec::new();
+    for key in job.recipe.filters.overlay_keys() {
+        if overlays.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let named = |e: ImagingError| {
+            ImagingError::Undecodable(format!("the watermark image `{key}`: {e}"))
+        };
+        let bytes = job
+            .overlays
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, bytes)| bytes)
+            .ok_or_else(|| named(ImagingError::Undecodable("not read".to_owned())))?;
+        let info = probe(bytes).map_err(named)?;
+        let limit = job.limits.max_source_pixels;
+        if u64::from(info.width) * u64::from(info.height) > limit {
+            return Err(named(ImagingError::TooManyPixels {
+                width: info.width,
+                height: info.height,
+                limit,
+            }));
+        }
+        let mut decoded =
+            decode::decode(bytes, &info, 1, Precision::Full, max_alloc(job)).map_err(named)?;
+        if info.orientation > 1 {
+            decode::orient(&mut decoded.image, info.orientation);
+        }
+        if let Some(profile) = &decoded.icc {
+            decode::to_srgb(&mut decoded.image, profile).map_err(named)?;
+        }
+        overlays.push((key.to_owned(), decoded.image.into_rgba8()));
+    }
+    Ok(overlays)
+}
+
+/// The largest allocation a decoder may make: a second guard behind the header check.
+fn max_alloc(job: &Job) -> u64 {
+    job.limits
+        .max_source_pixels
+        .saturating_mul(8)
+        .saturating_add(64 << 20)
+}
+
+/// Decodes a still image (or an animation's first frame only), upright, sharing the decode
+/// with concurrent renders of the same file when the job has a ticket. Also says whose
+/// source was decoded when it was another member's.
+fn decode_still(
+    job: &Job,
+    info: &SourceInfo,
+    full: Size,
+    shrink: u32,
+    precision: Precision,
+    max_alloc: u64,
+) -> Result<(Arc<Decoded>, Option<Arc<Source>>), ImagingError> {
+    let decode_now = |bytes: &[u8], info: &SourceInfo, shrink: u32, precision: Precision| {
+        let mut decoded = decode::decode(bytes, info, shrink, precision, max_alloc)?;
+        if info.orientation > 1 {
+            decode::orient(&mut decoded.image, info.orientation);
+        }
+        Ok::<_, ImagingError>(decoded)
+    };
+    match job.share {
+        // Possibly another member's source (a larger copy, or the original).
+        Some(ticket) => {
+            let (decoded, used) = ticket.decoded(|source, scale, precision| {
+                let info = probe(&source.bytes)?;
+                let stored = info.oriented_size();
+                // The smallest decode still at `scale` (what this source's own render
+                // would pick when `scale` is its own need).
+                let shrink = match (info.format, job.recipe.trim) {
+                    (SourceFormat::Jpeg, None) => [8, 4, 2]
+                        .into_iter()
+                        .find(|&k| scale_of(stored, k, full) >= scale * (1.0 - 1e-3))
+                        .unwrap_or(1),
+                    _ => 1,
+                };
+                decode_now(&source.bytes, &info, shrink, precision)
+            })?;
+            let own = std::ptr::eq(used.bytes.as_ptr(), job.bytes.as_ptr());
+            Ok((decoded, (!own).then_some(used)))
+        }
+        None => Ok((
+            Arc::new(decode_now(job.bytes, info, shrink, precision)?),
+            None,
+        )),
+    }
+}
+
+/// Where the output comes from and how large it is: the same for every frame.
+struct Shape {
+    plan: geometry::Plan,
+    /// The resize window, in the decoded image's pixels.
+    crop: CropBox,
+}
+
+/// Trim, manual crop, the plan and the crop window's placement (focal regions, smart), from
+/// the decoded image (an animation's first frame).
+fn place(job: &Job, decoded: &Decoded, full: Size, log: &mut Log) -> Result<Shape, ImagingError> {
+    let recipe = job.recipe;
+    let image = &decoded.image;
+    let (ow, oh) = (full.width, full.height);
     // Working pixels per full-resolution pixel (1 unless shrink-on-load happened or the
     // bytes are a reduced copy). From the exact scaled size, not the decoded one: a DCT-scaled
     // decode rounds its size up (427 rows at 1/2 give 214 rows holding 213.5 rows of
@@ -392,7 +662,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
     }
 
     let base_size = size_of(base);
-    let plan = geometry::plan(base_size, recipe, max_side)?;
+    let plan = geometry::plan(base_size, recipe, job.limits.max_output_side)?;
     let window_size = size_of(plan.window);
     let to_working = |r: Rect| CropBox {
         left: f64::from(base.left + r.left) * scale.0,
@@ -440,7 +710,6 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
             }
         }
     }
-    let mut image = resize(image, crop, plan.resize)?;
     log.step(|| {
         let full_res = |v: f64, s: f64| (v / s).round() as u32;
         format!(
@@ -453,9 +722,26 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
             plan.resize.height
         )
     });
+    Ok(Shape { plan, crop })
+}
+
+/// Resize, colour conversion, flips, fill, background, pixel filters and flattening: what
+/// turns one decoded picture (a still, or any frame of an animation) into the output.
+fn transform(
+    job: &Job,
+    shape: &Shape,
+    format: Format,
+    image: &DynamicImage,
+    icc: Option<&ColorProfile>,
+    overlays: &[(String, RgbaImage)],
+    log: &mut Log,
+) -> Result<DynamicImage, ImagingError> {
+    let recipe = job.recipe;
+    let plan = &shape.plan;
+    let mut image = resize(image, shape.crop, plan.resize)?;
     checkpoint(job)?;
 
-    if let Some(profile) = &decoded.icc {
+    if let Some(profile) = icc {
         decode::to_srgb(&mut image, profile)?;
         log.step(|| "convert colours from the embedded ICC profile to sRGB".to_owned());
     }
@@ -487,7 +773,22 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         log.step(|| format!("paint transparent parts {}", show_background(background)));
     }
     for filter in &recipe.filters.pixel {
-        image = filters::apply(image, filter);
+        image = match filter {
+            PixelFilter::Watermark(w) => {
+                let overlay = overlays
+                    .iter()
+                    .find(|(k, _)| *k == w.key)
+                    .map(|(_, pixels)| pixels)
+                    .ok_or_else(|| {
+                        ImagingError::Undecodable(format!(
+                            "the watermark image `{}`: not read",
+                            w.key
+                        ))
+                    })?;
+                filters::watermark(image, overlay, w)?
+            }
+            other => filters::apply(image, other),
+        };
         log.step(|| format!("filter {}", show_filter(filter)));
         checkpoint(job)?;
     }
@@ -500,12 +801,7 @@ fn prepare(job: &Job, timings: &mut StageTimings, log: &mut Log) -> Result<Prepa
         image = filters::flatten(image, background);
         log.step(|| format!("flatten alpha on {}", show_color(background)));
     }
-    timings.transform = started.elapsed();
-    Ok(Prepared {
-        info,
-        image,
-        format,
-    })
+    Ok(image)
 }
 
 fn checkpoint(job: &Job) -> Result<(), ImagingError> {
@@ -606,6 +902,34 @@ fn show_filter(filter: &PixelFilter) -> String {
             if normalize { ", normalised" } else { "" }
         ),
         PixelFilter::Curve { .. } => "curve (tone curves)".to_owned(),
+        PixelFilter::Watermark(ref w) => {
+            let place = |p: Place| match p {
+                Place::Px { offset, from_end } => {
+                    format!(
+                        "{offset} px from the {}",
+                        if from_end { "far" } else { "near" }
+                    )
+                }
+                Place::Percent { percent, from_end } => {
+                    format!(
+                        "{percent}% from the {}",
+                        if from_end { "far" } else { "near" }
+                    )
+                }
+                Place::Center => "centred".to_owned(),
+                Place::Repeat => "tiled".to_owned(),
+            };
+            let ratio = |r: Option<u16>| r.map_or("any".to_owned(), |r| format!("{r}%"));
+            format!(
+                "watermark {} (x: {}, y: {}, {}% more transparent, at most {} wide and {} high)",
+                w.key,
+                place(w.x),
+                place(w.y),
+                w.alpha,
+                ratio(w.width_ratio),
+                ratio(w.height_ratio)
+            )
+        }
         PixelFilter::RoundCorner {
             rx,
             ry,
@@ -638,6 +962,7 @@ mod tests {
         let limits = Limits {
             max_source_pixels: 40_000_000,
             max_output_side: 4096,
+            max_animation_pixels: 50_000_000,
         };
         let cancel = AtomicBool::new(false);
         render(&Job {
@@ -649,6 +974,7 @@ mod tests {
             cancel: &cancel,
             reduced: None,
             share: None,
+            overlays: &[],
         })
     }
 
@@ -800,12 +1126,12 @@ mod tests {
                 (16, 16),
                 vec![(8, 8, red)],
             ),
-            // An animated GIF stays GIF under negotiation.
+            // An animated GIF becomes an animated WebP under negotiation.
             (
                 "animated.gif",
                 sized(Fit::Crop, 16, 16),
                 AUTO_WEBP,
-                Some(SourceFormat::Gif),
+                Some(SourceFormat::Webp),
                 (16, 16),
                 vec![],
             ),
@@ -946,6 +1272,7 @@ mod tests {
             cancel: &cancel,
             reduced: None,
             share: None,
+            overlays: &[],
         };
         assert!(matches!(render(&job), Err(ImagingError::Cancelled)));
     }
@@ -982,6 +1309,7 @@ mod tests {
             cancel: &cancel,
             reduced: None,
             share: None,
+            overlays: &[],
         };
         let out = render(&job).unwrap();
         assert_eq!((out.width, out.height), (640, 427));
@@ -1005,6 +1333,7 @@ mod tests {
             cancel: &cancel,
             reduced: None,
             share: None,
+            overlays: &[],
         };
         let meta = describe(&job).unwrap();
         assert_eq!(meta["source"]["format"], "jpeg");
@@ -1051,12 +1380,16 @@ mod tests {
                 cancel: &cancel,
                 reduced: None,
                 share: None,
+                overlays: &[],
             };
             let ops: Vec<String> =
                 serde_json::from_value(describe(&job).unwrap()["operations"].clone()).unwrap();
             let skipped = ops.iter().any(|o| o.contains("without the last-bit"));
             if skipped {
-                assert_eq!(decode_need(&job).unwrap().precision, Precision::Visible);
+                assert_eq!(
+                    decode_need(&job).unwrap().unwrap().precision,
+                    Precision::Visible
+                );
                 let out = render(&job).unwrap();
                 assert!(out.width <= 400 && out.height <= 400, "a downscale");
             }
@@ -1081,6 +1414,112 @@ mod tests {
         assert!(!skips(&baseline, &small, webp, 80), "baseline");
     }
 
+    /// A frame of an animated answer: width, height, delay and the colour at its centre.
+    type SeenFrame = (u32, u32, u32, [u8; 4]);
+
+    /// The loop count and every frame of an animated answer.
+    fn frames_of(bytes: &[u8]) -> (u16, Vec<SeenFrame>) {
+        let info = probe(bytes).unwrap();
+        let mut reader = animation::Reader::new(bytes, &info, 1 << 30).unwrap();
+        let frames = std::iter::from_fn(|| reader.next_frame())
+            .map(|f| {
+                let f = f.unwrap();
+                let (w, h) = (f.image.width(), f.image.height());
+                let c = f.image.to_rgba8().get_pixel(w / 2, h / 2).0;
+                (w, h, f.delay_ms, c)
+            })
+            .collect();
+        (info.plays, frames)
+    }
+
+    fn near(a: [u8; 4], b: [u8; 4]) -> bool {
+        a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
+    }
+
+    #[test]
+    fn animations_keep_every_frame_delay_and_loop() {
+        // fixtures/animated.gif: 32x32, red, green, blue, 100 ms each, looping forever.
+        let colours = [[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]];
+        for (output, want) in [
+            (AUTO, Format::Gif),
+            (FormatChoice::Explicit(Format::Gif), Format::Gif),
+            (FormatChoice::Explicit(Format::Webp), Format::Webp),
+            (AUTO_WEBP, Format::Webp),
+        ] {
+            let out = run("animated.gif", &sized(Fit::FitIn, 16, 16), output).unwrap();
+            assert_eq!(out.format, want);
+            assert_eq!((out.width, out.height), (16, 16));
+            let (plays, frames) = frames_of(&out.bytes);
+            assert_eq!(plays, 0, "{want:?} loops forever");
+            assert_eq!(frames.len(), 3, "{want:?}");
+            for ((w, h, delay, c), colour) in frames.into_iter().zip(colours) {
+                assert_eq!((w, h, delay), (16, 16, 100), "{want:?}");
+                assert!(near(c, colour), "{want:?}: {c:?} vs {colour:?}");
+            }
+        }
+        // Filters and flips apply to every frame.
+        let recipe = with(sized(Fit::Crop, 8, 4), |r| {
+            r.flip_h = true;
+            r.filters.pixel.push(PixelFilter::Grayscale);
+        });
+        let out = run("animated.gif", &recipe, AUTO).unwrap();
+        let (_, frames) = frames_of(&out.bytes);
+        assert_eq!(frames.len(), 3);
+        for (w, h, _, c) in frames {
+            assert_eq!((w, h), (8, 4));
+            assert!(
+                c[0].abs_diff(c[1]) < 8 && c[1].abs_diff(c[2]) < 8,
+                "grey: {c:?}"
+            );
+        }
+        // A format that cannot animate gets the first frame.
+        let out = run("animated.gif", &sized(Fit::FitIn, 16, 16), PNG).unwrap();
+        assert_eq!(probe(&out.bytes).unwrap().frames, 1);
+    }
+
+    #[test]
+    fn over_the_frame_budget_the_first_frame_is_served_and_meta_says_so() {
+        let bytes = fixture("animated.gif");
+        let recipe = sized(Fit::FitIn, 16, 16);
+        let cancel = AtomicBool::new(false);
+        let job = |limits| Job {
+            bytes: &bytes,
+            recipe: &recipe,
+            output: AUTO,
+            default_quality: 85,
+            limits,
+            cancel: &cancel,
+            reduced: None,
+            share: None,
+            overlays: &[],
+        };
+        // 3 frames of 16x16 are 768 pixels.
+        let at = |budget| Limits {
+            max_animation_pixels: budget,
+            ..Limits::default()
+        };
+        let fits = at(768);
+        let over = at(767);
+        assert_eq!(frames_of(&render(&job(&fits)).unwrap().bytes).1.len(), 3);
+        let out = render(&job(&over)).unwrap();
+        assert_eq!(out.format, Format::Gif);
+        let (_, frames) = frames_of(&out.bytes);
+        assert_eq!(frames.len(), 1);
+        assert!(near(frames[0].3, [255, 0, 0, 255]), "the first frame");
+
+        let meta = describe(&job(&fits)).unwrap();
+        assert_eq!(meta["source"]["frames"], 3);
+        assert_eq!(meta["output"]["frames"], 3);
+        assert_eq!(meta["output"]["animated"], true);
+        let meta = describe(&job(&over)).unwrap();
+        assert_eq!(meta["output"]["frames"], 1);
+        assert_eq!(meta["output"]["animated"], false);
+        let steps = meta["operations"].to_string();
+        assert!(steps.contains("over the frame budget of 767"), "{steps}");
+        // An animation is never shared with other renders' decodes.
+        assert_eq!(decode_need(&job(&fits)).unwrap(), None);
+    }
+
     #[test]
     fn resolve_formats() {
         let info = |format, animated, has_alpha| SourceInfo {
@@ -1090,6 +1529,8 @@ mod tests {
             orientation: 1,
             has_alpha,
             animated,
+            frames: if animated { 4 } else { 1 },
+            plays: 0,
             has_icc: false,
         };
         use SourceFormat::*;
@@ -1099,7 +1540,17 @@ mod tests {
         };
         assert_eq!(both.resolve(&info(Jpeg, false, false)), Format::Avif);
         assert_eq!(AUTO_WEBP.resolve(&info(Png, false, true)), Format::Webp);
-        assert_eq!(AUTO_WEBP.resolve(&info(Gif, true, false)), Format::Gif);
+        // Animations: WebP when allowed (it animates), never AVIF, else their own format.
+        assert_eq!(AUTO_WEBP.resolve(&info(Gif, true, false)), Format::Webp);
+        assert_eq!(both.resolve(&info(Gif, true, false)), Format::Webp);
+        assert_eq!(both.resolve(&info(Webp, true, false)), Format::Webp);
+        let avif_only = FormatChoice::Auto {
+            webp: false,
+            avif: true,
+        };
+        assert_eq!(avif_only.resolve(&info(Gif, true, false)), Format::Gif);
+        assert_eq!(AUTO.resolve(&info(Gif, true, false)), Format::Gif);
+        assert_eq!(AUTO.resolve(&info(Webp, true, false)), Format::Webp);
         assert_eq!(AUTO_WEBP.resolve(&info(Gif, false, false)), Format::Webp);
         assert_eq!(AUTO.resolve(&info(Png, false, true)), Format::Png);
         assert_eq!(AUTO.resolve(&info(Webp, false, false)), Format::Webp);
@@ -1153,6 +1604,7 @@ mod tests {
                     cancel: &cancel,
                     reduced: None,
                     share: None,
+                    overlays: &[],
                 };
                 let out = render(&job).unwrap();
                 let t = out.timings;

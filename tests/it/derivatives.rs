@@ -42,6 +42,7 @@ fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
         cancel: &AtomicBool::new(false),
         reduced: None,
         share: None,
+        overlays: &[],
     })
     .unwrap();
     image::load_from_memory(&encoded.bytes).unwrap()
@@ -270,6 +271,7 @@ async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
             cancel: &never,
             reduced,
             share: None,
+            overlays: &[],
         })
         .unwrap();
         image::load_from_memory(&out.bytes).unwrap()

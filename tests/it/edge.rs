@@ -247,6 +247,161 @@ async fn output_formats_follow_filter_then_accept_then_source() {
     s.stop().await;
 }
 
+/// Every frame of an animated GIF or WebP answer: its size, delay in ms and centre colour.
+fn frames(body: &[u8]) -> Vec<(u32, u32, u32, [u8; 4])> {
+    use image::AnimationDecoder;
+    let cursor = std::io::Cursor::new(body);
+    let frames = match image::guess_format(body).unwrap() {
+        ImageFormat::Gif => image::codecs::gif::GifDecoder::new(cursor)
+            .unwrap()
+            .into_frames(),
+        ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(cursor)
+            .unwrap()
+            .into_frames(),
+        other => panic!("{other:?} does not animate"),
+    };
+    frames
+        .map(|f| {
+            let f = f.unwrap();
+            let (n, d) = f.delay().numer_denom_ms();
+            let b = f.buffer();
+            let c = b.get_pixel(b.width() / 2, b.height() / 2).0;
+            (b.width(), b.height(), n / d, c)
+        })
+        .collect()
+}
+
+fn close(a: [u8; 4], b: [u8; 4]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
+}
+
+#[tokio::test]
+async fn animations_stay_animated_frame_by_frame() {
+    let s = TestServer::start().await;
+    // fixtures/animated.gif: 32x32, red, green, blue, 100 ms each, looping.
+    s.add("anim.gif", "animated.gif", Visibility::Public).await;
+    // conformance/images/animated.webp: 120x80, three frames of 100, 200 and 300 ms.
+    let webp = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conformance/images/animated.webp"
+    ))
+    .unwrap();
+    s.add_bytes("anim.webp", webp, Visibility::Public).await;
+    let rgb = [[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]];
+    let chrome = "image/avif,image/webp,image/apng,*/*;q=0.8";
+
+    // GIF stays GIF for a client without WebP; every frame resized, delays kept.
+    for (path, accept, format) in [
+        ("/fit-in/16x16/anim.gif", "*/*", ImageFormat::Gif),
+        ("/fit-in/16x16/anim.gif", chrome, ImageFormat::WebP),
+        (
+            "/fit-in/16x16/filters:format(webp)/anim.gif",
+            "*/*",
+            ImageFormat::WebP,
+        ),
+    ] {
+        let r = s.get_with(path, &[("accept", accept)]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.format(), format, "{path} with {accept}");
+        let got = frames(&r.body);
+        assert_eq!(got.len(), 3, "{path} with {accept}");
+        for ((w, h, delay, c), want) in got.into_iter().zip(rgb) {
+            assert_eq!((w, h, delay), (16, 16, 100), "{path} with {accept}");
+            assert!(close(c, want), "{path}: {c:?} vs {want:?}");
+        }
+    }
+    // Cropped and flipped frame by frame: the right half of each frame, mirrored.
+    let got = frames(&s.get("/-8x16/filters:grayscale()/anim.gif").await.body);
+    assert_eq!(got.len(), 3);
+    for (w, h, _, c) in got {
+        assert_eq!((w, h), (8, 16));
+        assert!(c[0].abs_diff(c[2]) < 8, "grey: {c:?}");
+    }
+    // Animated WebP in, animated GIF out, with each frame's own delay.
+    let got = frames(
+        &s.get("/fit-in/60x60/filters:format(gif)/anim.webp")
+            .await
+            .body,
+    );
+    let delays: Vec<u32> = got.iter().map(|f| f.2).collect();
+    assert_eq!(delays, [100, 200, 300]);
+    assert!(got.iter().all(|f| (f.0, f.1) == (60, 40)));
+
+    // meta/ tells the frames in and out.
+    let meta = s.get("/meta/fit-in/16x16/anim.gif").await.json();
+    assert_eq!(meta["source"]["frames"], 3);
+    assert_eq!(meta["output"]["frames"], 3);
+    assert_eq!(meta["output"]["animated"], true);
+    s.stop().await;
+
+    // Over the frame budget (3 frames of 16x16 are 768 pixels): the first frame only.
+    let s = TestServer::start_with(|c| c.max_animation_pixels = 767).await;
+    s.add("anim.gif", "animated.gif", Visibility::Public).await;
+    let r = s.get("/fit-in/16x16/anim.gif").await;
+    assert_eq!(r.format(), ImageFormat::Gif);
+    let got = frames(&r.body);
+    assert_eq!(got.len(), 1);
+    assert!(close(got[0].3, rgb[0]), "the first frame: {:?}", got[0].3);
+    let meta = s.get("/meta/fit-in/16x16/anim.gif").await.json();
+    assert_eq!(meta["output"]["frames"], 1);
+    let steps = meta["operations"].to_string();
+    assert!(steps.contains("frame budget"), "{steps}");
+    // A smaller output fits the budget again.
+    assert_eq!(frames(&s.get("/fit-in/8x8/anim.gif").await.body).len(), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn watermarks_come_from_public_files_of_the_store_only() {
+    let s = server_with_landscape().await;
+    let blue = image::RgbaImage::from_pixel(20, 10, image::Rgba([0, 0, 255, 255]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgba8(blue)
+        .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    s.add_bytes("brand/logo.png", png.clone(), Visibility::Public)
+        .await;
+    s.add_bytes("brand/secret.png", png, Visibility::Private)
+        .await;
+    let plain = s.get("/fit-in/300x200/photos/landscape.jpg").await.image();
+    let path = "/fit-in/300x200/filters:watermark(brand/logo.png,-0,-0,0)/photos/landscape.jpg";
+    let r = s.get(path).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let marked = r.image();
+    assert_eq!(marked.dimensions(), plain.dimensions());
+    let (w, h) = marked.dimensions();
+    // The overlay sits in the bottom-right corner; the rest of the picture is untouched.
+    let corner = marked.get_pixel(w - 5, h - 5).0;
+    assert!(corner[2] > 200 && corner[0] < 60, "corner is {corner:?}");
+    let near = |a: [u8; 4], b: [u8; 4]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 12);
+    assert!(near(marked.get_pixel(10, 10).0, plain.get_pixel(10, 10).0));
+    // meta/ names it among the operations.
+    let meta = s
+        .get("/meta/fit-in/300x200/filters:watermark(brand/logo.png,-0,-0,0)/photos/landscape.jpg")
+        .await
+        .json();
+    assert!(
+        meta["operations"]
+            .to_string()
+            .contains("watermark brand/logo.png")
+    );
+    // A private or missing overlay is the URL's mistake, and both read the same.
+    for overlay in ["brand/secret.png", "brand/missing.png"] {
+        let path =
+            format!("/fit-in/300x200/filters:watermark({overlay},0,0,0)/photos/landscape.jpg");
+        let r = s.get(&path).await;
+        assert_eq!(r.status, 400, "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains(&format!(
+                "the watermark image `{overlay}` is not a public file"
+            )),
+            "{body}"
+        );
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn auto_avif_when_enabled() {
     let s = TestServer::start_with(|c| c.auto_avif = true).await;

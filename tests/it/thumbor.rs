@@ -82,6 +82,9 @@ struct Difference {
     status: Option<u16>,
     #[serde(default)]
     size: Option<[u32; 2]>,
+    /// The frame count we answer, when it is the difference.
+    #[serde(default)]
+    frames: Option<u32>,
 }
 
 /// What imgedge answered, reduced to what is compared.
@@ -306,6 +309,18 @@ fn expected_difference(d: &Difference, answer: &Answer) -> Option<String> {
                 ));
             }
             None => return Some("no image where differences.toml gives a size".into()),
+        }
+    }
+    if let Some(frames) = d.frames {
+        match &answer.image {
+            Some(seen) if seen.frames == frames => {}
+            Some(seen) => {
+                return Some(format!(
+                    "{} frames where differences.toml says {frames}",
+                    seen.frames
+                ));
+            }
+            None => return Some("no image where differences.toml gives frames".into()),
         }
     }
     None
