@@ -23,9 +23,13 @@ const SAMPLES: &[(&str, &[u8])] = &[
         "demo/sunset.jpg",
         include_bytes!("../fixtures/demo/sunset.jpg"),
     ),
-    // A transparent PNG (for fill, background_color, round_corner, rotate by any angle)
-    // and a small animated GIF.
+    // A transparent PNG (for fill, background_color, round_corner, rotate by any angle),
+    // a nine-patch picture frame (for frame()) and a small animated GIF.
     ("demo/logo.png", include_bytes!("../fixtures/demo/logo.png")),
+    (
+        "demo/frame.png",
+        include_bytes!("../fixtures/demo/frame.png"),
+    ),
     (
         "demo/animated.gif",
         include_bytes!("../fixtures/demo/animated.gif"),

@@ -147,19 +147,22 @@ async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
     app.caches.original(key, fetch).await.map_err(unshare)
 }
 
-/// The overlays `watermark()` names: public files of the same store, read through the
-/// originals cache. One that is missing or not public is the URL's mistake (400 naming it),
-/// never a sign that a private file exists.
+/// The overlays `watermark()` and `frame()` name: public files of the same store, read
+/// through the originals cache. One that is missing or not public is the URL's mistake
+/// (400 naming it), never a sign that a private file exists.
 async fn fetch_overlays(app: &App, parsed: &ParsedUrl) -> Result<Vec<(String, Bytes)>, EdgeError> {
     let mut overlays: Vec<(String, Bytes)> = Vec::new();
-    for raw in parsed.recipe.filters.overlay_keys() {
+    for (filter, raw) in parsed.recipe.filters.overlay_keys() {
         if overlays.iter().any(|(k, _)| k == raw) {
             continue;
         }
         let missing = || {
             EdgeError::Url(url::UrlError {
-                segment: format!("watermark({raw},...)"),
-                reason: format!("the watermark image `{raw}` is not a public file of this store"),
+                segment: match filter {
+                    "frame" => format!("frame({raw})"),
+                    _ => format!("{filter}({raw},...)"),
+                },
+                reason: format!("the {filter} image `{raw}` is not a public file of this store"),
             })
         };
         let key = ObjectKey::parse(raw).map_err(|_| missing())?;

@@ -710,6 +710,7 @@ const FILTERS: &[(&str, &str)] = &[
          repeat; ratios: percent 0..=100 or none",
     ),
     ("extract_focal", "extract_focal()"),
+    ("frame", "frame(key of a nine-patch image)"),
 ];
 
 /// One `name(args)` call as written (after percent-decoding).
@@ -832,7 +833,9 @@ fn apply_filter(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
     match call.name {
         "grayscale" | "brightness" | "contrast" | "blur" | "sharpen" | "rotate"
         | "round_corner" | "rgb" | "saturation" | "equalize" | "noise" | "colorize"
-        | "convolution" | "curve" | "watermark" => filters.pixel.extend(pixel_filter(call)?),
+        | "convolution" | "curve" | "watermark" | "frame" => {
+            filters.pixel.extend(pixel_filter(call)?)
+        }
         _ => apply_setting(filters, call)?,
     }
     Ok(())
@@ -879,6 +882,12 @@ fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
         ("convolution", [matrix, columns, normalize]) => {
             parse_convolution(matrix, columns, normalize)?
         }
+        ("frame", [key]) => PixelFilter::Frame {
+            key: ObjectKey::parse(key.trim())
+                .map_err(|e| format!("the frame image `{}`: {}", e.segment, e.reason))?
+                .as_str()
+                .to_owned(),
+        },
         ("watermark", [key, x, y, alpha, ratios @ ..]) if matches!(ratios.len(), 0 | 2) => {
             parse_watermark(key, x, y, alpha, ratios)?
         }
@@ -1635,6 +1644,7 @@ fn print_pixel_filter(filter: &PixelFilter) -> String {
                 color.r, color.g, color.b
             )
         }
+        PixelFilter::Frame { key } => format!("frame({})", utf8_percent_encode(key, KEY_ESCAPES)),
         PixelFilter::Watermark(w) => {
             let place = |p: Place| match p {
                 Place::Px { offset, from_end } => {
@@ -1959,6 +1969,10 @@ mod tests {
             "filters:watermark(w%20mark.png,0,0,0)/a.jpg",
             "filters:watermark(w%20mark.png,0,0,0)/a.jpg",
         ),
+        (
+            "fit-in/200x200/filters:frame(frames/wood.png):grayscale()/a.jpg",
+            "fit-in/200x200/filters:frame(frames/wood.png):grayscale()/a.jpg",
+        ),
         // extract_focal(): an embedded Thumbor URL's crop is the focal region of its key.
         (
             "300x300/filters:extract_focal()/thumbor.example/unsafe/400x0:600x130/landscape.jpg",
@@ -2182,8 +2196,8 @@ mod tests {
             "error: Quality(80) => filter names are lowercase: write `quality`",
         ),
         (
-            "filters:frame(a.png)/k.jpg",
-            "error: frame(a.png) => unknown filter `frame`; known filters: quality",
+            "filters:redeye(a.png)/k.jpg",
+            "error: redeye(a.png) => unknown filter `redeye`; known filters: quality",
         ),
         (
             "filters:fill(%ZZ)/k.jpg",

@@ -13,11 +13,12 @@ use super::recipe::{
 };
 use super::resize::{CropBox, resize};
 
-/// Applies one pixel filter. `watermark()` needs its overlay's pixels and is applied with
-/// [`watermark`] instead (by `render::transform`); here it changes nothing.
+/// Applies one pixel filter. `watermark()` and `frame()` need their overlay's pixels and are
+/// applied with [`watermark`] and [`frame`] instead (by `render::transform`); here they
+/// change nothing.
 pub fn apply(image: DynamicImage, filter: &PixelFilter) -> DynamicImage {
     match *filter {
-        PixelFilter::Watermark(_) => image,
+        PixelFilter::Watermark(_) | PixelFilter::Frame { .. } => image,
         PixelFilter::RotateBy(angle) => rotate_by(image, angle),
         PixelFilter::Rgb { r, g, b } => {
             let delta = [r, g, b].map(|v| i32::from(v) * 255 / 100);
@@ -624,6 +625,156 @@ pub fn watermark(
     Ok(image)
 }
 
+/// Thumbor's `frame()`: the image on a white canvas grown by the nine-patch's padding (its
+/// right column and bottom row markers), then the nine-patch drawn over it, its fixed
+/// cells at their size and its stretchy ones (marked by opaque black in the top row and
+/// left column) stretched to fill the rest. The result is opaque. Fails when the padding
+/// would grow a side past `max_side`.
+pub fn frame(
+    image: DynamicImage,
+    patch: &RgbaImage,
+    max_side: u32,
+) -> Result<DynamicImage, ImagingError> {
+    let (pw, ph) = patch.dimensions();
+    if pw < 3 || ph < 3 {
+        return Ok(image);
+    }
+    let stretchy = |x: u32, y: u32| patch.get_pixel(x, y).0 == [0, 0, 0, 255];
+    // Padding: the first and last marked pixels of the bottom row and right column.
+    let inner_x = 1..pw - 1;
+    let inner_y = 1..ph - 1;
+    let left = inner_x
+        .clone()
+        .find(|&x| stretchy(x, ph - 1))
+        .map_or(0, |x| x - 1);
+    let right = inner_x
+        .clone()
+        .rev()
+        .find(|&x| stretchy(x, ph - 1))
+        .map_or(0, |x| pw - 2 - x);
+    let top = inner_y
+        .clone()
+        .find(|&y| stretchy(pw - 1, y))
+        .map_or(0, |y| y - 1);
+    let bottom = inner_y
+        .clone()
+        .rev()
+        .find(|&y| stretchy(pw - 1, y))
+        .map_or(0, |y| ph - 2 - y);
+
+    let (iw, ih) = (image.width(), image.height());
+    let (tw, th) = (iw + left + right, ih + top + bottom);
+    if tw > max_side || th > max_side {
+        return Err(ImagingError::OutputTooLarge {
+            width: tw,
+            height: th,
+            limit: max_side,
+        });
+    }
+    let mut canvas =
+        DynamicImage::ImageRgb8(image::RgbImage::from_pixel(tw, th, image::Rgb([255; 3])));
+    composite_over(
+        &mut canvas,
+        &image.to_rgba8(),
+        i64::from(left),
+        i64::from(top),
+    );
+    let DynamicImage::ImageRgb8(mut target) = canvas else {
+        unreachable!("built as RGB8 just above")
+    };
+
+    let stretchy_cols = inner_x.clone().filter(|&x| stretchy(x, 0)).count() as u32;
+    let stretchy_rows = inner_y.clone().filter(|&y| stretchy(0, y)).count() as u32;
+    let spare_w = f64::from(tw.saturating_sub(pw - 2 - stretchy_cols));
+    let spare_h = f64::from(th.saturating_sub(ph - 2 - stretchy_rows));
+    // Runs of equal stretchiness along the top row (columns) or left column (rows).
+    let runs = |len: u32, is: &dyn Fn(u32) -> bool| {
+        let mut out = Vec::new();
+        let mut start = 1;
+        while start < len - 1 {
+            let mut end = start + 1;
+            while end < len - 1 && is(end) == is(start) {
+                end += 1;
+            }
+            out.push((start, end - start, is(start)));
+            start = end;
+        }
+        out
+    };
+    let cols = runs(pw, &|x| stretchy(x, 0));
+    let rows = runs(ph, &|y| stretchy(0, y));
+    let scaled = |size: u32, stretch: bool, total: u32, spare: f64| {
+        if stretch {
+            (f64::from(size) / f64::from(total) * spare + 0.5) as u32
+        } else {
+            size
+        }
+    };
+    let mut ty = 0;
+    for &(sy, sh, row_stretchy) in &rows {
+        let cell_h = scaled(sh, row_stretchy, stretchy_rows, spare_h);
+        let mut tx = 0;
+        for &(sx, sw, col_stretchy) in &cols {
+            let cell_w = scaled(sw, col_stretchy, stretchy_cols, spare_w);
+            paste_cell(
+                patch,
+                (sx, sy, sw, sh),
+                &mut target,
+                (tx, ty, cell_w, cell_h),
+            );
+            tx += cell_w;
+        }
+        ty += cell_h;
+    }
+    Ok(DynamicImage::ImageRgb8(target))
+}
+
+/// Draws the `source` cell (x, y, w, h) of the nine-patch into the `target` cell, scaled
+/// bilinearly and composited over it, as Thumbor's nine-patch code samples it. A cell that
+/// does not fit inside the target is skipped, as there.
+fn paste_cell(
+    patch: &RgbaImage,
+    (sx, sy, sw, sh): (u32, u32, u32, u32),
+    target: &mut image::RgbImage,
+    (tx, ty, tw, th): (u32, u32, u32, u32),
+) {
+    if tw == 0 || th == 0 || tx + tw > target.width() || ty + th > target.height() {
+        return;
+    }
+    let x_ratio = (f64::from(sw) - 1.0) / f64::from(tw);
+    let y_ratio = (f64::from(sh) - 1.0) / f64::from(th);
+    let sample = |x: u32, y: u32, fx: f64, fy: f64, c: usize| -> f64 {
+        let get = |x: u32, y: u32| {
+            f64::from(
+                patch
+                    .get_pixel(x.min(patch.width() - 1), y.min(patch.height() - 1))
+                    .0[c],
+            )
+        };
+        let (a, b, cc, d) = (get(x, y), get(x + 1, y), get(x, y + 1), get(x + 1, y + 1));
+        if a == b && a == cc && a == d {
+            return a;
+        }
+        a * (1.0 - fx) * (1.0 - fy) + b * fx * (1.0 - fy) + cc * (1.0 - fx) * fy + d * fx * fy
+    };
+    for y in 0..th {
+        let src_y = (y_ratio * f64::from(y)).max(0.0);
+        let (py, fy) = (src_y as u32, src_y - src_y.floor());
+        for x in 0..tw {
+            let src_x = (x_ratio * f64::from(x)).max(0.0);
+            let (px, fx) = (src_x as u32, src_x - src_x.floor());
+            let alpha = sample(sx + px, sy + py, fx, fy, 3).clamp(0.0, 255.0) as u32;
+            let a = f64::from(alpha) / 255.0;
+            let dst = target.get_pixel_mut(tx + x, ty + y);
+            for c in 0..3 {
+                let s = sample(sx + px, sy + py, fx, fy, c).clamp(0.0, 255.0) as u32;
+                let v = a * f64::from(s) + f64::from(dst.0[c]) * (1.0 - a);
+                dst.0[c] = v.clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
 /// Thumbor's watermark size for ratios given in percent: the overlay scaled (up or down) to
 /// the largest size within `ratio` of the image on each bounded side, keeping its shape.
 fn watermark_size(
@@ -1215,5 +1366,61 @@ mod tests {
         let out = flatten(DynamicImage::ImageRgba8(img), Color::WHITE).to_rgb8();
         assert_eq!(out.get_pixel(0, 0).0, [255, 255, 255]);
         assert_eq!(out.get_pixel(1, 0).0, [0, 0, 255]);
+    }
+
+    /// A 12x12 nine-patch: the interior (1..=10) is a red ring three pixels wide round a
+    /// transparent hole; the top row and left column mark 5..=6 stretchy; the bottom row and
+    /// right column mark 3..=8, a padding of 2 on every side.
+    fn nine_patch() -> RgbaImage {
+        RgbaImage::from_fn(12, 12, |x, y| {
+            let black = Rgba([0, 0, 0, 255]);
+            let marked = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
+            match (x, y) {
+                (_, 0) if marked(x, 5, 6) => black,
+                (0, _) if marked(y, 5, 6) => black,
+                (_, 11) if marked(x, 3, 8) => black,
+                (11, _) if marked(y, 3, 8) => black,
+                (0 | 11, _) | (_, 0 | 11) => Rgba([0, 0, 0, 0]),
+                _ if !(4..=7).contains(&x) || !(4..=7).contains(&y) => Rgba([255, 0, 0, 255]),
+                _ => Rgba([0, 0, 0, 0]),
+            }
+        })
+    }
+
+    #[test]
+    fn frame_pads_and_stretches_the_nine_patch() {
+        let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(20, 10, |x, _| {
+            // A transparent column shows the white canvas under the image.
+            Rgba(if x == 10 {
+                [0, 0, 0, 0]
+            } else {
+                [0, 200, 0, 255]
+            })
+        }));
+        let out = frame(img.clone(), &nine_patch(), 100).unwrap();
+        let rgb = out.as_rgb8().expect("a framed image is opaque");
+        // Grown by the padding: 2 on each side.
+        assert_eq!(rgb.dimensions(), (24, 14));
+        let red = [255, 0, 0];
+        // The fixed corners at their size (4x4: a ring of 3, then the hole).
+        for (x, y) in [(0, 0), (2, 2), (23, 0), (22, 1), (0, 13), (23, 13)] {
+            assert_eq!(rgb.get_pixel(x, y).0, red, "corner pixel ({x},{y})");
+        }
+        // The stretchy middle cells: 2 source columns fill 24 - 8 = 16 target columns;
+        // the ring runs along every side, the hole shows the picture.
+        assert_eq!(rgb.get_pixel(12, 1).0, red);
+        assert_eq!(rgb.get_pixel(1, 7).0, red);
+        assert_eq!(rgb.get_pixel(6, 7).0, [0, 200, 0]);
+        // The transparent column lies on white, never black.
+        assert_eq!(rgb.get_pixel(12, 7).0, [255, 255, 255]);
+        // The padding counts against the output limit.
+        assert!(matches!(
+            frame(img, &nine_patch(), 23),
+            Err(ImagingError::OutputTooLarge {
+                width: 24,
+                height: 14,
+                limit: 23
+            })
+        ));
     }
 }

@@ -281,6 +281,11 @@ pub enum PixelFilter {
     /// `watermark(key,x,y,alpha[,w_ratio,h_ratio])`: another public file of the same store
     /// laid over the image.
     Watermark(Box<Watermark>),
+    /// `frame(key)`: a nine-patch image (another public file of the same store) drawn
+    /// around the image, as Thumbor's `frame()`.
+    Frame {
+        key: String,
+    },
 }
 
 /// A `watermark()` overlay (Thumbor's argument forms).
@@ -319,10 +324,12 @@ pub enum Place {
 }
 
 impl Filters {
-    /// The keys of the overlays the filters read (`watermark()`), in URL order.
-    pub fn overlay_keys(&self) -> impl Iterator<Item = &str> {
+    /// The overlays the filters read, in URL order: `(filter, key)`, where the filter is
+    /// `watermark` or `frame`.
+    pub fn overlay_keys(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.pixel.iter().filter_map(|f| match f {
-            PixelFilter::Watermark(w) => Some(w.key.as_str()),
+            PixelFilter::Watermark(w) => Some(("watermark", w.key.as_str())),
+            PixelFilter::Frame { key } => Some(("frame", key.as_str())),
             _ => None,
         })
     }

@@ -512,19 +512,18 @@ fn prepare<'a>(
     })
 }
 
-/// The `watermark()` overlays, decoded once per render (every frame of an animation uses
+/// The `watermark()` and `frame()` overlays, decoded once per render (every frame of an animation uses
 /// them): `(key, pixels)`, upright and in sRGB.
 type Overlays = Vec<(String, RgbaImage)>;
 
 fn decode_overlays(job: &Job) -> Result<Overlays, ImagingError> {
     let mut overlays: Overlays = Vec::new();
-    for key in job.recipe.filters.overlay_keys() {
+    for (filter, key) in job.recipe.filters.overlay_keys() {
         if overlays.iter().any(|(k, _)| k == key) {
             continue;
         }
-        let named = |e: ImagingError| {
-            ImagingError::Undecodable(format!("the watermark image `{key}`: {e}"))
-        };
+        let named =
+            |e: ImagingError| ImagingError::Undecodable(format!("the {filter} image `{key}`: {e}"));
         let bytes = job
             .overlays
             .iter()
@@ -551,6 +550,19 @@ fn decode_overlays(job: &Job) -> Result<Overlays, ImagingError> {
         overlays.push((key.to_owned(), decoded.image.into_rgba8()));
     }
     Ok(overlays)
+}
+
+/// The decoded pixels of the overlay a `watermark()` or `frame()` names.
+fn overlay<'a>(
+    overlays: &'a [(String, RgbaImage)],
+    filter: &str,
+    key: &str,
+) -> Result<&'a RgbaImage, ImagingError> {
+    overlays
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, pixels)| pixels)
+        .ok_or_else(|| ImagingError::Undecodable(format!("the {filter} image `{key}`: not read")))
 }
 
 /// The largest allocation a decoder may make: a second guard behind the header check.
@@ -775,18 +787,13 @@ fn transform(
     for filter in &recipe.filters.pixel {
         image = match filter {
             PixelFilter::Watermark(w) => {
-                let overlay = overlays
-                    .iter()
-                    .find(|(k, _)| *k == w.key)
-                    .map(|(_, pixels)| pixels)
-                    .ok_or_else(|| {
-                        ImagingError::Undecodable(format!(
-                            "the watermark image `{}`: not read",
-                            w.key
-                        ))
-                    })?;
-                filters::watermark(image, overlay, w)?
+                filters::watermark(image, overlay(overlays, "watermark", &w.key)?, w)?
             }
+            PixelFilter::Frame { key } => filters::frame(
+                image,
+                overlay(overlays, "frame", key)?,
+                job.limits.max_output_side,
+            )?,
             other => filters::apply(image, other),
         };
         log.step(|| format!("filter {}", show_filter(filter)));
@@ -902,6 +909,9 @@ fn show_filter(filter: &PixelFilter) -> String {
             if normalize { ", normalised" } else { "" }
         ),
         PixelFilter::Curve { .. } => "curve (tone curves)".to_owned(),
+        PixelFilter::Frame { ref key } => {
+            format!("frame {key} (nine-patch; the image flattened on white first)")
+        }
         PixelFilter::Watermark(ref w) => {
             let place = |p: Place| match p {
                 Place::Px { offset, from_end } => {

@@ -352,7 +352,7 @@ async fn animations_stay_animated_frame_by_frame() {
 }
 
 #[tokio::test]
-async fn watermarks_come_from_public_files_of_the_store_only() {
+async fn overlays_come_from_public_files_of_the_store_only() {
     let s = server_with_landscape().await;
     let blue = image::RgbaImage::from_pixel(20, 10, image::Rgba([0, 0, 255, 255]));
     let mut png = Vec::new();
@@ -387,18 +387,67 @@ async fn watermarks_come_from_public_files_of_the_store_only() {
     );
     // A private or missing overlay is the URL's mistake, and both read the same.
     for overlay in ["brand/secret.png", "brand/missing.png"] {
-        let path =
-            format!("/fit-in/300x200/filters:watermark({overlay},0,0,0)/photos/landscape.jpg");
-        let r = s.get(&path).await;
-        assert_eq!(r.status, 400, "{path}");
-        let body = String::from_utf8_lossy(&r.body);
-        assert!(
-            body.contains(&format!(
-                "the watermark image `{overlay}` is not a public file"
-            )),
-            "{body}"
-        );
+        for (filter, call) in [
+            ("watermark", format!("watermark({overlay},0,0,0)")),
+            ("frame", format!("frame({overlay})")),
+        ] {
+            let path = format!("/fit-in/300x200/filters:{call}/photos/landscape.jpg");
+            let r = s.get(&path).await;
+            assert_eq!(r.status, 400, "{path}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                body.contains(&format!(
+                    "the {filter} image `{overlay}` is not a public file"
+                )),
+                "{body}"
+            );
+        }
     }
+
+    // frame(): a nine-patch (red ring, transparent hole, stretchy middle, padding 2 on
+    // every side) drawn round the picture, which grows by the padding.
+    let patch = image::RgbaImage::from_fn(12, 12, |x, y| {
+        let marked = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
+        let black = image::Rgba([0, 0, 0, 255]);
+        match (x, y) {
+            (_, 0) if marked(x, 5, 6) => black,
+            (0, _) if marked(y, 5, 6) => black,
+            (_, 11) if marked(x, 3, 8) => black,
+            (11, _) if marked(y, 3, 8) => black,
+            (0 | 11, _) | (_, 0 | 11) => image::Rgba([0, 0, 0, 0]),
+            _ if !marked(x, 4, 7) || !marked(y, 4, 7) => image::Rgba([255, 0, 0, 255]),
+            _ => image::Rgba([0, 0, 0, 0]),
+        }
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgba8(patch)
+        .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    s.add_bytes("frames/ring.png", png, Visibility::Public)
+        .await;
+    let r = s
+        .get("/fit-in/300x200/filters:frame(frames/ring.png):format(png)/photos/landscape.jpg")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let framed = r.image().to_rgb8();
+    let (w, h) = plain.dimensions();
+    assert_eq!(framed.dimensions(), (w + 4, h + 4));
+    for (x, y) in [
+        (0, 0),
+        (w + 3, 0),
+        (0, h + 3),
+        (w + 3, h + 3),
+        (w / 2, 1),
+        (1, h / 2),
+    ] {
+        assert_eq!(framed.get_pixel(x, y).0, [255, 0, 0], "ring at ({x},{y})");
+    }
+    let inside = framed.get_pixel(w / 2 + 2, h / 2 + 2).0;
+    let want = plain.get_pixel(w / 2, h / 2).0;
+    assert!(
+        inside.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 12),
+        "the picture shows through the hole: {inside:?} vs {want:?}"
+    );
     s.stop().await;
 }
 

@@ -372,56 +372,87 @@ fn avif_size(body: &[u8]) -> Option<(u32, u32)> {
     Some((field(0)?, field(1)?))
 }
 
-/// The recorder's fingerprint: RGBA, resized to 8x8 with Pillow's BOX filter, which
-/// averages premultiplied colours over the source pixels whose centres fall in each cell.
+/// The recorder's fingerprint, computed as Pillow computes it: RGBA converted to 8-bit
+/// premultiplied `RGBa`, resized to 8x8 with the BOX filter in two passes (columns, then
+/// rows; each rounds to 8 bits), then un-premultiplied with integer division. The 8-bit
+/// premultiplied steps matter where alpha is low: a cell of alpha 7 can only show colours
+/// in steps of 36, and a straight average would differ from the recording by that much.
 fn fingerprint(image: &DynamicImage) -> Vec<[u8; 4]> {
     let rgba = image.to_rgba8();
-    let (w, h) = rgba.dimensions();
-    // Pillow's BOX weights: a source pixel counts for a cell when its centre falls in the
+    let (w, h) = (rgba.width() as usize, rgba.height() as usize);
+    // RGBA -> RGBa: Pillow's MULDIV255 (c * a + 128, folded).
+    let premultiplied: Vec<[u32; 4]> = rgba
+        .pixels()
+        .map(|p| {
+            let [r, g, b, a] = p.0.map(u32::from);
+            let mul = |c: u32| {
+                let t = c * a + 128;
+                (t + (t >> 8)) >> 8
+            };
+            [mul(r), mul(g), mul(b), a]
+        })
+        .collect();
+    // Pillow's BOX spans: a source pixel counts for a cell when its centre falls in the
     // cell's span; when enlarging, each cell takes the one pixel under its centre.
-    let spans = |size: u32| -> Vec<(u32, u32)> {
-        let scale = f64::from(size) / 8.0;
+    let spans = |size: usize| -> Vec<(usize, usize)> {
+        let scale = size as f64 / 8.0;
         (0..8)
             .map(|i| {
-                let centre = (f64::from(i) + 0.5) * scale;
+                let centre = (i as f64 + 0.5) * scale;
                 let (lo, hi) = if scale <= 1.0 {
-                    let lo = centre.floor() as u32;
+                    let lo = centre.floor() as usize;
                     (lo, lo + 1)
                 } else {
-                    let lo = (centre - scale / 2.0 + 0.5).floor() as u32;
-                    (lo, (centre + scale / 2.0 + 0.5).floor() as u32)
+                    let lo = (centre - scale / 2.0 + 0.5).floor() as usize;
+                    (lo, (centre + scale / 2.0 + 0.5).floor() as usize)
                 };
                 let lo = lo.min(size - 1);
                 (lo, hi.clamp(lo + 1, size))
             })
             .collect()
     };
+    // One pass in Pillow's 8-bit fixed point (22 fractional bits, rounded, clipped).
+    const BITS: u32 = 22;
+    let mean = |values: &mut dyn Iterator<Item = u32>, n: usize| -> u32 {
+        let k = (0.5 + (1.0 / n as f64) * f64::from(1u32 << BITS)) as u64;
+        let sum: u64 = (1u64 << (BITS - 1)) + values.map(|v| u64::from(v) * k).sum::<u64>();
+        ((sum >> BITS) as u32).min(255)
+    };
     let (columns, rows) = (spans(w), spans(h));
+    // Columns first: w x h -> 8 x h.
+    let mut narrow = vec![[0u32; 4]; 8 * h];
+    for y in 0..h {
+        for (cx, &(left, right)) in columns.iter().enumerate() {
+            for c in 0..4 {
+                narrow[y * 8 + cx][c] = mean(
+                    &mut (left..right).map(|x| premultiplied[y * w + x][c]),
+                    right - left,
+                );
+            }
+        }
+    }
+    // Then rows: 8 x h -> 8 x 8, and RGBa -> RGBA.
     let mut cells = Vec::with_capacity(64);
     for &(top, bottom) in &rows {
-        for &(left, right) in &columns {
-            let mut sum = [0f64; 4];
-            let mut n = 0f64;
-            for y in top..bottom {
-                for x in left..right {
-                    let p = rgba.get_pixel(x, y).0;
-                    let a = f64::from(p[3]) / 255.0;
-                    for c in 0..3 {
-                        sum[c] += f64::from(p[c]) * a;
-                    }
-                    sum[3] += f64::from(p[3]);
-                    n += 1.0;
-                }
+        for cx in 0..8 {
+            let mut cell = [0u32; 4];
+            for (c, value) in cell.iter_mut().enumerate() {
+                *value = mean(
+                    &mut (top..bottom).map(|y| narrow[y * 8 + cx][c]),
+                    bottom - top,
+                );
             }
-            let alpha = sum[3] / n;
-            let channel = |c: usize| {
-                if alpha == 0.0 {
-                    0
-                } else {
-                    (sum[c] / n * 255.0 / alpha).round().clamp(0.0, 255.0) as u8
-                }
+            let alpha = cell[3];
+            let straight = |v: u32| match alpha {
+                0 | 255 => v as u8,
+                _ => (255 * v / alpha).min(255) as u8,
             };
-            cells.push([channel(0), channel(1), channel(2), alpha.round() as u8]);
+            cells.push([
+                straight(cell[0]),
+                straight(cell[1]),
+                straight(cell[2]),
+                alpha as u8,
+            ]);
         }
     }
     cells
