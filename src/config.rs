@@ -241,6 +241,23 @@ pub struct Config {
     /// Maximum concurrent connections per listener.
     #[serde(deserialize_with = "flex")]
     pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes: 431 beyond (HTTP/1.1;
+    /// HTTP/2 header lists are held to the same size).
+    #[serde(deserialize_with = "flex")]
+    pub max_header_bytes: usize,
+    /// How long a client has to send a request head, and how long an idle keep-alive
+    /// connection is kept open waiting for the next one, in milliseconds.
+    #[serde(deserialize_with = "flex")]
+    pub header_timeout_ms: u64,
+    /// Time a request body (an upload to the local store) may take before `body_min_rate`
+    /// applies, in milliseconds.
+    #[serde(deserialize_with = "flex")]
+    pub body_timeout_ms: u64,
+    /// Slowest average rate, in bytes per second, at which a request body must arrive
+    /// after `body_timeout_ms`: a body is refused with 408 once it has taken longer than
+    /// `body_timeout_ms` plus one second per `body_min_rate` bytes received.
+    #[serde(deserialize_with = "flex")]
+    pub body_min_rate: u64,
     #[serde(deserialize_with = "flex")]
     pub log_format: LogFormat,
     /// Public base URL of the CDN, used in printed links (demo mode, API `cdnUrl`).
@@ -317,6 +334,10 @@ impl Default for Config {
             auto_avif: false,
             shutdown_grace_ms: 10_000,
             max_connections: 4096,
+            max_header_bytes: 64 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 20_000,
+            body_min_rate: 8 * 1024,
             log_format: LogFormat::Text,
             public_cdn_url: String::new(),
             public_api_url: String::new(),
@@ -394,6 +415,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be positive");
+        }
+        if !(8192..=16 << 20).contains(&self.max_header_bytes) {
+            return bad("max_header_bytes must be 8192..=16777216");
+        }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 || self.body_min_rate == 0 {
+            return bad("header_timeout_ms, body_timeout_ms and body_min_rate must be positive");
         }
         if self.require_signature && self.security_key.is_empty() {
             return bad("require_signature needs security_key (IMGEDGE_SECURITY_KEY)");
@@ -491,6 +518,14 @@ impl Config {
 
     pub fn storage_timeout(&self) -> Duration {
         Duration::from_millis(self.storage_timeout_ms)
+    }
+
+    /// How fast request bodies must arrive.
+    pub fn body_pace(&self) -> crate::storage::BodyPace {
+        crate::storage::BodyPace {
+            grace: Duration::from_millis(self.body_timeout_ms),
+            min_rate: self.body_min_rate,
+        }
     }
 
     /// The S3 settings, for `storage = "s3"`.

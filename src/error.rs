@@ -84,6 +84,7 @@ impl From<StorageError> for EdgeError {
             StorageError::Unavailable(why) => EdgeError::Storage(why),
             e @ StorageError::BucketMissing(_) => EdgeError::Storage(e.to_string()),
             other @ (StorageError::Incomplete(_)
+            | StorageError::TooSlow { .. }
             | StorageError::PartMismatch { .. }
             | StorageError::PartTooSmall { .. }
             | StorageError::Empty) => EdgeError::Storage(other.to_string()),
@@ -264,6 +265,7 @@ pub enum ApiCode {
     ValidationError,
     RouteNotFound,
     MethodNotAllowed,
+    RequestTimeout,
     Internal,
     Unavailable,
 }
@@ -292,6 +294,7 @@ impl ApiCode {
             ApiCode::ValidationError => "data/validation-error",
             ApiCode::RouteNotFound => "common/not-found",
             ApiCode::MethodNotAllowed => "common/method-not-allowed",
+            ApiCode::RequestTimeout => "common/request-timeout",
             ApiCode::Internal => "common/internal-error",
             ApiCode::Unavailable => "common/service-unavailable",
         }
@@ -317,6 +320,7 @@ impl ApiCode {
             ApiCode::S3KeyAlreadyExists => StatusCode::CONFLICT,
             ApiCode::AuthenticationRequired => StatusCode::UNAUTHORIZED,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiCode::BucketNotConfigured | ApiCode::UploadInitFailed | ApiCode::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -404,6 +408,9 @@ impl From<StorageError> for ApiError {
                 ApiError::new(ApiCode::InvalidPartsArray, e.to_string())
             }
             StorageError::Empty => ApiError::new(ApiCode::FileTooSmall, "the upload is empty"),
+            e @ StorageError::TooSlow { .. } => {
+                ApiError::new(ApiCode::RequestTimeout, e.to_string())
+            }
             StorageError::Incomplete(why) => ApiError::new(
                 ApiCode::InvalidParameters,
                 format!("the upload broke off before the end: {why}"),

@@ -60,11 +60,16 @@ pub async fn serve(listener: TcpListener, role: Role, app: Arc<App>, shutdown: C
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        // Runs from the moment hyper waits for a request head: on a new connection, and on
+        // a keep-alive one after each response, so it is also the idle timeout.
+        .header_read_timeout(Duration::from_millis(app.config.header_timeout_ms))
+        // A head that does not fit the read buffer is answered 431.
+        .max_buf_size(app.config.max_header_bytes)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(app.config.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(app.config.max_connections));

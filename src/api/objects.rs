@@ -106,7 +106,9 @@ where
         ));
     }
     let (fs, _) = local(app)?;
-    let size = fs.put_stream(&key, req.into_body(), max_size).await?;
+    let size = fs
+        .put_stream(&key, req.into_body(), max_size, app.config.body_pace())
+        .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "key": key.as_str(), "size": size }),
@@ -145,7 +147,13 @@ where
     }
     let (fs, _) = local(app)?;
     let etag = fs
-        .put_part(&upload_id, part, req.into_body(), max_size)
+        .put_part(
+            &upload_id,
+            part,
+            req.into_body(),
+            max_size,
+            app.config.body_pace(),
+        )
         .await?;
     let mut resp = json(
         StatusCode::OK,

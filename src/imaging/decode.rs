@@ -192,7 +192,10 @@ pub fn decode(
 ) -> Result<Decoded, ImagingError> {
     let (image, icc, shrink, precision) = match info.format {
         SourceFormat::Jpeg => decode_jpeg(bytes, shrink, precision)?,
-        SourceFormat::Png => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
+        SourceFormat::Png => match without_oversized_iccp(bytes) {
+            Some(stripped) => decode_with_image(&stripped, ImageFormat::Png, max_alloc)?,
+            None => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
+        },
         SourceFormat::Webp => decode_with_image(bytes, ImageFormat::WebP, max_alloc)?,
         SourceFormat::Gif => decode_with_image(bytes, ImageFormat::Gif, max_alloc)?,
         SourceFormat::Tiff => decode_with_image(bytes, ImageFormat::Tiff, max_alloc)?,
@@ -220,24 +223,78 @@ pub fn orient(image: &mut DynamicImage, orientation: u8) {
 /// Converts pixels from the source's ICC profile to sRGB in place. Run on the resized image:
 /// the transform is per pixel, so doing it after the resize costs a fraction of the work and
 /// the resize's slight mixing of colours in the source space is far below visibility.
-pub fn to_srgb(image: &mut DynamicImage, profile: &ColorProfile) -> Result<(), ImagingError> {
+/// A profile that parses but cannot be used is ignored, as browsers ignore it: the pixels
+/// are left as they are and false is returned.
+pub fn to_srgb(image: &mut DynamicImage, profile: &ColorProfile) -> bool {
     let srgb = ColorProfile::new_srgb();
     let layout = match image {
         DynamicImage::ImageRgb8(_) => Layout::Rgb,
         _ => Layout::Rgba,
     };
-    let transform = profile
-        .create_transform_8bit(layout, &srgb, layout, TransformOptions::default())
-        .map_err(|e| undecodable(format!("unusable ICC profile: {e}")))?;
+    let transform =
+        match profile.create_transform_8bit(layout, &srgb, layout, TransformOptions::default()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "unusable ICC profile ignored");
+                return false;
+            }
+        };
     let src = image.as_bytes().to_vec();
     let dst = match image {
         DynamicImage::ImageRgb8(img) => img.as_mut(),
         DynamicImage::ImageRgba8(img) => img.as_mut(),
         _ => unreachable!("the working image is always RGB8 or RGBA8"),
     };
-    transform
-        .transform(&src, dst)
-        .map_err(|e| undecodable(format!("ICC transform failed: {e}")))
+    match transform.transform(&src, dst) {
+        Ok(()) => true,
+        Err(e) => {
+            // The transform writes as it goes: put the source pixels back.
+            dst.copy_from_slice(&src);
+            tracing::warn!(error = %e, "ICC transform failed; profile ignored");
+            false
+        }
+    }
+}
+
+/// The largest ICC profile a PNG's `iCCP` chunk may inflate to. Real profiles are a few
+/// KB, LUT-based ones up to about 1 MB; a 280 KB chunk can inflate to 256 MB.
+pub const MAX_ICC_BYTES: usize = 4 << 20;
+
+/// When a PNG's `iCCP` chunk inflates past [`MAX_ICC_BYTES`] (or not at all), the file
+/// without that chunk: the profile is ignored, as browsers ignore a broken one, and the
+/// decoder never inflates it. `None` when the file can be decoded as it is.
+fn without_oversized_iccp(b: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 8;
+    let mut bad = None;
+    while let Some(head) = b.get(pos..pos + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let end = pos.checked_add(12)?.checked_add(len)?;
+        match &head[4..8] {
+            b"iCCP" => {
+                let data = b.get(pos + 8..pos + 8 + len)?;
+                // Name (1-79 bytes), NUL, compression method, then the zlib stream.
+                let stream = data
+                    .iter()
+                    .position(|&c| c == 0)
+                    .and_then(|nul| data.get(nul + 2..));
+                let fits = stream
+                    .is_some_and(|z| fdeflate::decompress_to_vec_bounded(z, MAX_ICC_BYTES).is_ok());
+                if !fits {
+                    bad = Some(pos..end.min(b.len()));
+                }
+                break;
+            }
+            b"IDAT" | b"IEND" => break,
+            _ => {}
+        }
+        pos = end;
+    }
+    let bad = bad?;
+    tracing::warn!("PNG iCCP chunk unusable or over {MAX_ICC_BYTES} bytes inflated; ignored");
+    let mut out = Vec::with_capacity(b.len() - bad.len());
+    out.extend_from_slice(&b[..bad.start]);
+    out.extend_from_slice(&b[bad.end..]);
+    Some(out)
 }
 
 /// True for RGB profiles whose primaries differ from sRGB's (sRGB-tagged photos are the
@@ -299,6 +356,17 @@ fn decode_with_image(
 
 fn decode_jpeg(bytes: &[u8], shrink: u32, precision: Precision) -> Result<RawDecode, ImagingError> {
     let header = jpeg_header(bytes)?;
+    let cleaned = (!header.broken_icc.is_empty()).then(|| {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut from = 0;
+        for cut in &header.broken_icc {
+            out.extend_from_slice(&bytes[from..cut.start]);
+            from = cut.end;
+        }
+        out.extend_from_slice(&bytes[from..]);
+        out
+    });
+    let bytes = cleaned.as_deref().unwrap_or(bytes);
     let tj = |e: turbojpeg::Error| undecodable(e.to_string());
     let mut decompressor = Decompressor::new().map_err(tj)?;
     // A progressive JPEG with thousands of scans is a CPU bomb; real files have a dozen.
@@ -372,19 +440,20 @@ fn cmyk_to_rgb(cmyk: &[u8], adobe: bool, icc: &[u8]) -> Result<Vec<u8>, ImagingE
             cmyk.to_vec()
         };
         let srgb = ColorProfile::new_srgb();
-        let transform = profile
+        let mut rgb = vec![0u8; cmyk.len() / 4 * 3];
+        // A profile that cannot be used is ignored (the formula below), as browsers do.
+        let converted = profile
             .create_transform_8bit(
                 Layout::Rgba,
                 &srgb,
                 Layout::Rgb,
                 TransformOptions::default(),
             )
-            .map_err(|e| undecodable(format!("unusable CMYK profile: {e}")))?;
-        let mut rgb = vec![0u8; cmyk.len() / 4 * 3];
-        transform
-            .transform(&ink, &mut rgb)
-            .map_err(|e| undecodable(format!("CMYK transform failed: {e}")))?;
-        return Ok(rgb);
+            .and_then(|t| t.transform(&ink, &mut rgb));
+        match converted {
+            Ok(()) => return Ok(rgb),
+            Err(e) => tracing::warn!(error = %e, "unusable CMYK profile ignored"),
+        }
     }
     let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
     for px in cmyk.chunks_exact(4) {
@@ -410,8 +479,11 @@ struct JpegHeader {
     width: u32,
     height: u32,
     orientation: u8,
-    /// The ICC profile reassembled from its APP2 chunks (empty when absent).
+    /// The ICC profile reassembled from its APP2 chunks (empty when absent or broken).
     icc: Vec<u8>,
+    /// Where the APP2 ICC segments are, when their chunks are broken: libjpeg-turbo
+    /// refuses such a file ("bad ICC marker"), so they are cut out before decoding.
+    broken_icc: Vec<std::ops::Range<usize>>,
     /// An Adobe APP14 marker is present (CMYK values are then stored inverted).
     adobe: bool,
 }
@@ -423,10 +495,13 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
         orientation: 1,
         ..JpegHeader::default()
     };
-    let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
+    // (sequence number from 1, chunk count, data) of each APP2 ICC segment.
+    let mut icc_chunks: Vec<(u8, u8, &[u8])> = Vec::new();
+    let mut icc_segments = Vec::new();
     let mut seen_frame = false;
     let mut pos = 2;
     loop {
+        let segment_start = pos;
         // Markers are 0xFF followed by a code; any number of 0xFF fill bytes may precede it.
         if *b.get(pos).ok_or_else(truncated)? != 0xFF {
             return Err(undecodable("JPEG marker expected"));
@@ -466,8 +541,13 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
                     header.orientation = o.to_exif();
                 }
             }
-            0xE2 if seg.starts_with(b"ICC_PROFILE\0") && seg.len() > 14 => {
-                icc_chunks.push((seg[12], &seg[14..]))
+            0xE2 if seg.starts_with(b"ICC_PROFILE\0") => {
+                icc_segments.push(segment_start..pos);
+                match seg.get(12..14) {
+                    Some(&[seq, count]) => icc_chunks.push((seq, count, &seg[14..])),
+                    // Too short to be a chunk: the whole profile is broken.
+                    _ => icc_chunks.push((0, 0, &[])),
+                }
             }
             0xEE if seg.starts_with(b"Adobe") => header.adobe = true,
             0xDA => break,
@@ -477,11 +557,23 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
     if !seen_frame {
         return Err(undecodable("JPEG has no frame header"));
     }
-    icc_chunks.sort_by_key(|&(seq, _)| seq);
-    header.icc = icc_chunks
-        .into_iter()
-        .flat_map(|(_, data)| data.iter().copied())
-        .collect();
+    icc_chunks.sort_by_key(|&(seq, _, _)| seq);
+    // Browsers ignore a profile whose chunks are missing, misnumbered or disagree on the
+    // count: so does this (the pixels are then taken as sRGB).
+    let count = icc_chunks.len();
+    let whole = icc_chunks
+        .iter()
+        .enumerate()
+        .all(|(i, &(seq, total, _))| usize::from(seq) == i + 1 && usize::from(total) == count);
+    if whole {
+        header.icc = icc_chunks
+            .into_iter()
+            .flat_map(|(_, _, data)| data.iter().copied())
+            .collect();
+    } else {
+        tracing::warn!("JPEG ICC profile chunks missing or misnumbered; profile ignored");
+        header.broken_icc = icc_segments;
+    }
     Ok(header)
 }
 
@@ -1049,7 +1141,7 @@ mod tests {
         let mut decoded =
             decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();
         let profile = decoded.icc.take().expect("Adobe RGB needs conversion");
-        to_srgb(&mut decoded.image, &profile).unwrap();
+        assert!(to_srgb(&mut decoded.image, &profile));
         let img = decoded.image.to_rgb8();
         // littleCMS gives (0,161,48) and (231,79,57) for the stored (60,160,60) and (200,80,60).
         let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 6);
@@ -1063,5 +1155,97 @@ mod tests {
             "{:?}",
             img.get_pixel(56, 16)
         );
+    }
+
+    /// A 16x8 red PNG carrying `icc` as its iCCP profile.
+    fn png_with_icc(icc: Vec<u8>) -> Vec<u8> {
+        use image::ImageEncoder;
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+        encoder.set_icc_profile(icc).unwrap();
+        let pixels: Vec<u8> = [200u8, 30, 30].repeat(16 * 8);
+        encoder
+            .write_image(&pixels, 16, 8, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn an_iccp_chunk_that_inflates_past_the_cap_is_ignored_not_inflated() {
+        // 8 MiB of zeros compress to a few KB: the shape of a decompression bomb.
+        let bomb = png_with_icc(vec![0; 2 * MAX_ICC_BYTES]);
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        let stripped = without_oversized_iccp(&bomb).expect("the chunk is over the cap");
+        assert!(!stripped.windows(4).any(|w| w == b"iCCP"));
+        let decoded = decode(&bomb, &probe(&bomb).unwrap(), 1, Precision::Full, 1 << 30).unwrap();
+        assert!(decoded.icc.is_none());
+        assert_eq!(decoded.image.to_rgb8().get_pixel(3, 3).0, [200, 30, 30]);
+
+        // A real profile under the cap is kept.
+        let srgb = png_with_icc(fixture_icc());
+        assert!(without_oversized_iccp(&srgb).is_none());
+        assert!(probe(&srgb).unwrap().has_icc);
+    }
+
+    /// The Adobe RGB profile of `icc_adobergb.jpg`, reassembled.
+    fn fixture_icc() -> Vec<u8> {
+        jpeg_header(&fixture("icc_adobergb.jpg")).unwrap().icc
+    }
+
+    #[test]
+    fn jpeg_icc_chunks_missing_or_misnumbered_are_ignored_as_browsers_do() {
+        let bytes = fixture("icc_adobergb.jpg");
+        let whole = jpeg_header(&bytes).unwrap().icc;
+        assert!(!whole.is_empty());
+        let at = memchr::memmem::find(&bytes, b"ICC_PROFILE\0").unwrap();
+        // The fixture's profile is one chunk, "1 of 1". Renumber it, or claim a second.
+        for (seq, count) in [(2u8, 1u8), (1, 2), (0, 1)] {
+            let mut broken = bytes.clone();
+            broken[at + 12] = seq;
+            broken[at + 13] = count;
+            assert!(
+                jpeg_header(&broken).unwrap().icc.is_empty(),
+                "{seq} of {count}"
+            );
+            let decoded = decode(
+                &broken,
+                &probe(&broken).unwrap(),
+                1,
+                Precision::Full,
+                1 << 24,
+            )
+            .unwrap();
+            assert!(decoded.icc.is_none());
+        }
+        // A broken EXIF block (an APP1 `Exif` segment of garbage) is ignored too.
+        let mut bad_exif = bytes[..2].to_vec();
+        bad_exif.extend_from_slice(&[0xFF, 0xE1, 0, 18]);
+        bad_exif.extend_from_slice(b"Exif\0\0MM\0\x2a\xff\xff\xff\xf0\x01\x02");
+        bad_exif.extend_from_slice(&bytes[2..]);
+        let info = probe(&bad_exif).unwrap();
+        assert_eq!(info.orientation, 1);
+        let decoded = decode(&bad_exif, &info, 1, Precision::Full, 1 << 24).unwrap();
+        assert_eq!(decoded.image.width(), 64);
+        // A truncated profile (the chunk cut short, the segment length kept consistent) is
+        // served too: it fails to parse or to convert, and the pixels are left as stored.
+        let len_at = at - 2;
+        let len = usize::from(u16::from_be_bytes([bytes[len_at], bytes[len_at + 1]]));
+        let cut = 200;
+        let mut truncated = bytes[..len_at].to_vec();
+        truncated.extend_from_slice(&((len - cut) as u16).to_be_bytes());
+        truncated.extend_from_slice(&bytes[at..len_at + len - cut]);
+        truncated.extend_from_slice(&bytes[len_at + len..]);
+        let mut decoded = decode(
+            &truncated,
+            &probe(&truncated).unwrap(),
+            1,
+            Precision::Full,
+            1 << 24,
+        )
+        .unwrap();
+        if let Some(profile) = decoded.icc.take() {
+            to_srgb(&mut decoded.image, &profile);
+        }
+        assert_eq!(decoded.image.width(), 64);
     }
 }

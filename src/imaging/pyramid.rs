@@ -170,7 +170,7 @@ pub fn build(
         decode::orient(&mut image, info.orientation);
     }
     if let Some(profile) = &decoded.icc {
-        decode::to_srgb(&mut image, profile)?;
+        decode::to_srgb(&mut image, profile);
     }
     let mut built = Vec::with_capacity(wanted.len());
     let mut from: DynamicImage = image;

@@ -545,7 +545,7 @@ fn decode_overlays(job: &Job) -> Result<Overlays, ImagingError> {
             decode::orient(&mut decoded.image, info.orientation);
         }
         if let Some(profile) = &decoded.icc {
-            decode::to_srgb(&mut decoded.image, profile).map_err(named)?;
+            decode::to_srgb(&mut decoded.image, profile);
         }
         overlays.push((key.to_owned(), decoded.image.into_rgba8()));
     }
@@ -754,8 +754,11 @@ fn transform(
     checkpoint(job)?;
 
     if let Some(profile) = icc {
-        decode::to_srgb(&mut image, profile)?;
-        log.step(|| "convert colours from the embedded ICC profile to sRGB".to_owned());
+        if decode::to_srgb(&mut image, profile) {
+            log.step(|| "convert colours from the embedded ICC profile to sRGB".to_owned());
+        } else {
+            log.step(|| "ignore the embedded ICC profile: it cannot be used".to_owned());
+        }
     }
     if plan.flip_h || plan.flip_v {
         image = filters::flip(image, plan.flip_h, plan.flip_v);

@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ObjectHead, StorageError};
+use super::{BodyPace, ObjectHead, StorageError};
 use crate::edge::url::ObjectKey;
 
 #[derive(Debug, Clone)]
@@ -146,6 +146,7 @@ impl FsStorage {
         key: &ObjectKey,
         body: B,
         max_bytes: u64,
+        pace: BodyPace,
     ) -> Result<u64, StorageError>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -154,7 +155,7 @@ impl FsStorage {
         let tmp = self.temp_path();
         let dest = self.path_of(key);
         let result = async {
-            let (size, _) = write_body(&tmp, body, max_bytes).await?;
+            let (size, _) = write_body(&tmp, body, max_bytes, pace).await?;
             if size == 0 {
                 return Err(StorageError::Empty);
             }
@@ -208,6 +209,7 @@ impl FsStorage {
         part: u32,
         body: B,
         max_bytes: u64,
+        pace: BodyPace,
     ) -> Result<String, StorageError>
     where
         B: hyper::body::Body<Data = Bytes>,
@@ -219,7 +221,7 @@ impl FsStorage {
         }
         let tmp = self.temp_path();
         let result = async {
-            let (_, digest) = write_body(&tmp, body, max_bytes).await?;
+            let (_, digest) = write_body(&tmp, body, max_bytes, pace).await?;
             tokio::fs::rename(&tmp, dir.join(part.to_string())).await?;
             Ok(format!("\"{}\"", hex::encode(&digest[..16])))
         }
@@ -324,16 +326,23 @@ async fn write_body<B>(
     path: &Path,
     body: B,
     max_bytes: u64,
+    pace: BodyPace,
 ) -> Result<(u64, [u8; 32]), StorageError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
+    let started = tokio::time::Instant::now();
     let mut file = tokio::fs::File::create(path).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let due = started + pace.allowance(size);
+        let Ok(frame) = tokio::time::timeout_at(due, body.frame()).await else {
+            return Err(pace.too_slow());
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| StorageError::Incomplete(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;

@@ -35,6 +35,9 @@ pub enum StorageError {
     Empty,
     #[error("the upload broke off: {0}")]
     Incomplete(String),
+    /// The body arrived slower than the service accepts (see [`BodyPace`]).
+    #[error("the body arrived slower than {min_rate} bytes/s after {grace_ms} ms")]
+    TooSlow { min_rate: u64, grace_ms: u64 },
     #[error("part {part} is missing or its ETag does not match")]
     PartMismatch { part: u32 },
     #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
@@ -47,6 +50,32 @@ pub enum StorageError {
     /// at fault, not the request.
     #[error("the configured bucket `{0}` does not exist")]
     BucketMissing(String),
+}
+
+/// How fast a request body must arrive: it may take `grace` plus one second per
+/// `min_rate` bytes received so far (Apache's `mod_reqtimeout` rule). A client that
+/// trickles a body, or stops sending, is cut off instead of holding its connection and
+/// temporary file for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    pub grace: std::time::Duration,
+    /// Bytes per second; at least 1.
+    pub min_rate: u64,
+}
+
+impl BodyPace {
+    /// The time allowed for the first `received` bytes and the next frame.
+    pub fn allowance(&self, received: u64) -> std::time::Duration {
+        self.grace
+            + std::time::Duration::from_secs_f64(received as f64 / self.min_rate.max(1) as f64)
+    }
+
+    fn too_slow(&self) -> StorageError {
+        StorageError::TooSlow {
+            min_rate: self.min_rate,
+            grace_ms: self.grace.as_millis() as u64,
+        }
+    }
 }
 
 /// Facts about a stored object, without its bytes.

@@ -8,5 +8,6 @@ mod clients;
 mod derivatives;
 mod edge;
 mod ops;
+mod slow;
 mod support;
 mod thumbor;
