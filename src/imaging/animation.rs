@@ -214,15 +214,9 @@ fn gif_encoder(width: u16, height: u16, plays: u16) -> Result<gif::Encoder<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imaging::conformance_image;
     use crate::imaging::decode::probe;
     use image::{Rgba, RgbaImage};
-
-    fn conformance_image(name: &str) -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("conformance/images")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
 
     fn read_all(bytes: &[u8]) -> Vec<Still> {
         let info = probe(bytes).unwrap();

@@ -868,13 +868,7 @@ fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conformance_image(name: &str) -> Vec<u8> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("conformance/images")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
+    use crate::imaging::conformance_image;
 
     #[test]
     fn tiff_and_bmp_are_probed_from_their_headers_and_decoded() {

@@ -31,6 +31,15 @@ mod share;
 mod smart;
 mod webp_anim;
 
+/// A test image of the Thumbor replay (`conformance/images/<name>`).
+#[cfg(test)]
+pub(crate) fn conformance_image(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("conformance/images")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 use std::time::Duration;
 
 pub use decode::{Precision, SourceFormat, SourceInfo, probe};
