@@ -192,10 +192,11 @@ pub fn decode(
 ) -> Result<Decoded, ImagingError> {
     let (image, icc, shrink, precision) = match info.format {
         SourceFormat::Jpeg => decode_jpeg(bytes, shrink, precision)?,
-        SourceFormat::Png => match without_oversized_iccp(bytes) {
-            Some(stripped) => decode_with_image(&stripped, ImageFormat::Png, max_alloc)?,
-            None => decode_with_image(bytes, ImageFormat::Png, max_alloc)?,
-        },
+        SourceFormat::Png => {
+            let stripped = without_oversized_iccp(bytes);
+            let bytes = stripped.as_deref().unwrap_or(bytes);
+            decode_with_image(bytes, ImageFormat::Png, max_alloc)?
+        }
         SourceFormat::Webp => decode_with_image(bytes, ImageFormat::WebP, max_alloc)?,
         SourceFormat::Gif => decode_with_image(bytes, ImageFormat::Gif, max_alloc)?,
         SourceFormat::Tiff => decode_with_image(bytes, ImageFormat::Tiff, max_alloc)?,
@@ -291,10 +292,19 @@ fn without_oversized_iccp(b: &[u8]) -> Option<Vec<u8>> {
     }
     let bad = bad?;
     tracing::warn!("PNG iCCP chunk unusable or over {MAX_ICC_BYTES} bytes inflated; ignored");
-    let mut out = Vec::with_capacity(b.len() - bad.len());
-    out.extend_from_slice(&b[..bad.start]);
-    out.extend_from_slice(&b[bad.end..]);
-    Some(out)
+    Some(without_ranges(b, &[bad]))
+}
+
+/// `b` without the given byte ranges (in order, not overlapping).
+fn without_ranges(b: &[u8], cuts: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut from = 0;
+    for cut in cuts {
+        out.extend_from_slice(&b[from..cut.start]);
+        from = cut.end;
+    }
+    out.extend_from_slice(&b[from..]);
+    out
 }
 
 /// True for RGB profiles whose primaries differ from sRGB's (sRGB-tagged photos are the
@@ -356,16 +366,8 @@ fn decode_with_image(
 
 fn decode_jpeg(bytes: &[u8], shrink: u32, precision: Precision) -> Result<RawDecode, ImagingError> {
     let header = jpeg_header(bytes)?;
-    let cleaned = (!header.broken_icc.is_empty()).then(|| {
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut from = 0;
-        for cut in &header.broken_icc {
-            out.extend_from_slice(&bytes[from..cut.start]);
-            from = cut.end;
-        }
-        out.extend_from_slice(&bytes[from..]);
-        out
-    });
+    let cleaned =
+        (!header.broken_icc.is_empty()).then(|| without_ranges(bytes, &header.broken_icc));
     let bytes = cleaned.as_deref().unwrap_or(bytes);
     let tj = |e: turbojpeg::Error| undecodable(e.to_string());
     let mut decompressor = Decompressor::new().map_err(tj)?;
