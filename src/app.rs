@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::api::auth::{JwtVerifier, KeyRing};
 use crate::cache::{CacheSizes, Caches};
 use crate::config::{Config, StorageKind};
+use crate::budget::MemoryBudget;
 use crate::cpu::CpuPool;
 use crate::db::{Db, DbError};
 use crate::edge::access::Signing;
@@ -51,6 +52,8 @@ pub struct App {
     pub db: Db,
     pub caches: Caches,
     pub cpu: CpuPool,
+    /// What renders and derivative builds reserve memory from.
+    pub memory: MemoryBudget,
     pub metrics: Arc<Metrics>,
     pub signing: Signing,
     pub negotiation: Policy,
@@ -105,6 +108,7 @@ impl App {
             config.queue_length,
             metrics.clone(),
         );
+        let memory = MemoryBudget::new(config.memory_budget(), metrics.clone());
         let signing = Signing::new(&config.security_key, config.require_signature);
         let negotiation = Policy {
             auto_webp: config.auto_webp,
@@ -130,6 +134,7 @@ impl App {
             db,
             caches,
             cpu,
+            memory,
             metrics,
             signing,
             negotiation,

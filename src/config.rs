@@ -191,6 +191,12 @@ pub struct Config {
     /// animation over it is served as its first frame.
     #[serde(deserialize_with = "flex")]
     pub max_animation_pixels: u64,
+    /// Memory that renders and derivative builds may hold at once, reserved from their
+    /// headers before decoding (see `budget.rs`): work that does not fit waits, then gets
+    /// 503; a render needing more than all of it gets 422. `auto` (the default): an eighth
+    /// of the machine's (or cgroup's) memory, between 64 MiB and 160 MiB.
+    #[serde(deserialize_with = "flex")]
+    pub memory_budget_bytes: AutoBytes,
     /// Concurrent transforms; 0 means the number of cores.
     #[serde(deserialize_with = "flex")]
     pub transform_concurrency: usize,
@@ -319,6 +325,7 @@ impl Default for Config {
             max_source_pixels: 100_000_000,
             max_output_side: 8192,
             max_animation_pixels: 50_000_000,
+            memory_budget_bytes: AutoBytes::Auto,
             transform_concurrency: 0,
             queue_length: 16,
             request_deadline_ms: 15_000,
@@ -412,6 +419,11 @@ impl Config {
         }
         if self.request_deadline_ms == 0 || self.storage_timeout_ms == 0 {
             return bad("request_deadline_ms and storage_timeout_ms must be positive");
+        }
+        if let AutoBytes::Bytes(n) = self.memory_budget_bytes
+            && n < 16 << 20
+        {
+            return bad("memory_budget_bytes must be at least 16777216 (16 MiB) or auto");
         }
         if self.max_connections == 0 {
             return bad("max_connections must be positive");
@@ -509,6 +521,14 @@ impl Config {
             (AutoBytes::Bytes(n), _) => n,
             (AutoBytes::Auto, StorageKind::S3) => 64 * 1024 * 1024,
             (AutoBytes::Auto, StorageKind::Fs) => 0,
+        }
+    }
+
+    /// The memory budget in bytes (`auto` resolved from the machine).
+    pub fn memory_budget(&self) -> u64 {
+        match self.memory_budget_bytes {
+            AutoBytes::Bytes(n) => n,
+            AutoBytes::Auto => crate::budget::default_budget(),
         }
     }
 

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::budget::BudgetError;
 use crate::cpu::Threads;
 use crate::db::{Claim, NO_DERIVATIVES};
 use crate::edge::url::ObjectKey;
@@ -176,9 +177,31 @@ async fn build(
     };
     let sizes = app.config.derivative_sizes();
     let limits = app.imaging_limits.clone();
+    // The build's memory comes from the renders' budget: a file that could never fit gets
+    // no reduced copies (its renders are refused as well); otherwise wait for room,
+    // however long, as nobody waits for the builder.
+    let need = imaging::pyramid_memory_need(&bytes, &sizes, &limits).unwrap_or(0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
+    let reserved = tokio::select! {
+        reserved = app.memory.reserve(need, until) => reserved,
+        _ = stop.cancelled() => return Err(Transient::Stopped),
+    };
+    let memory = match reserved {
+        Ok(memory) => memory,
+        Err(BudgetError::Busy) => return Err(Transient::Stopped),
+        Err(e @ BudgetError::TooLarge { .. }) => {
+            tracing::info!(key = %key, error = %e, "no derivatives for this file");
+            return finish(app, claim, NO_DERIVATIVES).await;
+        }
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    let work = thread.run(move || imaging::build_pyramid(&bytes, &sizes, &limits, &flag));
+    let work = thread.run(move || {
+        let built = imaging::build_pyramid(&bytes, &sizes, &limits, &flag);
+        drop(bytes);
+        crate::budget::settle(memory);
+        built
+    });
     let built = tokio::select! {
         done = work => done.unwrap_or_else(|e| Err(ImagingError::Undecodable(format!("builder: {e}")))),
         _ = stop.cancelled() => {

@@ -7,6 +7,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
+use crate::budget::BudgetError;
 use crate::cpu::CpuError;
 use crate::edge::url::UrlError;
 use crate::imaging::ImagingError;
@@ -32,6 +33,12 @@ pub enum EdgeError {
     SourceTooLarge { size: u64, limit: u64 },
     #[error("{0}")]
     Imaging(ImagingError),
+    #[error(
+        "rendering this image needs about {} MiB of memory, more than the server's budget of {} MiB (memory_budget_bytes)",
+        need.div_ceil(1 << 20),
+        budget >> 20
+    )]
+    OverMemoryBudget { need: u64, budget: u64 },
     #[error("server busy: transform queue is full")]
     Overloaded,
     #[error("storage did not answer in time")]
@@ -74,6 +81,15 @@ impl From<CpuError> for EdgeError {
     }
 }
 
+impl From<BudgetError> for EdgeError {
+    fn from(e: BudgetError) -> Self {
+        match e {
+            BudgetError::TooLarge { need, budget } => EdgeError::OverMemoryBudget { need, budget },
+            BudgetError::Busy => EdgeError::Overloaded,
+        }
+    }
+}
+
 impl From<StorageError> for EdgeError {
     fn from(e: StorageError) -> Self {
         match e {
@@ -101,6 +117,7 @@ impl EdgeError {
             EdgeError::SignatureRequired | EdgeError::BadSignature => StatusCode::FORBIDDEN,
             EdgeError::NotFound => StatusCode::NOT_FOUND,
             EdgeError::SourceTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::OverMemoryBudget { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EdgeError::Imaging(e) => match e {
                 ImagingError::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ImagingError::TooManyPixels { .. } | ImagingError::Undecodable(_) => {
@@ -129,6 +146,7 @@ impl EdgeError {
             EdgeError::NotFound => "image/not-found",
             EdgeError::OutputTooLarge { .. } => "image/output-too-large",
             EdgeError::SourceTooLarge { .. } => "image/source-too-large",
+            EdgeError::OverMemoryBudget { .. } => "image/over-memory-budget",
             EdgeError::Imaging(e) => match e {
                 ImagingError::UnsupportedFormat => "image/unsupported-format",
                 ImagingError::TooManyPixels { .. } => "image/too-many-pixels",
@@ -212,6 +230,14 @@ mod tests {
                 EdgeError::Imaging(ImagingError::Undecodable("x".into())),
                 422,
             ),
+            (
+                EdgeError::from(BudgetError::TooLarge {
+                    need: 300 << 20,
+                    budget: 256 << 20,
+                }),
+                422,
+            ),
+            (EdgeError::from(BudgetError::Busy), 503),
             (EdgeError::Overloaded, 503),
             (EdgeError::Storage("x".into()), 502),
             (EdgeError::MetadataUnavailable("x".into()), 503),

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod budget;
 pub mod cache;
 pub mod cluster;
 pub mod config;

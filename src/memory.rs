@@ -201,6 +201,14 @@ impl Default for Quiet {
     }
 }
 
+/// Calls the release hook on this thread now, whatever the rest of the process does
+/// (after a job that used a large share of the memory budget, `budget::settle`).
+pub fn release_thread() {
+    if let Some(hooks) = HOOKS.get() {
+        (hooks.release)();
+    }
+}
+
 /// Calls the release hook on this thread, after the settle hook if this is the quiet
 /// period's first release (nothing when the binary set no hooks).
 pub fn release() {

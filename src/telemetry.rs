@@ -88,6 +88,14 @@ pub struct Metrics {
     pub derivative_failures: Counter,
     /// Files whose reduced copies are not built yet.
     pub derivative_backlog: Gauge,
+    /// The memory budget, in bytes.
+    pub memory_budget: Gauge,
+    /// Bytes reserved from the memory budget by running and queued work.
+    pub memory_reserved: Gauge,
+    /// Renders refused because they need more than the whole memory budget.
+    pub memory_refused: Counter,
+    /// Renders shed because their memory did not fit in time.
+    pub memory_waits_expired: Counter,
     request_ids: AtomicU64,
 }
 
@@ -127,6 +135,10 @@ impl Metrics {
         let derivatives_built = Counter::default();
         let derivative_failures = Counter::default();
         let derivative_backlog = Gauge::default();
+        let memory_budget = Gauge::default();
+        let memory_reserved = Gauge::default();
+        let memory_refused = Counter::default();
+        let memory_waits_expired = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by listener and status",
@@ -213,6 +225,26 @@ impl Metrics {
             "Files whose reduced copies are not built yet",
             derivative_backlog.clone(),
         );
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget renders and derivative builds reserve from",
+            memory_budget.clone(),
+        );
+        registry.register(
+            "memory_reserved_bytes",
+            "Bytes of the memory budget reserved by running and queued work",
+            memory_reserved.clone(),
+        );
+        registry.register(
+            "memory_refused",
+            "Renders refused with 422: they need more memory than the whole budget",
+            memory_refused.clone(),
+        );
+        registry.register(
+            "memory_waits_expired",
+            "Renders shed with 503 because their memory did not fit in time",
+            memory_waits_expired.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -233,6 +265,10 @@ impl Metrics {
             derivatives_built,
             derivative_failures,
             derivative_backlog,
+            memory_budget,
+            memory_reserved,
+            memory_refused,
+            memory_waits_expired,
             request_ids: AtomicU64::new(1),
         }
     }

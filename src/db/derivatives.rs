@@ -22,6 +22,9 @@ pub struct EdgeFacts {
     pub visibility: Visibility,
     /// The file's reduced copies, once built.
     pub pyramid: Option<Arc<Pyramid>>,
+    /// The original's size in bytes as registered (what a render reserves memory for
+    /// before reading it).
+    pub size: u64,
 }
 
 /// A claim on one file's derivatives, held while building them.
@@ -40,13 +43,13 @@ impl Db {
     /// file. A derivatives value that does not parse is logged and ignored (the original is
     /// always a correct source).
     pub async fn edge_facts(&self, key: &ObjectKey) -> Result<Option<EdgeFacts>, DbError> {
-        let row: Option<(String, Option<String>)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT visibility, derivatives FROM files WHERE s3_key = $1")
+        let row: Option<(String, Option<String>, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT visibility, derivatives, size FROM files WHERE s3_key = $1")
                 .bind(key.as_str())
                 .fetch_optional(pool)
                 .await?
         });
-        let Some((visibility, derivatives)) = row else {
+        let Some((visibility, derivatives, size)) = row else {
             return Ok(None);
         };
         let pyramid = derivatives
@@ -61,6 +64,7 @@ impl Db {
         Ok(Some(EdgeFacts {
             visibility: parse_enum(&visibility)?,
             pyramid,
+            size: u64::try_from(size).unwrap_or(0),
         }))
     }
 

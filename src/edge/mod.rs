@@ -12,6 +12,7 @@ pub mod url;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
@@ -240,6 +241,11 @@ async fn render_variant(
     }))
 }
 
+/// Longest a render waits for its memory to fit in the budget before it is shed with 503:
+/// about one large render's time, so a burst of bombs is refused quickly instead of
+/// holding connections and source bytes until the deadline.
+const MEMORY_WAIT: Duration = Duration::from_secs(3);
+
 /// Fetches the source (original or reduced copy) and runs `work` (render or describe) on
 /// it on the CPU pool, sharing the decode with concurrent renders of the same bytes.
 async fn run_imaging<T: Send + 'static>(
@@ -259,6 +265,13 @@ async fn run_imaging<T: Send + 'static>(
     } else {
         None
     };
+    // Memory for the source before it is read (its registered size; a reduced copy is
+    // smaller), then for the whole render once the headers are known.
+    let admit_by = deadline.min(Instant::now() + MEMORY_WAIT);
+    let memory = app
+        .memory
+        .reserve_source(facts.size.min(app.config.max_source_bytes), admit_by)
+        .await?;
     let (rank, bytes, reduced) = fetch_source(app, parsed, facts).await?;
     let overlays = fetch_overlays(app, parsed).await?;
     let recipe = parsed.recipe.clone();
@@ -277,6 +290,11 @@ async fn run_imaging<T: Send + 'static>(
         share: None,
         overlays: &[],
     };
+    // Admission by memory, from the headers: a bomb is refused (422) or waits for room
+    // before any pixel exists. A header that cannot be read fails in `work` instead, with
+    // its own error, reserving only the bytes it has.
+    let need = imaging::memory_need(&probe).unwrap_or(3 * bytes.len() as u64);
+    let memory = memory.grow_to(need, admit_by).await?;
     let ticket = imaging::decode_need(&probe).ok().flatten().map(|need| {
         let source = imaging::Source {
             bytes: bytes.clone(),
@@ -293,7 +311,7 @@ async fn run_imaging<T: Send + 'static>(
     };
     let result = reservation
         .run(deadline, move |cancel| {
-            work(&Job {
+            let out = work(&Job {
                 bytes: &bytes,
                 recipe: &recipe,
                 output: choice,
@@ -303,7 +321,12 @@ async fn run_imaging<T: Send + 'static>(
                 reduced,
                 share: ticket.as_ref(),
                 overlays: &overlays,
-            })
+            });
+            drop((bytes, ticket, overlays));
+            // The reservation is held until the job really ends, also when its caller has
+            // gone; a large job's buffers are handed back first (`budget::settle`).
+            crate::budget::settle(memory);
+            out
         })
         .await??;
     if reduced.is_some() {

@@ -71,6 +71,12 @@ pub struct SourceInfo {
     /// How many times an animation plays, 0 for forever (1 for a still image).
     pub plays: u16,
     pub has_icc: bool,
+    /// Bytes per pixel of the decoder's own output, before it becomes RGB8 or RGBA8 (3 for
+    /// a YCbCr JPEG, 8 for a 16-bit RGBA PNG). Used to reserve memory before decoding.
+    pub sample_bytes: u8,
+    /// Memory the decoder keeps for the whole image whatever the output scale: a
+    /// progressive (or multi-scan) JPEG's DCT coefficients, 2 bytes each, at full size.
+    pub coefficient_bytes: u64,
 }
 
 impl SourceInfo {
@@ -87,7 +93,26 @@ impl SourceInfo {
             frames: 1,
             plays: 1,
             has_icc: false,
+            sample_bytes: 4,
+            coefficient_bytes: 0,
         }
+    }
+
+    /// The most memory a decode at 1/`shrink` (JPEG; 1 for other formats) holds at once:
+    /// the decoder's output, its conversion to RGB8/RGBA8, and a progressive JPEG's
+    /// coefficients. An estimate from the headers, on the high side.
+    pub fn decode_bytes(&self, shrink: u32) -> u64 {
+        let shrink = u64::from(shrink.max(1));
+        let px = u64::from(self.width).div_ceil(shrink) * u64::from(self.height).div_ceil(shrink);
+        let native = px * u64::from(self.sample_bytes);
+        // The conversion copy that lives next to the decoder's output: none for 8-bit RGB,
+        // RGB for 8-bit RGBA (dropped when every pixel is opaque) and CMYK, RGBA otherwise.
+        let converted = match self.sample_bytes {
+            3 => 0,
+            4 => px * 3,
+            _ => px * 4,
+        };
+        self.coefficient_bytes + native + converted
     }
 
     /// Width and height as displayed, after EXIF orientation.
@@ -141,6 +166,8 @@ pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
                 frames: 1,
                 plays: 1,
                 has_icc: !h.icc.is_empty(),
+                sample_bytes: if h.components == 4 { 4 } else { 3 },
+                coefficient_bytes: h.coefficient_bytes,
             }
         }
         SourceFormat::Png => png_header(bytes)?,
@@ -488,6 +515,11 @@ struct JpegHeader {
     broken_icc: Vec<std::ops::Range<usize>>,
     /// An Adobe APP14 marker is present (CMYK values are then stored inverted).
     adobe: bool,
+    /// Colour components in the frame (1 grey, 3 YCbCr, 4 CMYK/YCCK).
+    components: u8,
+    /// The whole-image coefficient buffer libjpeg keeps for a progressive file, or a
+    /// sequential one whose first scan does not hold every component; 0 otherwise.
+    coefficient_bytes: u64,
 }
 
 /// Walks the JPEG marker segments up to the first SOS. Reads only what the segments hold.
@@ -501,6 +533,10 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
     let mut icc_chunks: Vec<(u8, u8, &[u8])> = Vec::new();
     let mut icc_segments = Vec::new();
     let mut seen_frame = false;
+    // (horizontal, vertical) sampling factor of each component, and whether the frame is
+    // progressive.
+    let mut sampling: Vec<(u8, u8)> = Vec::new();
+    let mut progressive = false;
     let mut pos = 2;
     loop {
         let segment_start = pos;
@@ -536,6 +572,13 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
                 }
                 header.height = u32::from(u16::from_be_bytes([seg[1], seg[2]]));
                 header.width = u32::from(u16::from_be_bytes([seg[3], seg[4]]));
+                header.components = seg[5];
+                sampling = seg[6..]
+                    .chunks_exact(3)
+                    .take(usize::from(seg[5]))
+                    .map(|c| (c[1] >> 4, c[1] & 15))
+                    .collect();
+                progressive = matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE);
                 seen_frame = true;
             }
             0xE1 if seg.starts_with(b"Exif\0\0") => {
@@ -552,7 +595,14 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
                 }
             }
             0xEE if seg.starts_with(b"Adobe") => header.adobe = true,
-            0xDA => break,
+            0xDA => {
+                let in_scan = seg.first().copied().unwrap_or(0);
+                if progressive || in_scan < header.components {
+                    header.coefficient_bytes =
+                        coefficient_bytes(header.width, header.height, &sampling);
+                }
+                break;
+            }
             _ => {}
         }
     }
@@ -577,6 +627,22 @@ fn jpeg_header(b: &[u8]) -> Result<JpegHeader, ImagingError> {
         header.broken_icc = icc_segments;
     }
     Ok(header)
+}
+
+/// The bytes of a whole-image DCT coefficient buffer: 64 coefficients of 2 bytes per 8x8
+/// block of each component, at the component's sampling.
+fn coefficient_bytes(width: u32, height: u32, sampling: &[(u8, u8)]) -> u64 {
+    let h_max = sampling.iter().map(|s| s.0).max().unwrap_or(1).max(1);
+    let v_max = sampling.iter().map(|s| s.1).max().unwrap_or(1).max(1);
+    sampling
+        .iter()
+        .map(|&(h, v)| {
+            let cols = (u64::from(width) * u64::from(h)).div_ceil(u64::from(h_max) * 8);
+            let rows = (u64::from(height) * u64::from(v)).div_ceil(u64::from(v_max) * 8);
+            // libjpeg pads each component to whole MCUs.
+            cols.next_multiple_of(u64::from(h.max(1))) * rows.next_multiple_of(u64::from(v.max(1))) * 128
+        })
+        .sum()
 }
 
 /// Reads the first IFD of a TIFF: size (tags 256/257), orientation (274), and whether an
@@ -604,6 +670,7 @@ fn tiff_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let count = u16_at(ifd).ok_or_else(truncated)? as usize;
     let mut info = SourceInfo::header_start(SourceFormat::Tiff);
     let mut samples = 1;
+    let mut bits = 8;
     for i in 0..count.min(1024) {
         let at = ifd + 2 + i * 12;
         let tag = u16_at(at).ok_or_else(truncated)?;
@@ -619,12 +686,23 @@ fn tiff_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
             (257, Some(v)) => info.height = v,
             (274, Some(v @ 1..=8)) => info.orientation = v as u8,
             (277, Some(v)) => samples = v,
+            (258, _) => {
+                // BitsPerSample: one SHORT per sample, in the entry when two fit.
+                let count = u32_at(at + 4).unwrap_or(0);
+                let first = if count <= 2 {
+                    u16_at(at + 8)
+                } else {
+                    u32_at(at + 8).and_then(|off| u16_at(off as usize))
+                };
+                bits = first.unwrap_or(32);
+            }
             (338, _) => info.has_alpha = true,
             (34675, _) => info.has_icc = true,
             _ => {}
         }
     }
     info.has_alpha |= samples == 2 || samples >= 4;
+    info.sample_bytes = u8::try_from(samples.clamp(1, 4) * bits.clamp(8, 32).div_ceil(8)).unwrap_or(16);
     Ok(info)
 }
 
@@ -681,9 +759,24 @@ fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
                 info.width = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
                 info.height = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
                 info.has_alpha = matches!(data[9], 4 | 6);
+                // The decoder expands palettes to RGB and depths below 8 to 8 bits.
+                let channels = match data[9] {
+                    0 => 1,
+                    4 => 2,
+                    6 => 4,
+                    _ => 3,
+                };
+                info.sample_bytes = channels * if data[8] == 16 { 2 } else { 1 };
             }
             _ if info.width == 0 => return Err(undecodable("PNG does not start with IHDR")),
-            b"tRNS" => info.has_alpha = true,
+            b"tRNS" => {
+                // Transparency adds an alpha channel of the samples' depth.
+                if !info.has_alpha {
+                    let depth = if info.sample_bytes % 2 == 0 && info.sample_bytes != 4 { 2 } else { 1 };
+                    info.sample_bytes += depth;
+                }
+                info.has_alpha = true;
+            }
             b"iCCP" => info.has_icc = true,
             b"acTL" => {
                 // An APNG: its frames are counted, but only its default image is decoded.

@@ -116,14 +116,16 @@ pub struct Level {
     pub mime: &'static str,
 }
 
-/// Builds the levels for `sizes` (long edges, ascending). `Ok(None)`: the file gets no
-/// pyramid at all (animated). Synchronous and CPU-bound; `cancel` is checked between levels.
-pub fn build(
-    bytes: &[u8],
-    sizes: &[u32],
-    limits: &Limits,
-    cancel: &AtomicBool,
-) -> Result<Option<(Pyramid, Vec<Level>)>, ImagingError> {
+/// What a build of `bytes` needs: the source's headers, its upright size, the levels wanted
+/// (ascending) and the JPEG shrink-on-load factor. `None` for an animation (no levels).
+struct Plan {
+    info: decode::SourceInfo,
+    full: Size,
+    wanted: Vec<Size>,
+    shrink: u32,
+}
+
+fn plan(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<Option<Plan>, ImagingError> {
     let info = probe(bytes)?;
     if u64::from(info.width) * u64::from(info.height) > limits.max_source_pixels {
         return Err(ImagingError::TooManyPixels {
@@ -143,23 +145,66 @@ pub fn build(
         .filter(|&&s| f64::from(long) >= MIN_REDUCTION * f64::from(s))
         .map(|&s| fit_long_edge(full, s))
         .collect();
-    let mut pyramid = Pyramid {
-        format: info.format,
-        width: ow,
-        height: oh,
-        levels: Vec::new(),
-    };
-    let Some(&largest) = wanted.last() else {
-        return Ok(Some((pyramid, Vec::new())));
-    };
-
     // Shrink-on-load down to at least the largest level, then one Lanczos pass per level,
     // each from the next larger one.
-    let shrink = if info.format == SourceFormat::Jpeg {
-        geometry::shrink_factor(full, largest)
-    } else {
-        1
+    let shrink = match wanted.last() {
+        Some(&largest) if info.format == SourceFormat::Jpeg => {
+            geometry::shrink_factor(full, largest)
+        }
+        _ => 1,
     };
+    Ok(Some(Plan {
+        info,
+        full,
+        wanted,
+        shrink,
+    }))
+}
+
+/// An estimate, on the high side, of the most memory [`build`] holds at once: the source and
+/// an edited copy, the decode, the upright copy, and the two largest levels (encoder input
+/// and output). What the builder reserves from the memory budget first.
+pub fn memory_need(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<u64, ImagingError> {
+    let source = 2 * bytes.len() as u64;
+    let Some(plan) = plan(bytes, sizes, limits)? else {
+        return Ok(source);
+    };
+    let Some(largest) = plan.wanted.last() else {
+        return Ok(source);
+    };
+    let info = &plan.info;
+    let shrink = u64::from(plan.shrink);
+    let decoded = u64::from(info.width).div_ceil(shrink) * u64::from(info.height).div_ceil(shrink);
+    let level = u64::from(largest.width) * u64::from(largest.height);
+    Ok(source + info.decode_bytes(plan.shrink) + decoded * 4 + level * 4 * 2 + (4 << 20))
+}
+
+/// Builds the levels for `sizes` (long edges, ascending). `Ok(None)`: the file gets no
+/// pyramid at all (animated). Synchronous and CPU-bound; `cancel` is checked between levels.
+pub fn build(
+    bytes: &[u8],
+    sizes: &[u32],
+    limits: &Limits,
+    cancel: &AtomicBool,
+) -> Result<Option<(Pyramid, Vec<Level>)>, ImagingError> {
+    let Some(Plan {
+        info,
+        full,
+        wanted,
+        shrink,
+    }) = plan(bytes, sizes, limits)?
+    else {
+        return Ok(None);
+    };
+    let mut pyramid = Pyramid {
+        format: info.format,
+        width: full.width,
+        height: full.height,
+        levels: Vec::new(),
+    };
+    if wanted.is_empty() {
+        return Ok(Some((pyramid, Vec::new())));
+    }
     let max_alloc = limits
         .max_source_pixels
         .saturating_mul(8)

@@ -285,6 +285,8 @@ struct Front {
     /// Decode and encode every frame (the frame budget is checked once the output size is
     /// known).
     animate: bool,
+    /// The size encoded, when it is known before decoding (not for `trim`).
+    output: Option<Size>,
 }
 
 fn front(job: &Job) -> Result<Front, ImagingError> {
@@ -357,6 +359,54 @@ fn front(job: &Job) -> Result<Front, ImagingError> {
         shrink,
         precision: precision_for(job, format, shrink),
         animate,
+        output: early_plan.map(|p| p.output_size(recipe)),
+    })
+}
+
+/// Memory for what `render` allocates besides the pixel buffers: encoder state, tables,
+/// the response.
+const RENDER_SLACK: u64 = 4 << 20;
+
+/// An estimate, on the high side, of the most memory `render` (or `describe`) holds at
+/// once for `job`, from the headers only: what the caller reserves from the memory budget
+/// before the job may start. Counts the source bytes and up to two edited copies of them,
+/// the decode (`SourceInfo::decode_bytes`), the upright working copy or the resizer's
+/// intermediate rows, and the output three times over (resized, filtered, encoder input).
+/// An animation counts its canvas, never a frame's rectangle: the decoder composes every
+/// frame on a full canvas and keeps the previous one for disposal.
+pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
+    guarded(|| {
+        let f = front(job)?;
+        let info = &f.info;
+        let source = 3 * job.bytes.len() as u64;
+        let canvas = u64::from(info.width) * u64::from(info.height);
+        let shrink = u64::from(f.shrink.max(1));
+        let (decoded_w, decoded_h) = {
+            let (w, h) = info.oriented_size();
+            (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
+        };
+        let decoded = decoded_w * decoded_h;
+        let (out_w, output) = f.output.map_or((decoded_w, decoded), |s| {
+            (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
+        });
+        let pixels = if f.animate {
+            // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
+            // its YUV planes for lossy WebP), the copy it hands out and the one kept for
+            // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
+            // pixel. Each output frame is resized, encoded and dropped.
+            5 * canvas * 4 + output * 4 * 4
+        } else {
+            // A copy of the decode when it is turned upright or trimmed, and the resizer's
+            // intermediate rows (output width by decoded height).
+            let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
+                decoded * 4
+            } else {
+                0
+            };
+            let rows = out_w.min(decoded_w) * decoded_h * 4;
+            info.decode_bytes(f.shrink) + copy + rows + output * 4 * 3
+        };
+        Ok(source + pixels + RENDER_SLACK)
     })
 }
 
@@ -375,6 +425,7 @@ fn prepare<'a>(
         shrink,
         precision,
         animate,
+        ..
     } = front;
     if let Some(r) = job.reduced {
         log.step(|| {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{BodyPace, ObjectHead, StorageError};
 use crate::edge::url::ObjectKey;
@@ -59,9 +59,20 @@ impl FsStorage {
                 limit: max_bytes,
             });
         }
-        // The length may change under us; read at most one byte past the limit to notice.
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        file.take(max_bytes + 1).read_to_end(&mut buf).await?;
+        // One blocking read into a buffer allocated here, on the async worker, with room
+        // for the EOF probe. Not tokio's `File`, which reads through 2 MiB buffers that
+        // its blocking threads allocate: freed elsewhere, they stayed with those idle
+        // threads' allocator heaps (measured: 330 MB of RSS after a burst of 32 clients
+        // reading 0.3-3.6 MB originals that were then refused).
+        let mut buf = Vec::with_capacity((meta.len() as usize).saturating_add(64));
+        let file = file.into_std().await;
+        let buf = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            // The length may change under us; read at most one byte past the limit to notice.
+            file.take(max_bytes + 1).read_to_end(&mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
         if buf.len() as u64 > max_bytes {
             return Err(StorageError::TooLarge {
                 size: buf.len() as u64,
