@@ -966,6 +966,29 @@ mod tests {
     use crate::imaging::conformance_image;
 
     #[test]
+    fn decode_memory_is_read_from_the_headers() {
+        let progressive = probe(&conformance_image("progressive.jpg")).unwrap();
+        // 300x200 4:2:0: 38x25 luma blocks padded to whole MCUs (38x26), 19x13 of each
+        // chroma component, 64 coefficients of 2 bytes per block, kept at any scale.
+        let coefficients = (38 * 26 + 2 * 19 * 13) * 128;
+        assert_eq!(progressive.coefficient_bytes, coefficients);
+        assert_eq!(progressive.decode_bytes(1), coefficients + 300 * 200 * 3);
+        assert_eq!(progressive.decode_bytes(8), coefficients + 38 * 25 * 3);
+        let baseline = probe(&conformance_image("landscape.jpg")).unwrap();
+        assert_eq!(baseline.coefficient_bytes, 0);
+        assert_eq!(baseline.decode_bytes(2), 300 * 200 * 3);
+        // CMYK: 4 bytes from the decoder, 3 after conversion.
+        let cmyk = probe(&conformance_image("cmyk.jpg")).unwrap();
+        assert_eq!(cmyk.decode_bytes(1), 300 * 200 * 7);
+        // 16-bit grey PNG: 2 bytes per pixel, then RGB(A) 8-bit.
+        let gray16 = std::fs::read(format!("{}/fixtures/gray16.png", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let gray16 = probe(&gray16).unwrap();
+        assert_eq!(gray16.sample_bytes, 2);
+        let px = u64::from(gray16.width) * u64::from(gray16.height);
+        assert_eq!(gray16.decode_bytes(1), px * 6);
+    }
+
+    #[test]
     fn tiff_and_bmp_are_probed_from_their_headers_and_decoded() {
         for (name, format, size) in [
             ("image.tiff", SourceFormat::Tiff, (300, 200)),
@@ -1024,6 +1047,8 @@ mod tests {
             frames: if animated { 3 } else { 1 },
             plays: if animated { 0 } else { 1 },
             has_icc: icc,
+            sample_bytes: 3,
+            coefficient_bytes: 0,
         }
     }
 
@@ -1057,8 +1082,17 @@ mod tests {
                 info(Jpeg, 50_000, 50_000, 1, false, false, false),
             ),
         ];
-        for (name, want) in table {
-            assert_eq!(probe(&fixture(name)).unwrap(), want, "{name}");
+        // Bytes per pixel the decoder hands out, in the same order.
+        let samples = [3, 3, 4, 3, 4, 2, 4, 4, 3, 3];
+        for ((name, want), sample_bytes) in table.into_iter().zip(samples) {
+            let got = probe(&fixture(name)).unwrap();
+            assert_eq!(got.sample_bytes, sample_bytes, "{name}");
+            let got = SourceInfo {
+                sample_bytes: 3,
+                coefficient_bytes: 0,
+                ..got
+            };
+            assert_eq!(got, want, "{name}");
         }
     }
 

@@ -370,8 +370,8 @@ const RENDER_SLACK: u64 = 4 << 20;
 /// An estimate, on the high side, of the most memory `render` (or `describe`) holds at
 /// once for `job`, from the headers only: what the caller reserves from the memory budget
 /// before the job may start. Counts the source bytes and up to two edited copies of them,
-/// the decode (`SourceInfo::decode_bytes`), the upright working copy or the resizer's
-/// intermediate rows, and the output three times over (resized, filtered, encoder input).
+/// the decode (`SourceInfo::decode_bytes`), the upright or trimmed copy, the resizer's
+/// intermediate rows, and the output twice (resized, then filtered or encoded).
 /// An animation counts its canvas, never a frame's rectangle: the decoder composes every
 /// frame on a full canvas and keeps the previous one for disposal.
 pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
@@ -398,13 +398,17 @@ pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
         } else {
             // A copy of the decode when it is turned upright or trimmed, and the resizer's
             // intermediate rows (output width by decoded height).
+            let bpp = if info.has_alpha { 4 } else { 3 };
             let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
-                decoded * 4
+                decoded * bpp
             } else {
                 0
             };
-            let rows = out_w.min(decoded_w) * decoded_h * 4;
-            info.decode_bytes(f.shrink) + copy + rows + output * 4 * 3
+            let rows = out_w.min(decoded_w) * decoded_h * bpp;
+            // The resized image and one more copy (a filter's, or the encoder's input);
+            // AVIF's encoder holds its planes and reference frames besides.
+            let encoder = if f.format == Format::Avif { 16 } else { 0 };
+            info.decode_bytes(f.shrink) + copy + rows + output * (2 * bpp + encoder)
         };
         Ok(source + pixels + RENDER_SLACK)
     })
@@ -1057,6 +1061,64 @@ mod tests {
         recipe
     }
 
+    fn need(bytes: &[u8], recipe: &Recipe, output: FormatChoice) -> u64 {
+        let limits = Limits {
+            max_source_pixels: 100_000_000,
+            max_output_side: 8192,
+            max_animation_pixels: 50_000_000,
+        };
+        memory_need(&Job {
+            bytes,
+            recipe,
+            output,
+            default_quality: 80,
+            limits: &limits,
+            cancel: &AtomicBool::new(false),
+            reduced: None,
+            share: None,
+            overlays: &[],
+        })
+        .unwrap()
+    }
+
+    /// A GIF with a `side` x `side` screen and `frames` frames of one pixel each.
+    fn gif_with_screen(side: u16, frames: u16) -> Vec<u8> {
+        let mut out = b"GIF89a".to_vec();
+        out.extend(side.to_le_bytes());
+        out.extend(side.to_le_bytes());
+        out.extend([0xF0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF]);
+        for i in 0..frames {
+            out.extend(b"\x21\xf9\x04\x04\x02\x00\x00\x00\x2c");
+            for v in [i, i, 1, 1] {
+                out.extend(v.to_le_bytes());
+            }
+            out.extend(b"\x00\x02\x02\x4c\x01\x00");
+        }
+        out.push(0x3B);
+        out
+    }
+
+    #[test]
+    fn memory_need_follows_the_decode_the_output_and_an_animations_canvas() {
+        let photo = fixture("landscape.jpg"); // 640x427 baseline 4:2:0
+        let small = need(&photo, &sized(Fit::FitIn, 100, 100), JPEG);
+        let full = need(&photo, &sized(Fit::FitIn, 640, 640), JPEG);
+        // A 100 px box decodes at 1/4 (160x107 RGB); the full size decodes whole and
+        // keeps the output twice: at least 640x427 x (3 + 3 x 2) bytes more.
+        assert!(full >= small + 640 * 427 * 8, "{small} {full}");
+        assert!(small < 3 * photo.len() as u64 + RENDER_SLACK + 400_000, "{small}");
+        let avif = need(&photo, &sized(Fit::FitIn, 640, 640), FormatChoice::Explicit(Format::Avif));
+        assert!(avif >= full + 640 * 427 * 16, "{full} {avif}");
+
+        // Two frames of one pixel on a 4000x4000 screen: the canvas is what counts.
+        let gif = gif_with_screen(4000, 2);
+        let anim = need(&gif, &sized(Fit::FitIn, 100, 100), FormatChoice::Explicit(Format::Gif));
+        assert!(anim >= 5 * 4000 * 4000 * 4, "{anim}");
+        // As a still (2000 frames are over the animation limit) it is still the screen.
+        let still = need(&gif_with_screen(4000, 2000), &sized(Fit::FitIn, 100, 100), JPEG);
+        assert!(still >= 4000 * 4000 * (4 + 3), "{still}");
+    }
+
     const JPEG: FormatChoice = FormatChoice::Explicit(Format::Jpeg);
     const PNG: FormatChoice = FormatChoice::Explicit(Format::Png);
     const AUTO: FormatChoice = FormatChoice::Auto {
@@ -1596,6 +1658,8 @@ mod tests {
             frames: if animated { 4 } else { 1 },
             plays: 0,
             has_icc: false,
+            sample_bytes: 4,
+            coefficient_bytes: 0,
         };
         use SourceFormat::*;
         let both = FormatChoice::Auto {

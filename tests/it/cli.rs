@@ -334,6 +334,9 @@ fn the_server_hands_memory_back_once_quiet() {
             ])
             .env("IMGEDGE_VARIANT_CACHE_BYTES", "0")
             .env("IMGEDGE_DERIVATIVE_SIZES", "")
+            // Room for four near-full-size renders at once: this is about what the
+            // allocator gives back afterwards, not about admission.
+            .env("IMGEDGE_MEMORY_BUDGET_BYTES", "1073741824")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()

@@ -7,6 +7,7 @@ mod cli;
 mod clients;
 mod derivatives;
 mod edge;
+mod memory;
 mod ops;
 mod slow;
 mod support;
