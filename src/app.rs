@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::api::auth::{JwtVerifier, KeyRing};
+use crate::budget::MemoryBudget;
 use crate::cache::{CacheSizes, Caches};
 use crate::config::{Config, StorageKind};
-use crate::budget::MemoryBudget;
 use crate::cpu::CpuPool;
 use crate::db::{Db, DbError};
 use crate::edge::access::Signing;

@@ -55,7 +55,9 @@ pub struct Reservation {
 
 impl MemoryBudget {
     pub fn new(total: u64, metrics: Arc<Metrics>) -> MemoryBudget {
-        metrics.memory_budget.set(i64::try_from(total).unwrap_or(i64::MAX));
+        metrics
+            .memory_budget
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
         MemoryBudget {
             inner: Arc::new(Inner {
                 total,
@@ -76,7 +78,10 @@ impl MemoryBudget {
     }
 
     fn free(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.inner.free.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reserves `bytes` if they fit now.
@@ -93,7 +98,10 @@ impl MemoryBudget {
         *free -= bytes;
         let reserved = self.inner.total - *free;
         drop(free);
-        self.inner.metrics.memory_reserved.set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        self.inner
+            .metrics
+            .memory_reserved
+            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
         Some(Reservation {
             inner: self.inner.clone(),
             bytes,
@@ -178,11 +186,18 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut free = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut free = self
+            .inner
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *free += self.bytes;
         let reserved = self.inner.total - *free;
         drop(free);
-        self.inner.metrics.memory_reserved.set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        self.inner
+            .metrics
+            .memory_reserved
+            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
         self.inner.returned.notify_waiters();
     }
 }
@@ -234,11 +249,14 @@ fn parse_meminfo(text: &str) -> Option<u64> {
 
 fn cgroup_limit() -> Option<u64> {
     // cgroup v2, then v1; "max" (or a v1 "no limit" near u64::MAX) is no limit.
-    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .find_map(|t| t.trim().parse::<u64>().ok())
-        .filter(|&v| v < 1 << 60)
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .find_map(|t| t.trim().parse::<u64>().ok())
+    .filter(|&v| v < 1 << 60)
 }
 
 #[cfg(test)]
@@ -305,7 +323,10 @@ mod tests {
         let s1 = b.reserve_source(40, soon).await.unwrap();
         let s2 = b.reserve_source(30, soon).await.unwrap();
         // 30 free: a third source of 10 would leave less than the quarter kept for growth.
-        assert_eq!(b.reserve_source(10, soon).await.unwrap_err(), BudgetError::Busy);
+        assert_eq!(
+            b.reserve_source(10, soon).await.unwrap_err(),
+            BudgetError::Busy
+        );
         let grown = s1.grow_to(65, soon).await.unwrap();
         assert_eq!((grown.bytes(), b.reserved()), (65, 95));
         assert_eq!(

@@ -640,7 +640,9 @@ fn coefficient_bytes(width: u32, height: u32, sampling: &[(u8, u8)]) -> u64 {
             let cols = (u64::from(width) * u64::from(h)).div_ceil(u64::from(h_max) * 8);
             let rows = (u64::from(height) * u64::from(v)).div_ceil(u64::from(v_max) * 8);
             // libjpeg pads each component to whole MCUs.
-            cols.next_multiple_of(u64::from(h.max(1))) * rows.next_multiple_of(u64::from(v.max(1))) * 128
+            cols.next_multiple_of(u64::from(h.max(1)))
+                * rows.next_multiple_of(u64::from(v.max(1)))
+                * 128
         })
         .sum()
 }
@@ -702,7 +704,8 @@ fn tiff_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
         }
     }
     info.has_alpha |= samples == 2 || samples >= 4;
-    info.sample_bytes = u8::try_from(samples.clamp(1, 4) * bits.clamp(8, 32).div_ceil(8)).unwrap_or(16);
+    info.sample_bytes =
+        u8::try_from(samples.clamp(1, 4) * bits.clamp(8, 32).div_ceil(8)).unwrap_or(16);
     Ok(info)
 }
 
@@ -744,6 +747,8 @@ fn bmp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
     let truncated = || undecodable("truncated PNG header");
     let mut info = SourceInfo::header_start(SourceFormat::Png);
+    // Bytes per sample as decoded (16-bit stays 16-bit).
+    let mut depth = 1;
     let mut pos = 8;
     loop {
         let head = b.get(pos..pos + 8).ok_or_else(truncated)?;
@@ -766,13 +771,13 @@ fn png_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
                     6 => 4,
                     _ => 3,
                 };
-                info.sample_bytes = channels * if data[8] == 16 { 2 } else { 1 };
+                depth = if data[8] == 16 { 2 } else { 1 };
+                info.sample_bytes = channels * depth;
             }
             _ if info.width == 0 => return Err(undecodable("PNG does not start with IHDR")),
             b"tRNS" => {
                 // Transparency adds an alpha channel of the samples' depth.
                 if !info.has_alpha {
-                    let depth = if info.sample_bytes % 2 == 0 && info.sample_bytes != 4 { 2 } else { 1 };
                     info.sample_bytes += depth;
                 }
                 info.has_alpha = true;
@@ -981,7 +986,11 @@ mod tests {
         let cmyk = probe(&conformance_image("cmyk.jpg")).unwrap();
         assert_eq!(cmyk.decode_bytes(1), 300 * 200 * 7);
         // 16-bit grey PNG: 2 bytes per pixel, then RGB(A) 8-bit.
-        let gray16 = std::fs::read(format!("{}/fixtures/gray16.png", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let gray16 = std::fs::read(format!(
+            "{}/fixtures/gray16.png",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
         let gray16 = probe(&gray16).unwrap();
         assert_eq!(gray16.sample_bytes, 2);
         let px = u64::from(gray16.width) * u64::from(gray16.height);

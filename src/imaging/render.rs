@@ -1106,16 +1106,31 @@ mod tests {
         // A 100 px box decodes at 1/4 (160x107 RGB); the full size decodes whole and
         // keeps the output twice: at least 640x427 x (3 + 3 x 2) bytes more.
         assert!(full >= small + 640 * 427 * 8, "{small} {full}");
-        assert!(small < 3 * photo.len() as u64 + RENDER_SLACK + 400_000, "{small}");
-        let avif = need(&photo, &sized(Fit::FitIn, 640, 640), FormatChoice::Explicit(Format::Avif));
+        assert!(
+            small < 3 * photo.len() as u64 + RENDER_SLACK + 400_000,
+            "{small}"
+        );
+        let avif = need(
+            &photo,
+            &sized(Fit::FitIn, 640, 640),
+            FormatChoice::Explicit(Format::Avif),
+        );
         assert!(avif >= full + 640 * 427 * 16, "{full} {avif}");
 
         // Two frames of one pixel on a 4000x4000 screen: the canvas is what counts.
         let gif = gif_with_screen(4000, 2);
-        let anim = need(&gif, &sized(Fit::FitIn, 100, 100), FormatChoice::Explicit(Format::Gif));
+        let anim = need(
+            &gif,
+            &sized(Fit::FitIn, 100, 100),
+            FormatChoice::Explicit(Format::Gif),
+        );
         assert!(anim >= 5 * 4000 * 4000 * 4, "{anim}");
         // As a still (2000 frames are over the animation limit) it is still the screen.
-        let still = need(&gif_with_screen(4000, 2000), &sized(Fit::FitIn, 100, 100), JPEG);
+        let still = need(
+            &gif_with_screen(4000, 2000),
+            &sized(Fit::FitIn, 100, 100),
+            JPEG,
+        );
         assert!(still >= 4000 * 4000 * (4 + 3), "{still}");
     }
 

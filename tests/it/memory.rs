@@ -48,7 +48,8 @@ async fn a_render_over_the_whole_budget_is_refused_from_the_header_with_422() {
     // 46 bytes per frame; the 4000x4000 screen decodes to 64 MB of RGBA and more.
     s.add_bytes("screen.gif", gif_with_screen(4000, 200), Visibility::Public)
         .await;
-    s.add("small.jpg", "landscape.jpg", Visibility::Public).await;
+    s.add("small.jpg", "landscape.jpg", Visibility::Public)
+        .await;
 
     let r = s.get("/fit-in/100x100/screen.gif").await;
     assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
