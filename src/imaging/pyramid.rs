@@ -162,8 +162,9 @@ fn plan(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<Option<Plan>, Im
 }
 
 /// An estimate, on the high side, of the most memory [`build`] holds at once: the source and
-/// an edited copy, the decode, the upright copy, and the two largest levels (encoder input
-/// and output). What the builder reserves from the memory budget first.
+/// an edited copy, the decode, its upright or sRGB copy, and the largest level twice (the
+/// resized level, then the next level resized from it). What the builder reserves from the
+/// memory budget first.
 pub fn memory_need(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<u64, ImagingError> {
     let source = 2 * bytes.len() as u64;
     let Some(plan) = plan(bytes, sizes, limits)? else {
@@ -175,8 +176,15 @@ pub fn memory_need(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<u64, 
     let info = &plan.info;
     let shrink = u64::from(plan.shrink);
     let decoded = u64::from(info.width).div_ceil(shrink) * u64::from(info.height).div_ceil(shrink);
+    let bpp = if info.has_alpha { 4 } else { 3 };
+    // Turning the decode upright or into sRGB works on a copy of it.
+    let copy = if info.orientation > 1 || info.has_icc {
+        decoded * bpp
+    } else {
+        0
+    };
     let level = u64::from(largest.width) * u64::from(largest.height);
-    Ok(source + info.decode_bytes(plan.shrink) + decoded * 4 + level * 4 * 2 + (4 << 20))
+    Ok(source + info.decode_bytes(plan.shrink) + copy + level * bpp * 2 + (4 << 20))
 }
 
 /// Builds the levels for `sizes` (long edges, ascending). `Ok(None)`: the file gets no
@@ -260,6 +268,24 @@ mod tests {
             90,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_13_mp_progressive_photo_gets_its_levels_within_the_default_budget() {
+        // The 300x200 progressive test image with its frame header saying 4224x3168 (the
+        // bench's dragonfly.jpg): only the headers are read.
+        let mut bytes = crate::imaging::conformance_image("progressive.jpg");
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC2]).unwrap();
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0x0C, 0x60, 0x10, 0x80]);
+        let limits = Limits {
+            max_source_pixels: 100_000_000,
+            max_output_side: 8192,
+            max_animation_pixels: 50_000_000,
+        };
+        let need = memory_need(&bytes, &[640, 1800, 2560], &limits).unwrap();
+        // 40 MB of coefficients, 40 MB of pixels (no shrink-on-load to 2560), 2560x1920 twice.
+        assert!(need > 4224 * 3168 * 6, "{need}");
+        assert!(need < 128 << 20, "{need}");
     }
 
     #[test]
