@@ -46,6 +46,17 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
+impl Inner {
+    /// Updates the reserved-bytes gauge from the free count, and unlocks it.
+    fn publish(&self, free: std::sync::MutexGuard<'_, u64>) {
+        let reserved = self.total - *free;
+        drop(free);
+        self.metrics
+            .memory_reserved
+            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
+    }
+}
+
 /// Memory held from the budget; given back on drop.
 #[derive(Debug)]
 pub struct Reservation {
@@ -96,12 +107,7 @@ impl MemoryBudget {
             return None;
         }
         *free -= bytes;
-        let reserved = self.inner.total - *free;
-        drop(free);
-        self.inner
-            .metrics
-            .memory_reserved
-            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        self.inner.publish(free);
         Some(Reservation {
             inner: self.inner.clone(),
             bytes,
@@ -192,12 +198,7 @@ impl Drop for Reservation {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *free += self.bytes;
-        let reserved = self.inner.total - *free;
-        drop(free);
-        self.inner
-            .metrics
-            .memory_reserved
-            .set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        self.inner.publish(free);
         self.inner.returned.notify_waiters();
     }
 }

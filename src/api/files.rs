@@ -35,7 +35,7 @@ fn bad(code: ApiCode, message: impl Into<String>) -> ApiError {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     s3_key: String,
     original_name: String,
     mime_type: String,
@@ -360,7 +360,7 @@ pub async fn list<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiEr
     ))
 }
 
-struct ListQuery {
+pub(crate) struct ListQuery {
     page: u32,
     limit: u32,
     sort: SortBy,
@@ -369,7 +369,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(query: Option<&str>) -> Result<ListQuery, ApiError> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<ListQuery, ApiError> {
         let invalid = |name: &str, why: &str| {
             bad(
                 ApiCode::InvalidParameters,
@@ -444,7 +444,7 @@ impl ListQuery {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchRequest {
+pub(crate) struct PatchRequest {
     original_name: Option<String>,
     visibility: Option<String>,
     metadata: Option<Value>,

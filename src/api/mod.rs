@@ -11,6 +11,30 @@ mod objects;
 mod uploads;
 mod view;
 
+/// Entry points for the fuzz targets (`fuzz/`, README "Fuzzing"): what the API does with a
+/// request body or query string before anything reaches storage or the database. Not part
+/// of the library's interface.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::{body, files, uploads};
+
+    /// Parses `bytes` as every JSON body the API accepts; errors are expected, panics not.
+    pub fn bodies(bytes: &[u8]) {
+        let _ = body::parse_json::<files::RegisterRequest>(bytes);
+        let _ = body::parse_json::<files::PatchRequest>(bytes);
+        let _ = body::parse_json::<uploads::UploadRequest>(bytes);
+        let _ = body::parse_json::<uploads::PartUrlRequest>(bytes);
+        let _ = body::parse_json::<uploads::CompleteRequest>(bytes);
+        let _ = body::parse_json::<uploads::AbortRequest>(bytes);
+    }
+
+    /// Parses `query` as the listing's query string and as plain pairs.
+    pub fn query(query: &str) {
+        let _ = files::ListQuery::parse(Some(query));
+        let _ = body::query_pairs(Some(query));
+    }
+}
+
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;

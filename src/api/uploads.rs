@@ -395,7 +395,7 @@ where
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PartUrlRequest {
+pub(crate) struct PartUrlRequest {
     key: String,
     upload_id: String,
     part_number: i64,
@@ -410,7 +410,7 @@ struct PartRef {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CompleteRequest {
+pub(crate) struct CompleteRequest {
     key: String,
     upload_id: String,
     parts: Vec<PartRef>,
@@ -418,7 +418,7 @@ struct CompleteRequest {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AbortRequest {
+pub(crate) struct AbortRequest {
     key: String,
     upload_id: String,
 }

@@ -103,16 +103,20 @@ impl SourceInfo {
     /// coefficients. An estimate from the headers, on the high side.
     pub fn decode_bytes(&self, shrink: u32) -> u64 {
         let shrink = u64::from(shrink.max(1));
-        let px = u64::from(self.width).div_ceil(shrink) * u64::from(self.height).div_ceil(shrink);
-        let native = px * u64::from(self.sample_bytes);
+        // Saturating: a header may claim 4 billion pixels a side (refused later by the
+        // pixel limit, but estimated first).
+        let px = u64::from(self.width)
+            .div_ceil(shrink)
+            .saturating_mul(u64::from(self.height).div_ceil(shrink));
         // The conversion copy that lives next to the decoder's output: none for 8-bit RGB,
         // RGB for 8-bit RGBA (dropped when every pixel is opaque) and CMYK, RGBA otherwise.
         let converted = match self.sample_bytes {
             3 => 0,
-            4 => px * 3,
-            _ => px * 4,
+            4 => 3,
+            _ => 4,
         };
-        self.coefficient_bytes + native + converted
+        px.saturating_mul(u64::from(self.sample_bytes) + converted)
+            .saturating_add(self.coefficient_bytes)
     }
 
     /// Width and height as displayed, after EXIF orientation.
@@ -969,6 +973,20 @@ fn webp_header(b: &[u8]) -> Result<SourceInfo, ImagingError> {
 mod tests {
     use super::*;
     use crate::imaging::conformance_image;
+
+    #[test]
+    fn a_header_of_billions_of_pixels_is_estimated_without_overflow() {
+        // Found by `fuzz/run.sh` (target `probe`): a BMP whose header claims 1922355207 x
+        // 2172627623 pixels overflowed the estimate (a panic with debug assertions).
+        let mut bmp = b"BM\x66\x07\0\0\x10\0\0\0\x36\0\0\0\x28\0\0\0".to_vec();
+        bmp.extend([
+            0x07, 0x50, 0x94, 0x72, 0x17, 0xa5, 0xff, 0x81, 0x01, 0x00, 0x18, 0x00,
+        ]);
+        bmp.extend([0u8; 40]);
+        let info = probe(&bmp).unwrap();
+        assert_eq!((info.width, info.height), (0x7294_5007, 0x7e00_5ae9));
+        assert_eq!(info.decode_bytes(1), u64::MAX);
+    }
 
     #[test]
     fn decode_memory_is_read_from_the_headers() {

@@ -175,16 +175,21 @@ pub fn memory_need(bytes: &[u8], sizes: &[u32], limits: &Limits) -> Result<u64, 
     };
     let info = &plan.info;
     let shrink = u64::from(plan.shrink);
-    let decoded = u64::from(info.width).div_ceil(shrink) * u64::from(info.height).div_ceil(shrink);
+    let decoded = u64::from(info.width)
+        .div_ceil(shrink)
+        .saturating_mul(u64::from(info.height).div_ceil(shrink));
     let bpp = if info.has_alpha { 4 } else { 3 };
     // Turning the decode upright or into sRGB works on a copy of it.
     let copy = if info.orientation > 1 || info.has_icc {
-        decoded * bpp
+        decoded.saturating_mul(bpp)
     } else {
         0
     };
     let level = u64::from(largest.width) * u64::from(largest.height);
-    Ok(source + info.decode_bytes(plan.shrink) + copy + level * bpp * 2 + (4 << 20))
+    Ok(info
+        .decode_bytes(plan.shrink)
+        .saturating_add(copy)
+        .saturating_add(source + level * bpp * 2 + (4 << 20)))
 }
 
 /// Builds the levels for `sizes` (long edges, ascending). `Ok(None)`: the file gets no

@@ -378,14 +378,15 @@ pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
     guarded(|| {
         let f = front(job)?;
         let info = &f.info;
+        // `front` has checked the pixel limit, but the limit is configurable: saturate.
         let source = 3 * job.bytes.len() as u64;
-        let canvas = u64::from(info.width) * u64::from(info.height);
+        let canvas = u64::from(info.width).saturating_mul(u64::from(info.height));
         let shrink = u64::from(f.shrink.max(1));
         let (decoded_w, decoded_h) = {
             let (w, h) = info.oriented_size();
             (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
         };
-        let decoded = decoded_w * decoded_h;
+        let decoded = decoded_w.saturating_mul(decoded_h);
         let (out_w, output) = f.output.map_or((decoded_w, decoded), |s| {
             (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
         });
@@ -394,23 +395,28 @@ pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
             // its YUV planes for lossy WebP), the copy it hands out and the one kept for
             // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
             // pixel. Each output frame is resized, encoded and dropped.
-            5 * canvas * 4 + output * 4 * 4
+            canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
         } else {
             // A copy of the decode when it is turned upright or trimmed, and the resizer's
             // intermediate rows (output width by decoded height).
             let bpp = if info.has_alpha { 4 } else { 3 };
             let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
-                decoded * bpp
+                decoded.saturating_mul(bpp)
             } else {
                 0
             };
-            let rows = out_w.min(decoded_w) * decoded_h * bpp;
+            let rows = out_w
+                .min(decoded_w)
+                .saturating_mul(decoded_h)
+                .saturating_mul(bpp);
             // The resized image and one more copy (a filter's, or the encoder's input);
             // AVIF's encoder holds its planes and reference frames besides.
             let encoder = if f.format == Format::Avif { 16 } else { 0 };
-            info.decode_bytes(f.shrink) + copy + rows + output * (2 * bpp + encoder)
+            info.decode_bytes(f.shrink)
+                .saturating_add(copy.saturating_add(rows))
+                .saturating_add(output * (2 * bpp + encoder))
         };
-        Ok(source + pixels + RENDER_SLACK)
+        Ok(pixels.saturating_add(source + RENDER_SLACK))
     })
 }
 
