@@ -1,6 +1,8 @@
 //! Admission by memory: every render and every derivative build reserves its estimated
 //! peak (`imaging::memory_need`, `imaging::pyramid_memory_need`, read from the headers)
 //! from one process-wide budget before it may run, and gives it back when it really ends.
+//! A render reserves its source's size before reading it and the rest once it holds a CPU
+//! slot (`edge::run_imaging`), so renders waiting in the CPU queue hold only their sources.
 //!
 //! Invariants:
 //! - the reservations held never add up to more than the budget, so the pixel buffers of
@@ -95,6 +97,18 @@ impl MemoryBudget {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `TooLarge` when `bytes` could never fit, counted as a refusal; reserves nothing.
+    pub fn check(&self, bytes: u64) -> Result<(), BudgetError> {
+        if bytes > self.inner.total {
+            self.inner.metrics.memory_refused.inc();
+            return Err(BudgetError::TooLarge {
+                need: bytes,
+                budget: self.inner.total,
+            });
+        }
+        Ok(())
+    }
+
     /// Reserves `bytes` if they fit now.
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
         self.try_reserve_leaving(bytes, 0)
@@ -139,13 +153,7 @@ impl MemoryBudget {
         keep: u64,
         until: Instant,
     ) -> Result<Reservation, BudgetError> {
-        if bytes > self.inner.total {
-            self.inner.metrics.memory_refused.inc();
-            return Err(BudgetError::TooLarge {
-                need: bytes,
-                budget: self.inner.total,
-            });
-        }
+        self.check(bytes)?;
         loop {
             // Registered before looking, so a reservation given back in between wakes us.
             let returned = self.inner.returned.notified();
@@ -177,13 +185,7 @@ impl Reservation {
         let budget = MemoryBudget {
             inner: self.inner.clone(),
         };
-        if bytes > budget.total() {
-            budget.inner.metrics.memory_refused.inc();
-            return Err(BudgetError::TooLarge {
-                need: bytes,
-                budget: budget.total(),
-            });
-        }
+        budget.check(bytes)?;
         let mut extra = budget.reserve(bytes - self.bytes, until).await?;
         self.bytes += std::mem::take(&mut extra.bytes);
         Ok(self)
@@ -222,11 +224,12 @@ pub fn settle(reservation: Reservation) {
 }
 
 /// The default budget: an eighth of the memory the process may use (the smaller of the
-/// machine's and the cgroup's limit), between 64 MiB and 160 MiB. The upper bound keeps the
+/// machine's and the cgroup's limit), between 64 MiB and 128 MiB. The upper bound keeps the
 /// whole process under 400 MiB through a hostile burst on the other defaults (measured by
-/// `loadtest/burst.py`: peak RSS is about 50 MiB plus 1.2 to 1.5 times the budget, the
-/// rest being buffers the allocator keeps for reuse); raise it for sources over about
-/// 25 megapixels of PNG or WebP, or 40 megapixels of progressive JPEG.
+/// `loadtest/burst.py`: peak RSS is about 50 MiB plus 1.5 to 2.5 times the budget, the
+/// rest being buffers the allocator keeps for reuse, per-thread heaps and sources in
+/// flight; 160 MiB measured 348-407 MiB); raise it for sources over about 15 megapixels of
+/// PNG or WebP with alpha, or 30 megapixels of progressive JPEG.
 pub fn default_budget() -> u64 {
     const MIB: u64 = 1 << 20;
     let available = [machine_memory(), cgroup_limit()]
@@ -234,7 +237,7 @@ pub fn default_budget() -> u64 {
         .flatten()
         .min()
         .unwrap_or(2048 * MIB);
-    (available / 8).clamp(64 * MIB, 160 * MIB)
+    (available / 8).clamp(64 * MIB, 128 * MIB)
 }
 
 fn machine_memory() -> Option<u64> {
@@ -353,6 +356,6 @@ mod tests {
             Some(24_576_000 * 1024)
         );
         let d = default_budget();
-        assert!((64 << 20..=160 << 20).contains(&d), "{d}");
+        assert!((64 << 20..=128 << 20).contains(&d), "{d}");
     }
 }

@@ -194,7 +194,7 @@ pub struct Config {
     /// Memory that renders and derivative builds may hold at once, reserved from their
     /// headers before decoding (see `budget.rs`): work that does not fit waits, then gets
     /// 503; a render needing more than all of it gets 422. `auto` (the default): an eighth
-    /// of the machine's (or cgroup's) memory, between 64 MiB and 160 MiB.
+    /// of the machine's (or cgroup's) memory, between 64 MiB and 128 MiB.
     #[serde(deserialize_with = "flex")]
     pub memory_budget_bytes: AutoBytes,
     /// Concurrent transforms; 0 means the number of cores.
