@@ -12,7 +12,9 @@ use imgedge::edge::url::ObjectKey;
 use imgedge::storage::presign::Permit;
 use serde_json::json;
 
-use crate::support::{Backends, Fault, FaultProxy, PK, TestServer, eventually_async, fixture};
+use crate::support::{
+    Backends, Fault, FaultProxy, PK, TestServer, eventually_async, fixture, presign,
+};
 
 /// How quickly another node must stop serving a file made private or deleted: the
 /// announcement travels over PostgreSQL LISTEN/NOTIFY in milliseconds; this bound leaves
@@ -28,20 +30,6 @@ fn skip(test: &str, needs: &str) {
 
 fn code(r: &crate::support::Resp) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_owned()
-}
-
-async fn presign(s: &TestServer, name: &str, size: usize) -> serde_json::Value {
-    let r = s
-        .api(
-            Method::POST,
-            "/v1/files/presigned-url",
-            PK,
-            Some("alice"),
-            Some(json!({ "filename": name, "contentType": "image/jpeg", "fileSize": size })),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.json()
 }
 
 async fn register(

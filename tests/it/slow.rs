@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use http::Method;
 use imgedge::db::Visibility;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{PK, TestServer};
+use crate::support::{TestServer, presign};
 
 /// Reads until the server closes the connection (or `limit` passes, which fails the test:
 /// the bound only keeps a broken server from hanging the suite).
@@ -121,16 +120,7 @@ async fn a_trickled_upload_is_cut_off_with_408_and_leaves_nothing_behind() {
         return;
     }
     let size = 20_000;
-    let presigned = s
-        .api(
-            Method::POST,
-            "/v1/files/presigned-url",
-            PK,
-            Some("alice"),
-            Some(json!({ "filename": "slow.jpg", "contentType": "image/jpeg", "fileSize": size })),
-        )
-        .await
-        .json();
+    let presigned = presign(&s, "slow.jpg", size).await;
     let url = presigned["url"].as_str().unwrap();
     let path = url.split_once(&s.api.to_string()).unwrap().1.to_owned();
     let mut conn = TcpStream::connect(s.api).await.unwrap();

@@ -581,3 +581,18 @@ async fn relay(
         () = pump(sr, cw, mode) => {}
     }
 }
+
+/// A presigned upload URL for a JPEG of `size` bytes, asked for by user `alice` (answer 200).
+pub async fn presign(s: &TestServer, name: &str, size: usize) -> serde_json::Value {
+    let r = s
+        .api(
+            Method::POST,
+            "/v1/files/presigned-url",
+            PK,
+            Some("alice"),
+            Some(serde_json::json!({ "filename": name, "contentType": "image/jpeg", "fileSize": size })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
