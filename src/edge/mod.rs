@@ -299,9 +299,9 @@ async fn run_imaging<T: Send + 'static>(
     // waits (reserving first made the memory wait a second queue: W1 overload accepted
     // p99 went from 1x to 22x the unloaded one). A header that cannot be read fails in
     // `work` instead, with its own error, reserving only the bytes it has.
-    let need = imaging::memory_need(&probe).unwrap_or(3 * bytes.len() as u64);
+    let (need, decode) = imaging::needs(&probe).unwrap_or((3 * bytes.len() as u64, None));
     app.memory.check(need)?;
-    let ticket = imaging::decode_need(&probe).ok().flatten().map(|need| {
+    let ticket = decode.map(|need| {
         let source = imaging::Source {
             bytes: bytes.clone(),
             reduced,

@@ -73,14 +73,21 @@ pub struct DecodeNeed {
 /// whose frames are decoded one by one and never shared. Reads headers only; the caller
 /// uses it to join a `DecodeShare`.
 pub fn decode_need(job: &Job) -> Result<Option<DecodeNeed>, ImagingError> {
-    guarded(|| {
-        let f = front(job)?;
-        let (w, h) = f.info.oriented_size();
-        Ok((!f.animate).then(|| DecodeNeed {
-            scale: scale_of((w, h), f.shrink, f.full),
-            precision: f.precision,
-        }))
+    guarded(|| front(job).map(|f| decode_need_of(&f)))
+}
+
+fn decode_need_of(f: &Front) -> Option<DecodeNeed> {
+    let (w, h) = f.info.oriented_size();
+    (!f.animate).then(|| DecodeNeed {
+        scale: scale_of((w, h), f.shrink, f.full),
+        precision: f.precision,
     })
+}
+
+/// [`memory_need`] and [`decode_need`] from one reading of the headers (what the edge
+/// asks before queueing a render).
+pub fn needs(job: &Job) -> Result<(u64, Option<DecodeNeed>), ImagingError> {
+    guarded(|| front(job).map(|f| (memory_need_of(job, &f), decode_need_of(&f))))
 }
 
 /// The highest output quality at which a decode may skip the last bit of a finely
@@ -375,49 +382,50 @@ const RENDER_SLACK: u64 = 4 << 20;
 /// An animation counts its canvas, never a frame's rectangle: the decoder composes every
 /// frame on a full canvas and keeps the previous one for disposal.
 pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
-    guarded(|| {
-        let f = front(job)?;
-        let info = &f.info;
-        // `front` has checked the pixel limit, but the limit is configurable: saturate.
-        let source = 3 * job.bytes.len() as u64;
-        let canvas = u64::from(info.width).saturating_mul(u64::from(info.height));
-        let shrink = u64::from(f.shrink.max(1));
-        let (decoded_w, decoded_h) = {
-            let (w, h) = info.oriented_size();
-            (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
-        };
-        let decoded = decoded_w.saturating_mul(decoded_h);
-        let (out_w, output) = f.output.map_or((decoded_w, decoded), |s| {
-            (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
-        });
-        let pixels = if f.animate {
-            // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
-            // its YUV planes for lossy WebP), the copy it hands out and the one kept for
-            // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
-            // pixel. Each output frame is resized, encoded and dropped.
-            canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
+    guarded(|| front(job).map(|f| memory_need_of(job, &f)))
+}
+
+fn memory_need_of(job: &Job, f: &Front) -> u64 {
+    let info = &f.info;
+    // `front` has checked the pixel limit, but the limit is configurable: saturate.
+    let source = 3 * job.bytes.len() as u64;
+    let canvas = u64::from(info.width).saturating_mul(u64::from(info.height));
+    let shrink = u64::from(f.shrink.max(1));
+    let (decoded_w, decoded_h) = {
+        let (w, h) = info.oriented_size();
+        (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
+    };
+    let decoded = decoded_w.saturating_mul(decoded_h);
+    let (out_w, output) = f.output.map_or((decoded_w, decoded), |s| {
+        (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
+    });
+    let pixels = if f.animate {
+        // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
+        // its YUV planes for lossy WebP), the copy it hands out and the one kept for
+        // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
+        // pixel. Each output frame is resized, encoded and dropped.
+        canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
+    } else {
+        // A copy of the decode when it is turned upright or trimmed, and the resizer's
+        // intermediate rows (output width by decoded height).
+        let bpp = if info.has_alpha { 4 } else { 3 };
+        let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
+            decoded.saturating_mul(bpp)
         } else {
-            // A copy of the decode when it is turned upright or trimmed, and the resizer's
-            // intermediate rows (output width by decoded height).
-            let bpp = if info.has_alpha { 4 } else { 3 };
-            let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
-                decoded.saturating_mul(bpp)
-            } else {
-                0
-            };
-            let rows = out_w
-                .min(decoded_w)
-                .saturating_mul(decoded_h)
-                .saturating_mul(bpp);
-            // The resized image and one more copy (a filter's, or the encoder's input);
-            // AVIF's encoder holds its planes and reference frames besides.
-            let encoder = if f.format == Format::Avif { 16 } else { 0 };
-            info.decode_bytes(f.shrink)
-                .saturating_add(copy.saturating_add(rows))
-                .saturating_add(output * (2 * bpp + encoder))
+            0
         };
-        Ok(pixels.saturating_add(source + RENDER_SLACK))
-    })
+        let rows = out_w
+            .min(decoded_w)
+            .saturating_mul(decoded_h)
+            .saturating_mul(bpp);
+        // The resized image and one more copy (a filter's, or the encoder's input);
+        // AVIF's encoder holds its planes and reference frames besides.
+        let encoder = if f.format == Format::Avif { 16 } else { 0 };
+        info.decode_bytes(f.shrink)
+            .saturating_add(copy.saturating_add(rows))
+            .saturating_add(output * (2 * bpp + encoder))
+    };
+    pixels.saturating_add(source + RENDER_SLACK)
 }
 
 fn prepare<'a>(
