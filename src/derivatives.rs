@@ -12,7 +12,7 @@
 //! Renders come first: before each file the builder waits while the CPU pool has work
 //! queued (at most `MAX_DEFER`, so a permanently busy node still makes progress).
 //! Claims expire after `CLAIM_TTL`, so a node that dies mid-build delays a file, never
-//! loses it. Nothing is lost on failure: a storage error gives the claim back for a later
+//! loses it (with SQLite, one node, its claims are given back as soon as it restarts). Nothing is lost on failure: a storage error gives the claim back for a later
 //! round; only sources that can never yield copies (undecodable, animated, gone) are
 //! marked `none`.
 
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::budget::BudgetError;
 use crate::cpu::Threads;
-use crate::db::{Claim, NO_DERIVATIVES};
+use crate::db::{Claim, NO_DERIVATIVES, PendingDeletion};
 use crate::edge::url::ObjectKey;
 use crate::imaging::{self, ImagingError, Pyramid};
 use crate::storage::StorageError;
@@ -51,6 +51,11 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<
         // One thread of its own, kept for the builder's lifetime: its allocator heap is
         // reused from file to file and handed back when the builder goes quiet (`memory`).
         let thread = Threads::spawn("imgedge-build", 1);
+        match app.db.release_orphaned_claims().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "retrying derivative builds cut short by a crash"),
+            Err(e) => tracing::warn!(error = %e, "cannot release claims left by a crash"),
+        }
         loop {
             let outcome = round(&app, &thread, &stop).await;
             if stop.is_cancelled() {
@@ -219,6 +224,9 @@ async fn build(
         }
     };
     let stored_bytes: usize = levels.iter().map(|l| l.bytes.len()).sum();
+    // Should this node die between storing the copies and recording them, while the file
+    // is deleted elsewhere, the guard has housekeeping take them away.
+    app.db.guard_copies(key).await?;
     for level in levels {
         let at = key.derivative(Pyramid::long_edge(level.size));
         app.storage.put(&at, level.bytes.into()).await?;
@@ -230,12 +238,24 @@ async fn build(
     if !recorded {
         // The file was replaced or deleted while we worked. Replaced: a later round builds
         // again (and overwrites). Deleted: take the copies away again.
-        if app.db.edge_facts(key).await?.is_none() {
-            remove(app, key, Some(&pyramid)).await;
+        // (If they cannot be removed now, the guard stays for housekeeping.)
+        let deleted = app.db.edge_facts(key).await?.is_none();
+        if !deleted || remove(app, key, Some(&pyramid)).await {
+            app.db.release_copies_guard(key).await?;
         }
         return Ok(());
     }
+    app.db.release_copies_guard(key).await?;
     app.caches.purge(key).await;
+    // A replaced file may have had larger levels than its new content gives: they are no
+    // longer recorded, so nothing reads them; take them away.
+    remove_levels(app, key, |size| {
+        !pyramid
+            .levels
+            .iter()
+            .any(|&l| Pyramid::long_edge(l) == size)
+    })
+    .await;
     app.metrics.derivatives_built.inc();
     tracing::info!(
         key = %key,
@@ -255,19 +275,72 @@ async fn finish(app: &App, claim: &Claim, value: &str) -> Result<(), Transient> 
 }
 
 /// Deletes `key`'s reduced copies: the recorded levels and every configured size (a build
-/// may have stored some before it was recorded). Best effort: failures are logged.
-pub async fn remove(app: &App, key: &ObjectKey, pyramid: Option<&Pyramid>) {
-    let mut sizes = app.config.derivative_sizes();
-    if let Some(p) = pyramid {
-        sizes.extend(p.levels.iter().map(|&l| Pyramid::long_edge(l)));
-    }
+/// may have stored some before it was recorded). Best effort: failures are logged; returns
+/// whether every removal succeeded.
+pub async fn remove(app: &App, key: &ObjectKey, pyramid: Option<&Pyramid>) -> bool {
+    let recorded: Vec<u32> = pyramid
+        .map(|p| p.levels.iter().map(|&l| Pyramid::long_edge(l)).collect())
+        .unwrap_or_default();
+    remove_levels_of(app, key, recorded, |_| true).await
+}
+
+/// Deletes the configured sizes of `key`'s reduced copies for which `stale` holds.
+async fn remove_levels(app: &App, key: &ObjectKey, stale: impl Fn(u32) -> bool) -> bool {
+    remove_levels_of(app, key, Vec::new(), stale).await
+}
+
+async fn remove_levels_of(
+    app: &App,
+    key: &ObjectKey,
+    mut sizes: Vec<u32>,
+    stale: impl Fn(u32) -> bool,
+) -> bool {
+    sizes.extend(app.config.derivative_sizes());
     sizes.sort_unstable();
     sizes.dedup();
-    for size in sizes {
+    let mut clean = true;
+    for size in sizes.into_iter().filter(|&s| stale(s)) {
         let at = key.derivative(size);
         match app.storage.delete(&at).await {
             Ok(()) | Err(StorageError::NotFound) => {}
-            Err(e) => tracing::warn!(key = %at, error = %e, "could not delete a reduced copy"),
+            Err(e) => {
+                tracing::warn!(key = %at, error = %e, "could not delete a reduced copy");
+                clean = false;
+            }
+        }
+    }
+    clean
+}
+
+/// Removes the objects of a deleted file (its original and reduced copies) and then its
+/// entry in the deletion outbox. A key registered again since keeps its objects (they
+/// belong to the new file now). Whatever fails stays in the outbox for housekeeping.
+pub async fn finish_deletion(app: &App, pending: &PendingDeletion) -> bool {
+    let key = &pending.key;
+    match app.db.edge_facts(key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return forget(app, key).await,
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "deletion left for later");
+            return false;
+        }
+    }
+    if let Err(e) = app.storage.delete(key).await {
+        tracing::warn!(key = %key, error = %e, "could not delete a file's object; will retry");
+        return false;
+    }
+    if !remove(app, key, pending.pyramid.as_ref()).await {
+        return false;
+    }
+    forget(app, key).await
+}
+
+async fn forget(app: &App, key: &ObjectKey) -> bool {
+    match app.db.forget_deletion(key).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "deletion done but not recorded; will repeat");
+            false
         }
     }
 }

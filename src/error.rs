@@ -97,6 +97,7 @@ impl From<StorageError> for EdgeError {
             StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge { size, limit },
             StorageError::Timeout => EdgeError::StorageTimeout,
             StorageError::Io(io) => EdgeError::Storage(io.to_string()),
+            e @ StorageError::Full => EdgeError::Storage(e.to_string()),
             StorageError::Unavailable(why) => EdgeError::Storage(why),
             e @ StorageError::BucketMissing(_) => EdgeError::Storage(e.to_string()),
             other @ (StorageError::Incomplete(_)
@@ -294,6 +295,7 @@ pub enum ApiCode {
     RequestTimeout,
     Internal,
     Unavailable,
+    InsufficientStorage,
 }
 
 impl ApiCode {
@@ -323,6 +325,7 @@ impl ApiCode {
             ApiCode::RequestTimeout => "common/request-timeout",
             ApiCode::Internal => "common/internal-error",
             ApiCode::Unavailable => "common/service-unavailable",
+            ApiCode::InsufficientStorage => "common/insufficient-storage",
         }
     }
 
@@ -351,6 +354,7 @@ impl ApiCode {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             ApiCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -375,6 +379,14 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "API request failed");
         ApiError::new(ApiCode::Internal, "internal error")
+    }
+
+    /// 507: the server has no room to store what was sent.
+    pub fn full() -> ApiError {
+        ApiError::new(
+            ApiCode::InsufficientStorage,
+            "the server's storage is full: nothing was stored; retry once space is freed",
+        )
     }
 
     /// `{"success": false, "error": {"code", "message"}}` with the code's status.
@@ -411,9 +423,20 @@ impl From<crate::db::DbError> for ApiError {
                     "the metadata store is unavailable; retry shortly",
                 )
             }
+            crate::db::DbError::Sqlx(sqlx::Error::Database(e))
+                if disk_full(e.code().as_deref()) =>
+            {
+                tracing::error!(error = %e, "metadata store out of space");
+                ApiError::full()
+            }
             other => ApiError::internal(other),
         }
     }
+}
+
+/// SQLite's `SQLITE_FULL` (13) or PostgreSQL's `disk_full` (53100).
+fn disk_full(code: Option<&str>) -> bool {
+    matches!(code, Some("13" | "53100"))
 }
 
 impl From<StorageError> for ApiError {
@@ -434,6 +457,10 @@ impl From<StorageError> for ApiError {
                 ApiError::new(ApiCode::InvalidPartsArray, e.to_string())
             }
             StorageError::Empty => ApiError::new(ApiCode::FileTooSmall, "the upload is empty"),
+            StorageError::Full => {
+                tracing::error!("the local store's disk is full");
+                ApiError::full()
+            }
             e @ StorageError::TooSlow { .. } => {
                 ApiError::new(ApiCode::RequestTimeout, e.to_string())
             }

@@ -1,6 +1,9 @@
-//! Background housekeeping: uploads that were presigned (or multipart-initiated) but never
-//! registered are removed after `upload_ttl_secs`, with their objects and parts, so storage
-//! does not fill with orphans.
+//! Background housekeeping, so storage does not fill with orphans:
+//! - uploads that were presigned (or multipart-initiated) but never registered are removed
+//!   after `upload_ttl_secs`, with their objects and parts;
+//! - deletions that a node did not finish (it failed, or died between deleting a file's row
+//!   and its objects) are finished from the outbox after `DELETION_GRACE`;
+//! - the local store's temporary files left by processes that died are removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,19 +17,57 @@ use crate::db::DbError;
 /// Grants handled per database round trip.
 const BATCH: u32 = 200;
 
+/// How long a deletion may stay in the outbox before housekeeping takes it over (the node
+/// that asked normally finishes within milliseconds).
+const DELETION_GRACE: time::Duration = time::Duration::seconds(60);
+
 /// What one sweep removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub uploads: usize,
     pub multipart: usize,
+    /// Deleted files whose objects were removed from the outbox.
+    pub deletions: usize,
+    /// Temporary files (or directories) of dead processes.
+    pub temporary: usize,
 }
 
-/// Removes every grant older than the TTL at `now` that was never registered.
+/// Removes every grant older than the TTL at `now` that was never registered, finishes
+/// deletions older than `DELETION_GRACE`, and removes dead processes' temporary files.
 pub async fn sweep(app: &App, now: OffsetDateTime) -> Result<SweepReport, DbError> {
+    let mut report = SweepReport {
+        temporary: app.storage.sweep_temporary().await,
+        ..SweepReport::default()
+    };
+    loop {
+        let pending = app
+            .db
+            .pending_deletions(now - DELETION_GRACE, BATCH)
+            .await?;
+        let batch = pending.len();
+        let mut done = 0;
+        for deletion in &pending {
+            if crate::derivatives::finish_deletion(app, deletion).await {
+                done += 1;
+            }
+        }
+        report.deletions += done;
+        // Stop at a short batch, or when nothing could be finished (storage down).
+        if batch < BATCH as usize || done == 0 {
+            break;
+        }
+    }
+    sweep_uploads(app, now, report).await
+}
+
+async fn sweep_uploads(
+    app: &App,
+    now: OffsetDateTime,
+    mut report: SweepReport,
+) -> Result<SweepReport, DbError> {
     let ttl =
         time::Duration::seconds(i64::try_from(app.config.upload_ttl_secs).unwrap_or(i64::MAX));
     let cutoff = now - ttl;
-    let mut report = SweepReport::default();
     loop {
         let stale = app.db.stale_uploads(cutoff, BATCH).await?;
         if stale.is_empty() {
@@ -63,11 +104,13 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<
                 _ = ticker.tick() => {}
             }
             match sweep(&app, OffsetDateTime::now_utc()).await {
-                Ok(r) if r.uploads > 0 => {
+                Ok(r) if r != SweepReport::default() => {
                     tracing::info!(
                         uploads = r.uploads,
                         multipart = r.multipart,
-                        "swept abandoned uploads"
+                        deletions = r.deletions,
+                        temporary = r.temporary,
+                        "swept orphans"
                     );
                 }
                 Ok(_) => {}

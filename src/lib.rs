@@ -26,6 +26,7 @@ pub mod api;
 pub mod app;
 pub mod budget;
 pub mod cache;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod cpu;

@@ -162,6 +162,13 @@ enum Command {
         #[arg(long, default_value = "default")]
         project: String,
     },
+    /// Check that the metadata store and the object store agree: the database's own
+    /// integrity check, every registered file's object at its registered size, every
+    /// recorded reduced copy. Exits 1 when something is wrong (each problem on a line).
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the full CDN URL for a path such as `fit-in/300x200/photos/a.jpg`, signed when
     /// a security key is configured.
     Url {
@@ -286,6 +293,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 visibility
             );
             app.db.close().await;
+            Ok(())
+        }
+        Command::Check { common } => {
+            let config = load(&common, Vec::new())?;
+            telemetry::init_logging(config.log_format);
+            let app = App::build(config).await?;
+            let report = imgedge::check::check(&app).await?;
+            app.db.close().await;
+            println!("{report}");
+            if !report.is_sound() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Url {

@@ -530,16 +530,13 @@ pub async fn delete<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<
     let caller = body::caller(app, &req)?;
     require_writer(&caller)?;
     let rec = editable(app, &caller, id).await?;
-    // The object first: if that fails nothing has changed and the call can be retried; if
-    // the metadata delete then fails, a retry finds the object already gone, which is fine.
-    let pyramid = match app.db.edge_facts(&rec.key).await? {
-        Some(facts) => facts.pyramid,
-        None => None,
-    };
-    app.storage.delete(&rec.key).await?;
-    crate::derivatives::remove(app, &rec.key, pyramid.as_deref()).await;
-    app.caches.purge(&rec.key).await;
-    app.db.delete_file(&caller.project, &rec.id).await?;
+    // The row first, and with it an entry in the deletion outbox, in one transaction: from
+    // then on the file is gone for everyone. Then the objects; if this node fails to remove
+    // them (or dies first), housekeeping finishes from the outbox.
+    if let Some(pending) = app.db.delete_file(&caller.project, &rec.id).await? {
+        app.caches.purge(&rec.key).await;
+        crate::derivatives::finish_deletion(app, &pending).await;
+    }
     Ok(json(StatusCode::OK, &json!({})))
 }
 

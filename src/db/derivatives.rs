@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::{Db, DbError, Visibility, format_time, on_pool, parse_enum};
+use super::{Announce, Db, DbError, Visibility, format_time, on_pool, parse_enum};
 use crate::edge::url::ObjectKey;
 use crate::imaging::Pyramid;
 
@@ -25,6 +25,9 @@ pub struct EdgeFacts {
     /// The original's size in bytes as registered (what a render reserves memory for
     /// before reading it).
     pub size: u64,
+    /// When the record last changed (registration, replacement, edit): tells one version of
+    /// the file's content from the next under the same key.
+    pub updated_at: String,
 }
 
 /// A claim on one file's derivatives, held while building them.
@@ -43,13 +46,15 @@ impl Db {
     /// file. A derivatives value that does not parse is logged and ignored (the original is
     /// always a correct source).
     pub async fn edge_facts(&self, key: &ObjectKey) -> Result<Option<EdgeFacts>, DbError> {
-        let row: Option<(String, Option<String>, i64)> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT visibility, derivatives, size FROM files WHERE s3_key = $1")
+        let row: Option<(String, Option<String>, i64, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT visibility, derivatives, size, updated_at FROM files WHERE s3_key = $1",
+            )
                 .bind(key.as_str())
                 .fetch_optional(pool)
                 .await?
         });
-        let Some((visibility, derivatives, size)) = row else {
+        let Some((visibility, derivatives, size, updated_at)) = row else {
             return Ok(None);
         };
         let pyramid = derivatives
@@ -65,6 +70,7 @@ impl Db {
             visibility: parse_enum(&visibility)?,
             pyramid,
             size: u64::try_from(size).unwrap_or(0),
+            updated_at,
         }))
     }
 
@@ -128,17 +134,54 @@ impl Db {
     /// deleted meanwhile), nothing was written.
     pub async fn finish_derivatives(&self, claim: &Claim, value: &str) -> Result<bool, DbError> {
         let done = on_pool!(self, pool => {
-            sqlx::query("UPDATE files SET derivatives = $1 WHERE s3_key = $2 AND derivatives = $3")
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("UPDATE files SET derivatives = $1 WHERE s3_key = $2 AND derivatives = $3")
                 .bind(value)
                 .bind(claim.key.as_str())
                 .bind(&claim.token)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if done == 1 {
+                tx.announce(&claim.key).await?;
+            }
+            tx.commit().await?;
+            done
         });
-        if done == 1 {
-            self.announce_change(&claim.key).await;
-        }
+        Ok(done == 1)
+    }
+
+    /// Gives back claims left by a builder that died. Only with SQLite, which serves one
+    /// node: when that node starts no builder of its own runs yet, so every claim is a
+    /// leftover of a crash, retried at once instead of after the claim's TTL. With
+    /// PostgreSQL other nodes' builders may be running; their claims expire by age.
+    pub async fn release_orphaned_claims(&self) -> Result<u64, DbError> {
+        let Db::Sqlite(pool) = self else { return Ok(0) };
+        let done = sqlx::query("UPDATE files SET derivatives = NULL WHERE derivatives LIKE '#%'")
+            .execute(pool)
+            .await?
+            .rows_affected();
+        Ok(done)
+    }
+
+    /// Sends a file whose recorded reduced copies turned out to be missing back to the
+    /// builder, if its record is still `value`. `true` for the one caller (of every node)
+    /// that did it; the change is announced so every edge stops looking for the copies.
+    pub async fn rebuild_derivatives(&self, key: &ObjectKey, value: &str) -> Result<bool, DbError> {
+        let done = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("UPDATE files SET derivatives = NULL WHERE s3_key = $1 AND derivatives = $2")
+                .bind(key.as_str())
+                .bind(value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if done == 1 {
+                tx.announce(key).await?;
+            }
+            tx.commit().await?;
+            done
+        });
         Ok(done == 1)
     }
 

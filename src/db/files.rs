@@ -4,8 +4,8 @@
 use sqlx::QueryBuilder;
 
 use super::{
-    Db, DbError, FileExtras, FileRecord, NewFile, OwnerType, Visibility, format_time, now, on_pool,
-    parse_enum, parse_time,
+    Announce, Db, DbError, FileExtras, FileRecord, NewFile, OwnerType, PendingDeletion, Visibility,
+    format_time, now, on_pool, parse_enum, parse_time, stored_key,
 };
 use crate::edge::url::ObjectKey;
 
@@ -239,6 +239,7 @@ impl Db {
     /// its derivatives are to be built again.
     pub async fn refresh_file(&self, new: &NewFile) -> Result<(), DbError> {
         on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "UPDATE files SET size = $1, mime_type = $2, width = $3, height = $4, \
                  visibility = $5, updated_at = $6, derivatives = NULL WHERE s3_key = $7",
@@ -250,10 +251,11 @@ impl Db {
             .bind(new.visibility.as_str())
             .bind(format_time(now()))
             .bind(new.key.as_str())
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.announce(&new.key).await?;
+            tx.commit().await?;
         });
-        self.announce_change(&new.key).await;
         Ok(())
     }
 
@@ -264,15 +266,20 @@ impl Db {
         visibility: Visibility,
     ) -> Result<bool, DbError> {
         let done = on_pool!(self, pool => {
-            sqlx::query("UPDATE files SET visibility = $1, updated_at = $2 WHERE s3_key = $3")
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("UPDATE files SET visibility = $1, updated_at = $2 WHERE s3_key = $3")
                 .bind(visibility.as_str())
                 .bind(format_time(now()))
                 .bind(key.as_str())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if done > 0 {
+                tx.announce(key).await?;
+            }
+            tx.commit().await?;
+            done
         });
-        self.announce_change(key).await;
         Ok(done > 0)
     }
 
@@ -298,8 +305,9 @@ impl Db {
             }
             q.push(" WHERE id = ").push_bind(id.to_owned());
             q.push(" AND project = ").push_bind(project.to_owned());
-            let done = q.build().execute(&mut *tx).await?;
-            if done.rows_affected() > 0 {
+            q.push(" RETURNING s3_key");
+            let key: Option<String> = q.build_query_scalar().fetch_optional(&mut *tx).await?;
+            if let Some(key) = &key {
                 if let Some(users) = &patch.shared_with {
                     sqlx::query("DELETE FROM file_shares WHERE file_id = $1")
                         .bind(id)
@@ -313,43 +321,87 @@ impl Db {
                             .await?;
                     }
                 }
+                tx.announce(&stored_key(key)?).await?;
                 tx.commit().await?;
             }
-            done.rows_affected() > 0
+            key.is_some()
         });
         if !updated {
             return Ok(None);
         }
-        let rec = self.find_by_id(project, id).await?;
-        if let Some(rec) = &rec {
-            self.announce_change(&rec.key).await;
-        }
-        Ok(rec)
+        self.find_by_id(project, id).await
     }
 
-    /// Deletes a file record (and its shares and upload grant); returns what was deleted.
+    /// Deletes a file record (and its shares and upload grant) and, in the same
+    /// transaction, queues its objects for removal (`object_deletions`); returns what was
+    /// deleted. The caller removes the objects and then calls `forget_deletion`; if it
+    /// cannot, housekeeping does (`pending_deletions`).
     pub async fn delete_file(
         &self,
         project: &str,
         id: &str,
-    ) -> Result<Option<FileRecord>, DbError> {
-        let Some(rec) = self.find_by_id(project, id).await? else {
-            return Ok(None);
-        };
-        on_pool!(self, pool => {
+    ) -> Result<Option<PendingDeletion>, DbError> {
+        let stamp = format_time(now());
+        let deleted: Option<(String, Option<String>)> = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM files WHERE id = $1")
-                .bind(id)
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "DELETE FROM files WHERE id = $1 AND project = $2 RETURNING s3_key, derivatives",
+            )
+            .bind(id)
+            .bind(project)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((key, derivatives)) = &row {
+                sqlx::query("DELETE FROM uploads WHERE key = $1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO object_deletions (key, derivatives, requested_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE \
+                     SET derivatives = excluded.derivatives, requested_at = excluded.requested_at",
+                )
+                .bind(key)
+                .bind(derivatives)
+                .bind(&stamp)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM uploads WHERE key = $1")
-                .bind(rec.key.as_str())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+                tx.announce(&stored_key(key)?).await?;
+                tx.commit().await?;
+            }
+            row
         });
-        self.announce_change(&rec.key).await;
-        Ok(Some(rec))
+        deleted
+            .map(|(key, derivatives)| PendingDeletion::from_row(&key, derivatives))
+            .transpose()
+    }
+
+    /// Every file's key, registered size and derivatives value, in key order, `limit` at a
+    /// time after `after` (for `imgedge check`).
+    pub async fn stored_objects(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(ObjectKey, u64, Option<String>)>, DbError> {
+        let rows: Vec<(String, i64, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT s3_key, size, derivatives FROM files WHERE s3_key > $1 \
+                 ORDER BY s3_key LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(key, size, derivatives)| {
+                Ok((
+                    stored_key(&key)?,
+                    u64::try_from(size).unwrap_or(0),
+                    derivatives,
+                ))
+            })
+            .collect()
     }
 
     /// One page of the files `reader` may see in `project`, filtered and sorted.

@@ -8,10 +8,13 @@
 //! - `files`: file records, listing with row-level security, patch, delete.
 //! - `derivatives`: which files still need reduced copies, claims, and the edge's view.
 //! - `uploads`: keys issued by presign / multipart init, and their sweeping.
+//! - `deletions`: objects still to remove after their file's row was deleted (an outbox).
 //! - Change announcements: with PostgreSQL, every change to a file's visibility or
-//!   existence is announced with `NOTIFY` on `PURGE_CHANNEL`, so other nodes drop their
-//!   cached view of it at once (`PurgeListener`).
+//!   existence is announced with `NOTIFY` on `PURGE_CHANNEL` inside the transaction that
+//!   makes it (`Announce`), so other nodes drop their cached view of it at once
+//!   (`PurgeListener`) and no announcement is lost between commit and notify.
 
+mod deletions;
 mod derivatives;
 mod files;
 mod uploads;
@@ -29,6 +32,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::edge::url::ObjectKey;
 
+pub use deletions::PendingDeletion;
 pub use derivatives::{Claim, EdgeFacts, NO_DERIVATIVES};
 pub use files::{Direction, FileFilter, FilePatch, Listing, Reader, SortBy};
 pub use uploads::UploadGrant;
@@ -264,23 +268,42 @@ impl Db {
         Ok(())
     }
 
-    pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await);
+    /// The engine's own consistency check: SQLite's `integrity_check` and
+    /// `foreign_key_check`, each problem one line (empty: sound). PostgreSQL has no such
+    /// check for a whole database; a round trip is all that is asked of it here.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>, DbError> {
+        match self {
+            Db::Sqlite(pool) => {
+                let mut problems: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+                    .fetch_all(pool)
+                    .await?;
+                problems.retain(|p| p != "ok");
+                let orphans: Vec<(String, i64, String, i64)> =
+                    sqlx::query_as("PRAGMA foreign_key_check")
+                        .fetch_all(pool)
+                        .await?;
+                problems.extend(orphans.into_iter().map(|(table, row, parent, _)| {
+                    format!("row {row} of {table} points to a missing row of {parent}")
+                }));
+                Ok(problems)
+            }
+            Db::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(Vec::new())
+            }
+        }
     }
 
-    /// Tells other nodes that `key` changed (visibility, existence), so they drop their
-    /// cached view of it. Best effort: a lost announcement is covered by the visibility
-    /// cache's TTL. A no-op with SQLite, which serves one node.
-    async fn announce_change(&self, key: &ObjectKey) {
-        let Db::Postgres(pool) = self else { return };
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(PURGE_CHANNEL)
-            .bind(key.as_str())
-            .execute(pool)
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(key = %key, error = %e, "could not announce a change to other nodes");
+    /// Which engine this is, for messages.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "SQLite",
+            Db::Postgres(_) => "PostgreSQL",
         }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
     }
 
     /// Subscribes to other nodes' change announcements; `None` with SQLite.
@@ -291,6 +314,32 @@ impl Db {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(PURGE_CHANNEL).await?;
         Ok(Some(PurgeListener { listener }))
+    }
+}
+
+/// Announces, inside a writing transaction, that `key` changed (visibility, existence,
+/// reduced copies), so other nodes drop their cached view of it. PostgreSQL holds a
+/// `NOTIFY` until the transaction commits and then delivers it, so a change and its
+/// announcement are one: neither goes out without the other, whatever happens to this
+/// node in between. A no-op with SQLite, which serves one node.
+pub(crate) trait Announce {
+    async fn announce(&mut self, key: &ObjectKey) -> Result<(), sqlx::Error>;
+}
+
+impl Announce for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn announce(&mut self, key: &ObjectKey) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PURGE_CHANNEL)
+            .bind(key.as_str())
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Announce for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn announce(&mut self, _key: &ObjectKey) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 }
 
@@ -345,6 +394,11 @@ pub(crate) fn format_time(t: OffsetDateTime) -> String {
 
 pub(crate) fn parse_time(text: &str, what: &str) -> Result<OffsetDateTime, DbError> {
     OffsetDateTime::parse(text, &Rfc3339).map_err(|e| DbError::Corrupt(format!("{what}: {e}")))
+}
+
+/// A key read back from the store (it was valid when written).
+pub(crate) fn stored_key(text: &str) -> Result<ObjectKey, DbError> {
+    ObjectKey::parse(text).map_err(|e| DbError::Corrupt(format!("stored key {text:?}: {e}")))
 }
 
 pub(crate) fn parse_enum<T: FromStr<Err = String>>(text: &str) -> Result<T, DbError> {

@@ -207,6 +207,7 @@ async fn fetch_source(
                 };
                 return Ok((Pyramid::long_edge(level), bytes, Some(reduced)));
             }
+            Err(EdgeError::NotFound) => copy_missing(app, &parsed.key, pyramid).await,
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "reduced copy unreadable; using the original");
             }
@@ -214,6 +215,22 @@ async fn fetch_source(
     }
     let bytes = fetch(app, &parsed.key).await?;
     Ok((u32::MAX, bytes, None))
+}
+
+/// A recorded reduced copy is not in storage (removed by hand, lost with a bucket): the
+/// file goes back to the builder, and the edge renders from the original meanwhile. Only
+/// the one request (of any node) that sends it back says so; the others stay quiet instead
+/// of warning on every request.
+async fn copy_missing(app: &App, key: &ObjectKey, pyramid: &Pyramid) {
+    match app.db.rebuild_derivatives(key, &pyramid.to_string()).await {
+        Ok(true) => {
+            tracing::warn!(key = %key, "a reduced copy is missing; rebuilding them, serving from the original meanwhile");
+            app.caches.purge(key).await;
+            app.derivatives_wanted.notify_one();
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(key = %key, error = %e, "a reduced copy is missing"),
+    }
 }
 
 async fn render_variant(
@@ -309,7 +326,10 @@ async fn run_imaging<T: Send + 'static>(
             need: need.scale,
             precision: need.precision,
         };
-        app.decodes.join(parsed.key.as_str().to_owned(), source)
+        // Keyed by the file's version too: a file replaced in the middle of a burst must not
+        // mix old and new bytes in one decode.
+        let file = format!("{}\n{}\n{}", parsed.key, facts.size, facts.updated_at);
+        app.decodes.join(file, source)
     });
     let reservation = match early {
         Some(reservation) => reservation,

@@ -6,9 +6,17 @@
 //!
 //! Uploads are streamed frame by frame to a temporary file and renamed into place only when
 //! complete: a body that breaks off or exceeds its cap leaves nothing behind.
+//!
+//! Each process that opens the store writes its temporary files in a directory of its own,
+//! `<work>/tmp/<id>/`, beside a lock file `<work>/tmp/<id>.lock` that it holds locked
+//! (`flock`) for as long as it lives. A process killed mid-write cannot clean up, but its
+//! lock dies with it: the next process to open the store (and housekeeping, periodically)
+//! removes every directory whose lock nobody holds. No timing guess is involved, so a slow
+//! upload of a live process is never swept, and a dead one's leftovers always are.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -22,6 +30,108 @@ use crate::edge::url::ObjectKey;
 pub struct FsStorage {
     root: PathBuf,
     work: PathBuf,
+    lease: Arc<TempLease>,
+}
+
+/// This process's temporary directory and the lock that says it is alive.
+#[derive(Debug)]
+struct TempLease {
+    id: String,
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl TempLease {
+    /// Creates `<tmp>/<id>.lock`, locked, then `<tmp>/<id>/`. The lock file is created
+    /// and locked under another name first, so a sweeper never sees an unlocked `.lock`
+    /// of a live process; a directory exists only once its lock does.
+    fn take(tmp: &Path) -> std::io::Result<TempLease> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let pending = tmp.join(format!("{id}{LOCKING}"));
+        let lock = std::fs::File::create(&pending)?;
+        if let Err(e) = lock.try_lock() {
+            let _ = std::fs::remove_file(&pending);
+            return Err(std::io::Error::other(format!(
+                "cannot lock {}: {e}",
+                pending.display()
+            )));
+        }
+        let lock_path = tmp.join(format!("{id}{LOCK}"));
+        std::fs::rename(&pending, &lock_path)?;
+        let dir = tmp.join(&id);
+        std::fs::create_dir(&dir)?;
+        Ok(TempLease {
+            id,
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for TempLease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+const LOCK: &str = ".lock";
+const LOCKING: &str = ".locking";
+/// A `.locking` file (a process between creating and locking it) or a loose temporary
+/// file of an older release is removed once it is this old.
+const LOOSE_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes what dead processes left in `tmp` (see the module notes); returns how many
+/// leftovers (directories or loose files) went.
+fn sweep_dead(tmp: &Path, own: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return 0;
+    };
+    let old = |meta: &std::fs::Metadata| {
+        meta.modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > LOOSE_AGE)
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if let Some(id) = name.strip_suffix(LOCK) {
+            if id == own {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                // Its owner is gone: the directory first, then the lock.
+                match std::fs::remove_dir_all(tmp.join(id)) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %tmp.join(id).display(), error = %e, "cannot remove a dead process's temporary files");
+                        continue;
+                    }
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if meta.is_dir() {
+            if name == own || tmp.join(format!("{name}{LOCK}")).exists() {
+                continue;
+            }
+            // A directory without its lock: its owner died while removing it.
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed += 1;
+            }
+        } else if old(&meta) && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl FsStorage {
@@ -34,7 +144,22 @@ impl FsStorage {
         std::fs::create_dir_all(&root)?;
         std::fs::create_dir_all(work.join("tmp"))?;
         std::fs::create_dir_all(work.join("parts"))?;
-        Ok(FsStorage { root, work })
+        let lease = Arc::new(TempLease::take(&work.join("tmp"))?);
+        let swept = sweep_dead(&work.join("tmp"), &lease.id);
+        if swept > 0 {
+            tracing::info!(swept, "removed temporary files of processes that died");
+        }
+        Ok(FsStorage { root, work, lease })
+    }
+
+    /// Removes the temporary files of processes that died (see the module notes); how many
+    /// leftovers went.
+    pub async fn sweep_temporary(&self) -> usize {
+        let tmp = self.work.join("tmp");
+        let own = self.lease.id.clone();
+        tokio::task::spawn_blocking(move || sweep_dead(&tmp, &own))
+            .await
+            .unwrap_or(0)
     }
 
     pub fn root(&self) -> &Path {
@@ -145,8 +270,8 @@ impl FsStorage {
     }
 
     fn temp_path(&self) -> PathBuf {
-        self.work
-            .join("tmp")
+        self.lease
+            .dir
             .join(uuid::Uuid::new_v4().simple().to_string())
     }
 
@@ -271,7 +396,7 @@ impl FsStorage {
                 let path = dir.join(number.to_string());
                 let bytes = tokio::fs::read(&path).await.map_err(|e| match e.kind() {
                     ErrorKind::NotFound => StorageError::PartMismatch { part: *number },
-                    _ => StorageError::Io(e),
+                    _ => e.into(),
                 })?;
                 let digest = Sha256::digest(&bytes);
                 let actual = hex::encode(&digest[..16]);
@@ -382,7 +507,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn not_found(e: std::io::Error) -> StorageError {
     match e.kind() {
         ErrorKind::NotFound | ErrorKind::NotADirectory => StorageError::NotFound,
-        _ => StorageError::Io(e),
+        _ => e.into(),
     }
 }
 
@@ -443,5 +568,37 @@ mod tests {
         fs.adopt(&key("imported/src.jpg"), &src).unwrap();
         let stored = std::fs::read(fs.path_of(&key("imported/src.jpg"))).unwrap();
         assert_eq!(stored, b"jpeg");
+    }
+
+    #[test]
+    fn temporary_files_of_dead_processes_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = FsStorage::open(dir.path().join("store")).unwrap();
+        let live_tmp = live.temp_path();
+        std::fs::write(&live_tmp, b"uploading").unwrap();
+        // A process that died mid-upload: its directory and an unlocked lock file.
+        let tmp = dir.path().join("store.work").join("tmp");
+        std::fs::create_dir(tmp.join("dead")).unwrap();
+        std::fs::write(tmp.join("dead").join("partial"), b"half").unwrap();
+        std::fs::write(tmp.join("dead.lock"), b"").unwrap();
+        // One that died while removing its own: a directory without a lock.
+        std::fs::create_dir(tmp.join("halfgone")).unwrap();
+
+        let other = FsStorage::open(dir.path().join("store")).unwrap();
+        assert!(!tmp.join("dead").exists());
+        assert!(!tmp.join("dead.lock").exists());
+        assert!(!tmp.join("halfgone").exists());
+        assert!(live_tmp.exists(), "a live process's upload is kept");
+        assert!(other.lease.dir.exists());
+
+        // A store dropped cleanly removes its own directory and lock.
+        let own = live.lease.dir.clone();
+        drop(live);
+        assert!(!own.exists());
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            2,
+            "only the other store's directory and lock"
+        );
     }
 }

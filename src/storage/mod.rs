@@ -13,7 +13,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 
 pub use fs::FsStorage;
-pub use s3::{Listed, S3Settings, S3Storage};
+pub use s3::{Listed, MAX_ATTEMPTS as S3_MAX_ATTEMPTS, S3Settings, S3Storage};
 
 use presign::{LocalSigner, Permit};
 
@@ -42,14 +42,28 @@ pub enum StorageError {
     PartMismatch { part: u32 },
     #[error("part {part} is {size} bytes; every part but the last must be at least 5 MiB")]
     PartTooSmall { part: u32, size: u64 },
+    /// The local store's disk (or quota) is full; nothing was written.
+    #[error("the store's disk is full")]
+    Full,
     #[error("storage I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     /// The configured bucket does not exist (any more): the server's own configuration is
     /// at fault, not the request.
     #[error("the configured bucket `{0}` does not exist")]
     BucketMissing(String),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                StorageError::Full
+            }
+            _ => StorageError::Io(e),
+        }
+    }
 }
 
 /// How fast a request body must arrive: it may take `grace` plus one second per
@@ -121,6 +135,15 @@ impl Storage {
         match self {
             Storage::Fs(fs, _) => fs.delete(key).await,
             Storage::S3(s3) => s3.delete(key).await,
+        }
+    }
+
+    /// Removes the local store's temporary files left by processes that died; how many
+    /// leftovers went (always 0 with S3, whose uploads are atomic on its side).
+    pub async fn sweep_temporary(&self) -> usize {
+        match self {
+            Storage::Fs(fs, _) => fs.sweep_temporary().await,
+            Storage::S3(_) => 0,
         }
     }
 

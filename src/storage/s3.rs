@@ -2,9 +2,11 @@
 //!
 //! - Reads are streamed and size-capped: the declared length is checked first, then the
 //!   bytes actually received, so an object that grows under us is still refused.
-//! - Every call runs under the SDK's connect and per-attempt timeouts and at most two
-//!   attempts, so an unreachable or stalled endpoint fails in bounded time (the edge adds
-//!   its own overall `storage_timeout_ms`).
+//! - Every call runs under the SDK's connect timeout and an overall timeout
+//!   (`storage_timeout_ms`, retries included); throttling, 5xx answers and dropped
+//!   connections are retried with bounded, jittered backoff (`MAX_ATTEMPTS`), so a
+//!   struggling endpoint is given a chance and an unreachable or stalled one fails in
+//!   bounded time.
 //! - Presigned URLs are SigV4 query-signed by the SDK. They are signed for
 //!   `s3_public_endpoint` when one is set (clients may reach the store under another name
 //!   than this node does); the signed content type must be sent as given.
@@ -28,6 +30,9 @@ use super::{ObjectHead, StorageError};
 use crate::config::Secret;
 use crate::edge::url::ObjectKey;
 
+/// Attempts per call (the first and up to three retries).
+pub const MAX_ATTEMPTS: u32 = 4;
+
 /// Where and how to reach the bucket.
 #[derive(Debug, Clone, Default)]
 pub struct S3Settings {
@@ -45,7 +50,7 @@ pub struct S3Settings {
     pub access_key_id: String,
     pub secret_access_key: Secret,
     pub connect_timeout: Duration,
-    /// Per-attempt timeout of every call.
+    /// Timeout of every call, retries included (and so of each attempt).
     pub attempt_timeout: Duration,
 }
 
@@ -86,18 +91,21 @@ impl S3Storage {
         let build = |endpoint: &str| {
             let mut b = aws_sdk_s3::config::Builder::from(&shared)
                 .force_path_style(s.path_style)
-                // One quick retry (a dropped pooled connection), never a long backoff:
-                // callers have their own deadline and want an answer, not a wait.
+                // Throttling (503 SlowDown), 5xx answers and dropped connections are tried
+                // again with jittered exponential backoff, but the whole call, retries
+                // included, ends within the storage timeout: callers have their own deadline
+                // and want an answer, not a wait.
                 .retry_config(
                     RetryConfig::standard()
-                        .with_max_attempts(2)
-                        .with_initial_backoff(Duration::from_millis(20))
-                        .with_max_backoff(Duration::from_millis(100)),
+                        .with_max_attempts(MAX_ATTEMPTS)
+                        .with_initial_backoff(Duration::from_millis(50))
+                        .with_max_backoff(Duration::from_millis(800)),
                 )
                 .timeout_config(
                     TimeoutConfig::builder()
                         .connect_timeout(s.connect_timeout)
                         .operation_attempt_timeout(s.attempt_timeout)
+                        .operation_timeout(s.attempt_timeout)
                         .build(),
                 );
             if shared.region().is_none() {

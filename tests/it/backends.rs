@@ -379,6 +379,69 @@ async fn s3_unreachable_or_slow_answers_fast() {
     s.stop().await;
 }
 
+/// S3 shedding load (503 SlowDown) is waited out with bounded backoff: a request that meets
+/// two throttled answers is still served, and one that meets nothing else gives up after
+/// `MAX_ATTEMPTS` attempts with the spec's error, within its deadline.
+#[tokio::test]
+async fn s3_throttling_is_retried_with_bounded_backoff() {
+    let Some(s3) = Backends::from_env().s3 else {
+        return skip(
+            "s3_throttling_is_retried_with_bounded_backoff",
+            "TEST_S3_ENDPOINT",
+        );
+    };
+    let target: std::net::SocketAddr = s3
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("TEST_S3_ENDPOINT is http://ip:port");
+    let proxy = FaultProxy::start(target).await;
+    let bucket = s3.new_bucket().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::support::test_config(dir.path());
+    s3.apply(&mut config, &bucket);
+    config.s3_endpoint = format!("http://{}", proxy.addr);
+    config.storage_timeout_ms = 3_000;
+    config.original_cache_bytes = imgedge::config::AutoBytes::Bytes(0);
+    config.variant_cache_bytes = 0;
+    config.derivative_sizes = String::new();
+    let s = TestServer::start_in(dir, config).await;
+    s.add("p/a.jpg", "landscape.jpg", Visibility::Public).await;
+    let get = |path: &'static str| async {
+        tokio::time::timeout(NO_HANG, s.get(path))
+            .await
+            .expect("the request hung")
+    };
+
+    proxy.throttle(2);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = get("/fit-in/50x50/p/a.jpg").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.image().width(), 50);
+    assert_eq!(
+        proxy.throttled(),
+        2,
+        "both throttled answers were met and waited out"
+    );
+
+    proxy.throttle(usize::MAX);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = get("/fit-in/51x51/p/a.jpg").await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (502, "storage/failed")
+    );
+    let attempts = proxy.throttled();
+    assert!(
+        (2..=imgedge::storage::S3_MAX_ATTEMPTS as usize).contains(&attempts),
+        "{attempts} attempts: retried, but no more than MAX_ATTEMPTS"
+    );
+    proxy.set(Fault::Pass);
+    assert_eq!(get("/fit-in/52x52/p/a.jpg").await.status, 200, "recovers");
+    s.stop().await;
+}
+
 async fn multipart_init(s: &TestServer) -> crate::support::Resp {
     s.api(
         Method::POST,

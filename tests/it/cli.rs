@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::support::{TestServer, fixture_path, test_config};
 
-fn imgedge() -> Command {
+pub(crate) fn imgedge() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgedge"));
     // Keep the developer's own IMGEDGE_* settings out of the tests.
     for (k, _) in std::env::vars() {
@@ -244,7 +244,7 @@ fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP response: {head:?}"))
 }
 
-fn free_addr() -> std::net::SocketAddr {
+pub(crate) fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -5,6 +5,7 @@ mod api;
 mod backends;
 mod cli;
 mod clients;
+mod crash;
 mod derivatives;
 mod edge;
 mod memory;

@@ -481,11 +481,17 @@ pub async fn new_database(admin_url: &str) -> String {
 }
 
 /// A TCP relay in front of a real server, for fault injection: it passes traffic, refuses
-/// it (connections are closed at once, existing ones cut), or stalls it (connections are
-/// accepted and held without an answer).
+/// it (connections are closed at once, existing ones cut), stalls it (connections are
+/// accepted and held without an answer), or throttles it as S3 does (each new connection's
+/// request is answered `503 SlowDown` and closed, for as many connections as `throttle`
+/// allows; existing connections are cut when throttling starts).
 pub struct FaultProxy {
     pub addr: SocketAddr,
     mode: Arc<std::sync::atomic::AtomicU8>,
+    /// Connections still to throttle in `Fault::Throttle`.
+    throttle_left: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests answered with 503 so far.
+    pub throttled: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -495,6 +501,31 @@ pub enum Fault {
     Pass = 0,
     Refuse = 1,
     Stall = 2,
+    Throttle = 3,
+}
+
+/// S3's answer when it sheds load.
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+<Message>Please reduce your request rate.</Message></Error>";
+
+/// Reads one request head, answers it `503 SlowDown` and closes.
+async fn slow_down(mut client: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{SLOW_DOWN}",
+        SLOW_DOWN.len()
+    );
+    let _ = client.write_all(answer.as_bytes()).await;
+    let _ = client.shutdown().await;
 }
 
 impl FaultProxy {
@@ -503,17 +534,33 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(std::sync::atomic::AtomicU8::new(Fault::Pass as u8));
+        let throttle_left = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let shared = mode.clone();
+        let (left, count) = (throttle_left.clone(), throttled.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 let mode = shared.clone();
+                let (left, count) = (left.clone(), count.clone());
                 tokio::spawn(async move {
                     match mode.load(Ordering::SeqCst) {
                         0 => {}
                         1 => return,
+                        3 => {
+                            let take = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                n.checked_sub(1)
+                            });
+                            if take.is_ok() {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                slow_down(client).await;
+                                return;
+                            }
+                            // The allowance is spent: pass from now on.
+                            mode.store(Fault::Pass as u8, Ordering::SeqCst);
+                        }
                         _ => {
                             // Hold the connection, answer nothing.
                             let _keep = client;
@@ -528,12 +575,30 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { addr, mode, task }
+        FaultProxy {
+            addr,
+            mode,
+            throttle_left,
+            throttled,
+            task,
+        }
     }
 
     pub fn set(&self, fault: Fault) {
         self.mode
             .store(fault as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Throttles the next `connections` new connections (`usize::MAX`: all), then passes.
+    pub fn throttle(&self, connections: usize) {
+        use std::sync::atomic::Ordering;
+        self.throttled.store(0, Ordering::SeqCst);
+        self.throttle_left.store(connections, Ordering::SeqCst);
+        self.set(Fault::Throttle);
+    }
+
+    pub fn throttled(&self) -> usize {
+        self.throttled.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -557,13 +622,24 @@ async fn relay(
     ) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = match from.read(&mut buf).await {
+            // Looks at the mode every 10 ms even while idle, so pooled connections are cut
+            // as soon as the proxy refuses or throttles.
+            let read = tokio::select! {
+                read = from.read(&mut buf) => read,
+                () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {
+                    if matches!(mode.load(std::sync::atomic::Ordering::SeqCst), 1 | 3) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let n = match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             match mode.load(std::sync::atomic::Ordering::SeqCst) {
                 0 => {}
-                1 => return,
+                1 | 3 => return,
                 _ => {
                     tokio::time::sleep(std::time::Duration::from_secs(300)).await;
                     return;
@@ -595,4 +671,24 @@ pub async fn presign(s: &TestServer, name: &str, size: usize) -> serde_json::Val
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()
+}
+
+/// Every file (not directory or lock) under the store's temporary area.
+pub fn temporary_files(data: &std::path::Path) -> Vec<PathBuf> {
+    let tmp = data.join("objects.work").join("tmp");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&tmp).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if !path.to_string_lossy().ends_with(".lock") {
+            found.push(path);
+        }
+    }
+    found
 }
