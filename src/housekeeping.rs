@@ -3,7 +3,9 @@
 //!   after `upload_ttl_secs`, with their objects and parts;
 //! - deletions that a node did not finish (it failed, or died between deleting a file's row
 //!   and its objects) are finished from the outbox after `DELETION_GRACE`;
-//! - the local store's temporary files left by processes that died are removed.
+//! - the local store's temporary files left by processes that died are removed, and so are
+//!   multipart parts that can no longer be completed (their file registered or deleted, or
+//!   their grant gone) once idle for `PARTS_IDLE`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::db::DbError;
+use crate::storage::Storage;
 
 /// Grants handled per database round trip.
 const BATCH: u32 = 200;
@@ -21,6 +24,10 @@ const BATCH: u32 = 200;
 /// that asked normally finishes within milliseconds).
 const DELETION_GRACE: time::Duration = time::Duration::seconds(60);
 
+/// How long a multipart upload's parts must have been left alone before housekeeping
+/// looks at them (a new upload's directory exists a moment before its grant).
+const PARTS_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What one sweep removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -28,7 +35,8 @@ pub struct SweepReport {
     pub multipart: usize,
     /// Deleted files whose objects were removed from the outbox.
     pub deletions: usize,
-    /// Temporary files (or directories) of dead processes.
+    /// Temporary files (or directories) of dead processes, and parts of multipart uploads
+    /// that can no longer be completed.
     pub temporary: usize,
 }
 
@@ -39,6 +47,14 @@ pub async fn sweep(app: &App, now: OffsetDateTime) -> Result<SweepReport, DbErro
         temporary: app.storage.sweep_temporary().await,
         ..SweepReport::default()
     };
+    for upload_id in app.storage.idle_multipart(PARTS_IDLE).await {
+        if !app.db.multipart_open(&upload_id).await?
+            && let Storage::Fs(fs, _) = &app.storage
+            && fs.abort_multipart(&upload_id).await.is_ok()
+        {
+            report.temporary += 1;
+        }
+    }
     loop {
         let pending = app
             .db

@@ -110,6 +110,18 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the multipart upload `upload_id` may still be completed: its grant exists
+    /// and its file is not registered yet.
+    pub async fn multipart_open(&self, upload_id: &str) -> Result<bool, DbError> {
+        let open: Option<bool> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT registered FROM uploads WHERE multipart_id = $1")
+                .bind(upload_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(open == Some(false))
+    }
+
     /// Grants issued before `cutoff` and never registered, oldest first, at most `limit`.
     pub async fn stale_uploads(
         &self,

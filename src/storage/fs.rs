@@ -438,6 +438,32 @@ impl FsStorage {
         result
     }
 
+    /// The multipart uploads whose parts directory has not changed for `age`: candidates
+    /// for housekeeping, which drops those that can no longer be completed (a node died
+    /// between joining the parts and removing them, or the file was registered or
+    /// deleted since).
+    pub async fn idle_multipart(&self, age: std::time::Duration) -> Vec<String> {
+        let parts = self.work.join("parts");
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&parts) else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .filter(|e| {
+                    e.metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|m| m.elapsed().ok())
+                        .is_some_and(|idle| idle > age)
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Drops a multipart upload's parts (idempotent).
     pub async fn abort_multipart(&self, upload_id: &str) -> Result<(), StorageError> {
         match tokio::fs::remove_dir_all(self.parts_dir(upload_id)).await {

@@ -147,6 +147,15 @@ impl Storage {
         }
     }
 
+    /// The local store's multipart uploads idle for `age` (none with S3, which keeps and
+    /// expires parts itself).
+    pub async fn idle_multipart(&self, age: std::time::Duration) -> Vec<String> {
+        match self {
+            Storage::Fs(fs, _) => fs.idle_multipart(age).await,
+            Storage::S3(_) => Vec::new(),
+        }
+    }
+
     /// Checks the store is usable; `/readyz` and start-up call it.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self {

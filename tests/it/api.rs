@@ -1195,3 +1195,103 @@ async fn openapi_document_is_served_and_lists_every_endpoint() {
     assert_eq!(doc, on_disk);
     s.stop().await;
 }
+
+/// Parts that can no longer be completed (a node died between joining them and removing
+/// them, and the file was registered since) are removed by housekeeping once idle; the
+/// parts of an upload still open are kept.
+#[tokio::test]
+async fn leftover_multipart_parts_are_swept_and_open_ones_kept() {
+    let s = TestServer::start().await;
+    if s.is_s3() {
+        // S3 keeps and expires parts itself.
+        s.stop().await;
+        return;
+    }
+    let bytes = fixture("landscape.jpg");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let init = s
+            .api(
+                Method::POST,
+                "/v1/files/multipart/init",
+                PK,
+                Some("alice"),
+                Some(json!({ "filename": "m.jpg", "contentType": "image/jpeg", "fileSize": bytes.len() })),
+            )
+            .await
+            .json();
+        let (key, id) = (init["key"].clone(), init["uploadId"].clone());
+        let part = s
+            .api(
+                Method::POST,
+                "/v1/files/multipart/presigned-url",
+                PK,
+                Some("alice"),
+                Some(json!({ "key": key, "uploadId": id, "partNumber": 1 })),
+            )
+            .await
+            .json();
+        let put = s
+            .send(
+                Method::PUT,
+                part["url"].as_str().unwrap(),
+                &[],
+                bytes.clone(),
+            )
+            .await;
+        assert_eq!(put.status, 200);
+        ids.push((
+            key,
+            id.as_str().unwrap().to_owned(),
+            put.header("etag").to_owned(),
+        ));
+    }
+    // The first is completed and registered; the second stays open.
+    let (key, id, etag) = &ids[0];
+    let r = s
+        .api(
+            Method::POST,
+            "/v1/files/multipart/complete",
+            PK,
+            Some("alice"),
+            Some(
+                json!({ "key": key, "uploadId": id, "parts": [{ "partNumber": 1, "etag": etag }] }),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = s
+        .api(
+            Method::POST,
+            "/v1/files",
+            PK,
+            Some("alice"),
+            Some(json!({ "s3Key": key, "originalName": "m.jpg", "mimeType": "image/jpeg", "size": bytes.len() })),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    // What a node killed after the join leaves: the parts directory, long untouched.
+    let parts = s.app.config.data_dir.join("objects.work").join("parts");
+    std::fs::create_dir(parts.join(id)).unwrap();
+    std::fs::write(parts.join(id).join("1"), &bytes).unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for id in [id, &ids[1].1] {
+        std::fs::File::open(parts.join(id))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    let report = imgedge::housekeeping::sweep(&s.app, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(report.temporary, 1);
+    assert!(
+        !parts.join(id).exists(),
+        "the completed upload's parts are gone"
+    );
+    assert!(
+        parts.join(&ids[1].1).exists(),
+        "the open upload's parts are kept"
+    );
+    s.stop().await;
+}
