@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::auth::{JwtVerifier, KeyRing};
+pub use crate::telemetry::LogFormat;
 
 const ENV_PREFIX: &str = "IMGEDGE_";
 
@@ -108,27 +109,6 @@ impl FromStr for StorageKind {
             "fs" | "local" => Ok(StorageKind::Fs),
             "s3" => Ok(StorageKind::S3),
             other => Err(format!("unknown storage `{other}`, expected `fs` or `s3`")),
-        }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!(
-                "unknown log format `{other}`, expected `text` or `json`"
-            )),
         }
     }
 }
