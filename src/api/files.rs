@@ -106,19 +106,31 @@ where
     if !owned && !caller.is_secret() {
         return Err(bad(ApiCode::AccessDenied, "this key was not issued to you"));
     }
+    let head = match app.storage.head(&key).await {
+        Ok(head) => head,
+        Err(crate::storage::StorageError::NotFound)
+            if grant.multipart_id.is_some() && !grant.completed =>
+        {
+            return Err(bad(
+                ApiCode::ValidationError,
+                "the multipart upload for this key is not complete",
+            ));
+        }
+        Err(crate::storage::StorageError::NotFound) => {
+            return Err(bad(
+                ApiCode::FileNotFound,
+                "nothing has been uploaded to this key yet",
+            ));
+        }
+        Err(other) => return Err(other.into()),
+    };
     if grant.multipart_id.is_some() && !grant.completed {
-        return Err(bad(
-            ApiCode::ValidationError,
-            "the multipart upload for this key is not complete",
-        ));
+        // The object appears only once a complete has joined the parts (the local store
+        // renames the joined file into place; S3 shows it after CompleteMultipartUpload),
+        // so it being there means the upload is complete: the node that completed it died
+        // before recording that.
+        app.db.mark_upload_completed(&key).await?;
     }
-    let head = app.storage.head(&key).await.map_err(|e| match e {
-        crate::storage::StorageError::NotFound => bad(
-            ApiCode::FileNotFound,
-            "nothing has been uploaded to this key yet",
-        ),
-        other => ApiError::from(other),
-    })?;
     if head.size > grant.max_size {
         // The stores refuse such bodies themselves (S3 signs the declared length, the
         // local store caps the stream); this is the last line for objects written some

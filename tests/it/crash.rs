@@ -596,6 +596,41 @@ fn a_full_disk_answers_507_and_corrupts_nothing() {
         "{answer}"
     );
 
+    // A single upload that does not fit is refused the same way, while its body is still
+    // arriving (the answer is read while the rest is sent).
+    let big = noise(9 << 20, 8);
+    let (status, presigned) = node.api(
+        "POST",
+        "/v1/files/presigned-url",
+        Some(json!({ "filename": "big2.pdf", "contentType": "application/pdf", "fileSize": big.len() })),
+    );
+    assert_eq!(status, 200, "{presigned}");
+    let mut stream = TcpStream::connect(node.api).unwrap();
+    let head = request_head(
+        "PUT",
+        &path_of(presigned["url"].as_str().unwrap()),
+        &[("content-type", "application/pdf")],
+        big.len(),
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&big);
+    });
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    drop(stream);
+    sender.join().unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 507"), "{text}");
+    assert!(text.contains("common/insufficient-storage"), "{text}");
+    let big2 = presigned["key"].as_str().unwrap();
+    assert_eq!(
+        node.api("POST", "/v1/files", Some(json!({ "s3Key": big2, "originalName": "big2.pdf", "mimeType": "application/pdf", "size": 9 << 20 }))).0,
+        404,
+        "nothing was stored to register"
+    );
+
     // Nothing half-written is left, and what was there is intact.
     let (status, image) = http(
         node.cdn,
