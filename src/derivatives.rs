@@ -312,27 +312,41 @@ async fn remove_levels_of(
     clean
 }
 
+/// How `finish_deletion` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The objects are gone and so is the outbox entry.
+    Removed,
+    /// The key belongs to a file (registered again, or a build's guard of a live file):
+    /// its objects stay; the entry is gone.
+    Kept,
+    /// Something failed; the entry stays for housekeeping.
+    Failed,
+}
+
 /// Removes the objects of a deleted file (its original and reduced copies) and then its
 /// entry in the deletion outbox. A key registered again since keeps its objects (they
 /// belong to the new file now). Whatever fails stays in the outbox for housekeeping.
-pub async fn finish_deletion(app: &App, pending: &PendingDeletion) -> bool {
+pub async fn finish_deletion(app: &App, pending: &PendingDeletion) -> Deletion {
     let key = &pending.key;
     match app.db.edge_facts(key).await {
         Ok(None) => {}
-        Ok(Some(_)) => return forget(app, key).await,
+        Ok(Some(_)) if forget(app, key).await => return Deletion::Kept,
+        Ok(Some(_)) => return Deletion::Failed,
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "deletion left for later");
-            return false;
+            return Deletion::Failed;
         }
     }
     if let Err(e) = app.storage.delete(key).await {
         tracing::warn!(key = %key, error = %e, "could not delete a file's object; will retry");
-        return false;
+        return Deletion::Failed;
     }
-    if !remove(app, key, pending.pyramid.as_ref()).await {
-        return false;
+    if remove(app, key, pending.pyramid.as_ref()).await && forget(app, key).await {
+        Deletion::Removed
+    } else {
+        Deletion::Failed
     }
-    forget(app, key).await
 }
 
 async fn forget(app: &App, key: &ObjectKey) -> bool {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::db::DbError;
+use crate::derivatives::Deletion;
 use crate::storage::Storage;
 
 /// Grants handled per database round trip.
@@ -33,7 +34,8 @@ const PARTS_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct SweepReport {
     pub uploads: usize,
     pub multipart: usize,
-    /// Deleted files whose objects were removed from the outbox.
+    /// Deleted files whose objects were removed from the outbox (entries of keys that
+    /// belong to a file again are dropped without counting).
     pub deletions: usize,
     /// Temporary files (or directories) of dead processes, and parts of multipart uploads
     /// that can no longer be completed.
@@ -63,11 +65,15 @@ pub async fn sweep(app: &App, now: OffsetDateTime) -> Result<SweepReport, DbErro
         let batch = pending.len();
         let mut done = 0;
         for deletion in &pending {
-            if crate::derivatives::finish_deletion(app, deletion).await {
-                done += 1;
+            match crate::derivatives::finish_deletion(app, deletion).await {
+                Deletion::Removed => {
+                    report.deletions += 1;
+                    done += 1;
+                }
+                Deletion::Kept => done += 1,
+                Deletion::Failed => {}
             }
         }
-        report.deletions += done;
         // Stop at a short batch, or when nothing could be finished (storage down).
         if batch < BATCH as usize || done == 0 {
             break;
