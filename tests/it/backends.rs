@@ -325,11 +325,9 @@ async fn a_change_through_one_node_reaches_the_other_at_once() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn s3_unreachable_or_slow_answers_fast() {
-    let Some(s3) = Backends::from_env().s3 else {
-        return skip("s3_unreachable_or_slow_answers_fast", "TEST_S3_ENDPOINT");
-    };
+/// A server on a new bucket reached through a `FaultProxy`, with no caches or reduced
+/// copies (every render reads the store) and `timeout_ms` as its storage timeout.
+async fn behind_proxy(s3: &crate::support::S3Access, timeout_ms: u64) -> (FaultProxy, TestServer) {
     let target: std::net::SocketAddr = s3
         .endpoint
         .trim_start_matches("http://")
@@ -342,10 +340,19 @@ async fn s3_unreachable_or_slow_answers_fast() {
     let mut config = crate::support::test_config(dir.path());
     s3.apply(&mut config, &bucket);
     config.s3_endpoint = format!("http://{}", proxy.addr);
-    config.storage_timeout_ms = 2_000;
+    config.storage_timeout_ms = timeout_ms;
     config.original_cache_bytes = imgedge::config::AutoBytes::Bytes(0);
     config.variant_cache_bytes = 0;
-    let s = TestServer::start_in(dir, config).await;
+    config.derivative_sizes = String::new();
+    (proxy, TestServer::start_in(dir, config).await)
+}
+
+#[tokio::test]
+async fn s3_unreachable_or_slow_answers_fast() {
+    let Some(s3) = Backends::from_env().s3 else {
+        return skip("s3_unreachable_or_slow_answers_fast", "TEST_S3_ENDPOINT");
+    };
+    let (proxy, s) = behind_proxy(&s3, 2_000).await;
     s.add("p/a.jpg", "landscape.jpg", Visibility::Public).await;
     assert_eq!(s.get("/fit-in/50x50/p/a.jpg").await.status, 200);
 
@@ -390,23 +397,7 @@ async fn s3_throttling_is_retried_with_bounded_backoff() {
             "TEST_S3_ENDPOINT",
         );
     };
-    let target: std::net::SocketAddr = s3
-        .endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("TEST_S3_ENDPOINT is http://ip:port");
-    let proxy = FaultProxy::start(target).await;
-    let bucket = s3.new_bucket().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = crate::support::test_config(dir.path());
-    s3.apply(&mut config, &bucket);
-    config.s3_endpoint = format!("http://{}", proxy.addr);
-    config.storage_timeout_ms = 3_000;
-    config.original_cache_bytes = imgedge::config::AutoBytes::Bytes(0);
-    config.variant_cache_bytes = 0;
-    config.derivative_sizes = String::new();
-    let s = TestServer::start_in(dir, config).await;
+    let (proxy, s) = behind_proxy(&s3, 3_000).await;
     s.add("p/a.jpg", "landscape.jpg", Visibility::Public).await;
     let get = |path: &'static str| async {
         tokio::time::timeout(NO_HANG, s.get(path))

@@ -117,6 +117,35 @@ impl Node {
         (status, etag)
     }
 
+    /// Starts a multipart upload of `body` as a PDF and uploads its 5 MiB parts; the key,
+    /// the upload id and the parts list for `complete`.
+    fn upload_parts(&self, body: &[u8]) -> (String, String, Vec<Value>) {
+        let (status, init) = self.api(
+            "POST",
+            "/v1/files/multipart/init",
+            Some(json!({ "filename": "big.pdf", "contentType": "application/pdf", "fileSize": body.len() })),
+        );
+        assert_eq!(status, 200, "{init}");
+        let (key, upload_id) = (
+            init["key"].as_str().unwrap().to_owned(),
+            init["uploadId"].as_str().unwrap().to_owned(),
+        );
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(5 << 20).enumerate() {
+            let n = i + 1;
+            let (status, part) = self.api(
+                "POST",
+                "/v1/files/multipart/presigned-url",
+                Some(json!({ "key": key, "uploadId": upload_id, "partNumber": n })),
+            );
+            assert_eq!(status, 200, "{part}");
+            let (status, etag) = self.put(part["url"].as_str().unwrap(), chunk);
+            assert_eq!(status, 200, "part {n}");
+            parts.push(json!({ "partNumber": n, "etag": etag }));
+        }
+        (key, upload_id, parts)
+    }
+
     fn object_path(&self, key: &str) -> PathBuf {
         self.data.join("objects").join(key)
     }
@@ -318,29 +347,7 @@ fn a_node_killed_mid_multipart_complete_loses_nothing() {
     // the join, during it, between the rename and the clean-up), the outcome is whole.
     for (round, delay_ms) in [0u64, 2, 8, 25, 80].into_iter().enumerate() {
         let body = noise(11 << 20, 10 + round as u32);
-        let (status, init) = node.api(
-            "POST",
-            "/v1/files/multipart/init",
-            Some(json!({ "filename": "big.pdf", "contentType": "application/pdf", "fileSize": body.len() })),
-        );
-        assert_eq!(status, 200, "{init}");
-        let (key, upload_id) = (
-            init["key"].as_str().unwrap().to_owned(),
-            init["uploadId"].as_str().unwrap().to_owned(),
-        );
-        let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(5 << 20).enumerate() {
-            let n = i + 1;
-            let (status, part) = node.api(
-                "POST",
-                "/v1/files/multipart/presigned-url",
-                Some(json!({ "key": key, "uploadId": upload_id, "partNumber": n })),
-            );
-            assert_eq!(status, 200, "{part}");
-            let (status, etag) = node.put(part["url"].as_str().unwrap(), chunk);
-            assert_eq!(status, 200);
-            parts.push(json!({ "partNumber": n, "etag": etag }));
-        }
+        let (key, upload_id, parts) = node.upload_parts(&body);
         let complete = json!({ "key": key, "uploadId": upload_id, "parts": parts }).to_string();
         let auth = format!("Bearer {}", node.token);
         let mut stream = TcpStream::connect(node.api).unwrap();
@@ -558,28 +565,7 @@ fn a_full_disk_answers_507_and_corrupts_nothing() {
 
     // 10 MiB of parts fit; joining them needs 10 MiB more, which the disk has not.
     let body = noise(10 << 20, 7);
-    let (status, init) = node.api(
-        "POST",
-        "/v1/files/multipart/init",
-        Some(json!({ "filename": "big.pdf", "contentType": "application/pdf", "fileSize": body.len() })),
-    );
-    assert_eq!(status, 200, "{init}");
-    let (key, upload_id) = (
-        init["key"].as_str().unwrap().to_owned(),
-        init["uploadId"].as_str().unwrap().to_owned(),
-    );
-    let mut parts = Vec::new();
-    for (i, chunk) in body.chunks(5 << 20).enumerate() {
-        let n = i + 1;
-        let (_, part) = node.api(
-            "POST",
-            "/v1/files/multipart/presigned-url",
-            Some(json!({ "key": key, "uploadId": upload_id, "partNumber": n })),
-        );
-        let (status, etag) = node.put(part["url"].as_str().unwrap(), chunk);
-        assert_eq!(status, 200, "part {n}");
-        parts.push(json!({ "partNumber": n, "etag": etag }));
-    }
+    let (key, upload_id, parts) = node.upload_parts(&body);
     let complete = json!({ "key": key, "uploadId": upload_id, "parts": parts });
     let (status, answer) = node.api(
         "POST",
