@@ -24,6 +24,7 @@ use imgedge::imaging::{
     self, Format, Job, Limits, Precision, Pyramid, Reduced, Size, build_pyramid, probe,
 };
 
+#[allow(clippy::disallowed_methods)] // the benchmark's own knob, not a setting
 fn bench_images() -> PathBuf {
     std::env::var_os("IMGEDGE_BENCH_IMAGES").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench-images"),

@@ -1,5 +1,5 @@
 //! The three in-memory caches, all moka, all bounded:
-//! - variants: rendered images, weighed by their bytes, with a TTL; `get_or_render`
+//! - variants: rendered images, weighed by their bytes, with a TTL; `variant`
 //!   coalesces concurrent identical misses into one render (moka runs one init future per
 //!   key; if that caller is dropped, a waiting caller takes over, so nobody hangs);
 //! - originals: source bytes, weighed by bytes, so a burst of sizes of one image fetches

@@ -384,6 +384,7 @@ pub fn deadline_after(timeout: Duration) -> Instant {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests wait on std channels off the runtime
 mod tests {
     use super::*;
     use std::sync::mpsc;

@@ -104,7 +104,7 @@ async fn import_dir(
         return Err(ImportError::NotADirectory(dir.to_owned()));
     }
     let root = dir.to_owned();
-    let files = tokio::task::spawn_blocking(move || walk(&root))
+    let files = crate::storage::blocking_io(move || walk(&root))
         .await
         .expect("invariant: the directory walk does not panic")?;
     let mut report = ImportReport::default();

@@ -75,17 +75,6 @@ impl Listeners {
     }
 }
 
-/// Builds the application from `config` and serves until `shutdown` completes.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    let app = Arc::new(App::build(config).await?);
-    serve(app, listeners, shutdown).await;
-    Ok(())
-}
-
 /// Serves an already-built application until `shutdown` completes, then drains both
 /// listeners (at most `shutdown_grace_ms`) and closes the metadata store.
 pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Output = ()>) {

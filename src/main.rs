@@ -44,6 +44,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// sharp's 1.2-1.3 GB). `MIMALLOC_PURGE_DELAY` in the environment still decides.
 const PURGE_DELAY_MS: std::ffi::c_long = 250;
 
+// mimalloc's own variables, which decide over our defaults; not imgedge settings.
+#[allow(clippy::disallowed_methods)]
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is

@@ -1,4 +1,5 @@
-//! Who may see an edge URL: today the Thumbor URL signature, later file visibility.
+//! Who may ask for an edge URL: the Thumbor URL signature. (Which files may be seen, their
+//! visibility, is the edge's check against the metadata store, not this module's.)
 //!
 //! A signature is `base64url(HMAC-SHA1(security_key, signed_path))` with `=` padding, exactly
 //! as Thumbor's `libthumbor`/`CryptoURL` computes it; `signed_path` is everything after the

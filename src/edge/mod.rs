@@ -233,6 +233,15 @@ async fn copy_missing(app: &App, key: &ObjectKey, pyramid: &Pyramid) {
     }
 }
 
+/// Renders and hashes the output for its ETag, both on the CPU pool (hashing a large
+/// output is CPU work too, kept off the async runtime).
+fn render_tagged(job: &Job) -> Result<(imaging::Encoded, String), imaging::ImagingError> {
+    let encoded = imaging::render(job)?;
+    let digest = Sha256::digest(&encoded.bytes);
+    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+    Ok((encoded, etag))
+}
+
 async fn render_variant(
     app: &App,
     parsed: &ParsedUrl,
@@ -240,14 +249,12 @@ async fn render_variant(
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Arc<Variant>, EdgeError> {
-    let encoded = run_imaging(app, parsed, facts, choice, deadline, imaging::render).await?;
+    let (encoded, etag) = run_imaging(app, parsed, facts, choice, deadline, render_tagged).await?;
     let m = &app.metrics;
     m.renders.inc();
     m.observe_stage("decode", encoded.timings.decode);
     m.observe_stage("transform", encoded.timings.transform);
     m.observe_stage("encode", encoded.timings.encode);
-    let digest = Sha256::digest(&encoded.bytes);
-    let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     Ok(Arc::new(Variant {
         key: parsed.key.clone(),
         bytes: Bytes::from(encoded.bytes),

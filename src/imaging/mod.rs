@@ -1,7 +1,8 @@
 //! Image processing: bytes + typed `Recipe` in, encoded bytes out.
 //!
 //! Everything here is synchronous and CPU-bound: no async, no HTTP, no global locks. The
-//! caller runs `render` on a blocking thread pool and maps `ImagingError` to a status code.
+//! caller runs `render` on the CPU pool's own threads (`cpu`), never on the async runtime,
+//! and maps `ImagingError` to a status code.
 //!
 //! Code map, in pipeline order:
 //! - `recipe`   the typed operations (the contract with `edge::url`).

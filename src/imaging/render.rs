@@ -1718,6 +1718,7 @@ mod tests {
     /// `cargo test --lib stage_timings -- --ignored --nocapture`.
     #[test]
     #[ignore = "needs /work/shared/bench-images; prints timings only"]
+    #[allow(clippy::disallowed_methods)] // the test's own knob, not a setting
     fn stage_timings() {
         let dir = std::env::var("IMGEDGE_BENCH_IMAGES")
             .unwrap_or_else(|_| "/work/shared/bench-images".to_owned());

@@ -157,7 +157,7 @@ impl FsStorage {
     pub async fn sweep_temporary(&self) -> usize {
         let tmp = self.work.join("tmp");
         let own = self.lease.id.clone();
-        tokio::task::spawn_blocking(move || sweep_dead(&tmp, &own))
+        super::blocking_io(move || sweep_dead(&tmp, &own))
             .await
             .unwrap_or(0)
     }
@@ -191,13 +191,12 @@ impl FsStorage {
         // reading 0.3-3.6 MB originals that were then refused).
         let mut buf = Vec::with_capacity((meta.len() as usize).saturating_add(64));
         let file = file.into_std().await;
-        let buf = tokio::task::spawn_blocking(move || {
+        let buf = super::blocking_io(move || {
             use std::io::Read;
             // The length may change under us; read at most one byte past the limit to notice.
             file.take(max_bytes + 1).read_to_end(&mut buf).map(|_| buf)
         })
-        .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        .await??;
         if buf.len() as u64 > max_bytes {
             return Err(StorageError::TooLarge {
                 size: buf.len() as u64,
@@ -444,7 +443,7 @@ impl FsStorage {
     /// deleted since).
     pub async fn idle_multipart(&self, age: std::time::Duration) -> Vec<String> {
         let parts = self.work.join("parts");
-        tokio::task::spawn_blocking(move || {
+        super::blocking_io(move || {
             let Ok(entries) = std::fs::read_dir(&parts) else {
                 return Vec::new();
             };

@@ -229,6 +229,18 @@ impl Storage {
     }
 }
 
+/// Runs blocking file-system work (a whole-file read, a directory walk or sweep) on
+/// tokio's blocking threads, off the async runtime. Not for CPU work, which goes to the
+/// CPU pool (`cpu`); this is the one place allowed to call `spawn_blocking` for it.
+#[allow(clippy::disallowed_methods)]
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)
+}
+
 /// `attachment` with an ASCII fallback name and the RFC 5987 UTF-8 name.
 pub(crate) fn content_disposition(filename: &str) -> String {
     let ascii: String = filename
