@@ -1,100 +1,23 @@
-//! The `imgedge` binary: parses flags, loads configuration, initialises logging, binds
-//! the listeners and calls the library. `anyhow` lives only here.
+//! The `imgedge` binary: the command line only. It parses flags, loads configuration,
+//! initialises logging, binds the listeners and calls the library; the allocator set-up
+//! (`alloc`) and the API-key file editing of `keys new` (`keys_file`) are modules of their
+//! own. `anyhow` lives only in the binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use imgedge::api::auth::{JwtVerifier, KeyKind, KeyRing, is_project_name, mint_key};
+use imgedge::api::auth::{JwtVerifier, KeyKind};
 use imgedge::config::Config;
 use imgedge::db::Visibility;
 use imgedge::import::{ImportOptions, ImportSource, import};
 use imgedge::{App, Listeners, telemetry};
 
-// mimalloc: lower fragmentation than glibc malloc for many short-lived, large image
-// buffers allocated on different threads, which keeps RSS flat under load. With the
-// `override` feature of libmimalloc-sys (Cargo.toml) it serves the C codecs' malloc too.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc v3's `mi_option_purge_delay` (its option enum keeps retired entries, so the
-/// numbers stay put; libmimalloc-sys names only the v2 ones).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long mimalloc keeps freed memory before handing it back to the OS, in milliseconds.
-/// A render frees large buffers (a progressive JPEG's coefficients: about 50 MB for a 16 MP
-/// file) that the next render on the same CPU thread needs again 100-200 ms later. Kept,
-/// they are reused; handed back at once, every render pays page faults and zeroing for
-/// them. Kept too long, buffers of different sizes pile up between reuses.
-///
-/// Measured with the CPU pool on its own threads and no originals cache for the fs backend
-/// (the defaults), 60 s of W1 at 8 connections and 20 s of W3 at 4 (issue 5):
-///
-/// | delay | W1 CPU-ms/req | W1 peak RSS | W3 CPU-ms/req |
-/// |---|---|---|---|
-/// | 0 | 39.3 | 192 MB | 32.4 |
-/// | 250 | 32.5-33.2 | 274 MB | 28.8 |
-/// | 500 | 32.2 | 308 MB | 28.3 |
-/// | 1000 (mimalloc's default) | 31.2 | 306 MB (345 MB in a 10-minute soak) | 27.7 |
-///
-/// 250 ms keeps most of the CPU saving and stays well inside the W1 memory target (0.25x
-/// sharp's 1.2-1.3 GB). `MIMALLOC_PURGE_DELAY` in the environment still decides.
-const PURGE_DELAY_MS: std::ffi::c_long = 250;
-
-// mimalloc's own variables, which decide over our defaults; not imgedge settings.
-#[allow(clippy::disallowed_methods)]
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is
-        // thread-safe and may be called at any time.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-    }
-    // The purge delay only runs out inside later allocations and frees; a quiet process
-    // would keep its peak for good. The library calls this on each worker thread once the
-    // heavy work has gone quiet (`imgedge::memory`).
-    let huge_pages = std::env::var_os("MIMALLOC_ALLOW_THP").is_none();
-    imgedge::memory::set_hooks(imgedge::memory::Hooks {
-        release: release_memory,
-        settle: if huge_pages { huge_pages_off } else { || {} },
-        resume: if huge_pages { huge_pages_on } else { || {} },
-    });
-}
-
-/// Transparent huge pages, while idle: off.
-///
-/// mimalloc marks its arenas `MADV_HUGEPAGE`. The kernel's khugepaged then, every 10 s,
-/// collapses any 2 MiB stretch of an arena that still has one page in use back into a
-/// whole huge page, faulting in again what [`release_memory`] handed back: an idle server
-/// after a W1 run grew from 49 to 62 MB of anonymous memory in 80 s (42 to 79 MB in 140 s
-/// in another run), in steps 10 s apart, all of it `AnonHugePages` in mimalloc's arena
-/// (/proc/PID/smaps); with huge pages off it stayed at 9-10 MB. But under load they save
-/// CPU: W1 at 8 connections, three interleaved 20 s runs each, 36.0 CPU-ms/req with them
-/// against 40.1 without. So they are on for work and off in between (`imgedge::memory`
-/// calls these two). `MIMALLOC_ALLOW_THP` set in the environment leaves them alone.
-fn huge_pages_off() {
-    set_huge_pages(false);
-}
-
-fn huge_pages_on() {
-    set_huge_pages(true);
-}
-
-fn set_huge_pages(on: bool) {
-    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and changes nothing
-    // but this process's huge-page policy. A kernel without THP refuses it, and then there
-    // is nothing to switch.
-    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, libc::c_ulong::from(!on), 0, 0, 0) };
-}
-
-/// Collects the calling thread's heap and purges every freed page process-wide now.
-fn release_memory() {
-    // SAFETY: mi_collect(true) only frees memory mimalloc itself holds unused; it is safe
-    // to call from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) };
-}
+mod alloc;
+mod keys_file;
 
 #[derive(Parser)]
 #[command(
@@ -223,7 +146,7 @@ fn load(common: &Common, mut flags: Vec<(&'static str, String)>) -> anyhow::Resu
 }
 
 fn main() -> anyhow::Result<()> {
-    tune_allocator();
+    alloc::tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,7 +263,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 KeyKind::Publishable
             };
-            new_key(&project, kind, append_to.as_deref())
+            keys_file::new_key(&project, kind, append_to.as_deref())
         }
         Command::Token { sub, ttl, common } => {
             let config = load(&common, Vec::new())?;
@@ -357,155 +280,6 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// `imgedge keys new`: mints a key, prints it once, and prints or appends its entry.
-fn new_key(project: &str, kind: KeyKind, append_to: Option<&Path>) -> anyhow::Result<()> {
-    let (key, hash) = mint_key(kind);
-    // Refuse a bad project name before showing a key that could never be configured.
-    if !is_project_name(project) {
-        anyhow::bail!(
-            "--project `{project}`: a project name is 1 to 64 characters of A-Z, a-z, 0-9, \
-             `_` or `-`"
-        );
-    }
-    let entry = format!("{project}:{hash}");
-    if let Some(path) = append_to {
-        let old = match std::fs::read_to_string(path) {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let new = append_api_key(old.as_deref(), &entry)
-            .with_context(|| format!("cannot add the key to {}", path.display()))?;
-        check_appended(&new, &key)
-            .with_context(|| format!("refusing to write {}", path.display()))?;
-        std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))?;
-    }
-    let kind_name = match kind {
-        KeyKind::Publishable => "publishable",
-        KeyKind::Secret => "secret",
-    };
-    println!("New {kind_name} API key for project `{project}` (it will not be shown again):");
-    println!();
-    println!("    {key}");
-    println!();
-    match append_to {
-        Some(path) => {
-            println!("Its hash was added to api_keys in {}.", path.display());
-            println!("(IMGEDGE_API_KEYS, when set, replaces that list.)");
-        }
-        None => {
-            println!("Add its hash to the configuration (comma-separate several entries):");
-            println!("    TOML:        api_keys = \"{entry}\"");
-            println!("    environment: IMGEDGE_API_KEYS={entry}");
-        }
-    }
-    Ok(())
-}
-
-/// Adds `entry` to the `api_keys` string of a TOML document, changing nothing else:
-/// the existing value line is rewritten in place (its trailing comment kept), or a new
-/// line is added before the first table. `None` means the file does not exist yet.
-fn append_api_key(text: Option<&str>, entry: &str) -> anyhow::Result<String> {
-    let Some(text) = text else {
-        return Ok(format!("api_keys = {}\n", toml_string(entry)));
-    };
-    let table: toml::Table = text.parse().context("the file is not valid TOML")?;
-    let current = match table.get("api_keys") {
-        None => None,
-        Some(toml::Value::String(s)) => Some(s.as_str()),
-        Some(_) => anyhow::bail!("api_keys must be a string"),
-    };
-    let Some(current) = current else {
-        let line = format!("api_keys = {}\n", toml_string(entry));
-        // Keys after a `[table]` header would belong to that table: insert before it.
-        let mut offset = 0;
-        for l in text.split_inclusive('\n') {
-            if l.trim_start().starts_with('[') {
-                return Ok(format!("{}{line}{}", &text[..offset], &text[offset..]));
-            }
-            offset += l.len();
-        }
-        let separator = if text.is_empty() || text.ends_with('\n') {
-            ""
-        } else {
-            "\n"
-        };
-        return Ok(format!("{text}{separator}{line}"));
-    };
-    let kept = current.trim().trim_end_matches(',').trim_end();
-    let value = if kept.is_empty() {
-        entry.to_owned()
-    } else {
-        format!("{kept},{entry}")
-    };
-    // Find the one line `api_keys = <string>` whose value parses back to `current`.
-    let mut found = None;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if let Some(span) = value_span(line, current) {
-            if found.is_some() {
-                anyhow::bail!("api_keys appears on several lines; add `{entry}` by hand");
-            }
-            found = Some((offset + span.start)..(offset + span.end));
-        }
-        offset += line.len();
-    }
-    let Some(span) = found else {
-        anyhow::bail!(
-            "api_keys is not a one-line string this tool can edit; add `{entry}` by hand"
-        );
-    };
-    Ok(format!(
-        "{}{}{}",
-        &text[..span.start],
-        toml_string(&value),
-        &text[span.end..]
-    ))
-}
-
-/// Where, in `line`, the string value of an `api_keys = ...` assignment equal to
-/// `expected` sits: the shortest prefix of the text after `=` that parses as it.
-fn value_span(line: &str, expected: &str) -> Option<std::ops::Range<usize>> {
-    let rest = line.trim_start().strip_prefix("api_keys")?;
-    let rest = rest.trim_start().strip_prefix('=')?;
-    let start = line.len() - rest.len();
-    let start = start + (rest.len() - rest.trim_start().len());
-    let tail = &line[start..];
-    for (end, c) in tail.char_indices() {
-        if end == 0 || (c != '"' && c != '\'') {
-            continue;
-        }
-        let candidate = &tail[..=end];
-        let parsed: Result<toml::Table, _> = format!("v = {candidate}").parse();
-        if let Ok(table) = parsed
-            && table.get("v").and_then(toml::Value::as_str) == Some(expected)
-        {
-            return Some(start..start + end + 1);
-        }
-    }
-    None
-}
-
-/// A TOML basic string holding `text`.
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
-}
-
-/// Re-reads the edited document as the service would and checks the new key works.
-fn check_appended(text: &str, key: &str) -> anyhow::Result<()> {
-    let table: toml::Table = text.parse().context("the edit produced invalid TOML")?;
-    let value = table
-        .get("api_keys")
-        .and_then(toml::Value::as_str)
-        .context("the edit lost api_keys")?;
-    let ring = KeyRing::parse(value)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("api_keys")?;
-    ring.authenticate(key)
-        .context("the new key does not authenticate against the edited api_keys")?;
-    Ok(())
 }
 
 /// Parses a lifetime such as `30s`, `15m`, `1h` or `7d` (at most 365 days).
@@ -577,56 +351,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ENTRY: &str = "web:abc";
-
-    #[test]
-    fn append_api_key_edits_only_that_value() {
-        let cases: &[(Option<&str>, &str)] = &[
-            (None, "api_keys = \"web:abc\"\n"),
-            (Some(""), "api_keys = \"web:abc\"\n"),
-            (
-                Some("# imgedge\ndata_dir = \"/srv\""),
-                "# imgedge\ndata_dir = \"/srv\"\napi_keys = \"web:abc\"\n",
-            ),
-            (
-                Some("a = 1\n[table]\nb = 2\n"),
-                "a = 1\napi_keys = \"web:abc\"\n[table]\nb = 2\n",
-            ),
-            (
-                Some("# keys\napi_keys = \"\"  # none yet\nauto_avif = true\n"),
-                "# keys\napi_keys = \"web:abc\"  # none yet\nauto_avif = true\n",
-            ),
-            (
-                Some("  api_keys='app:1, ' # 'quoted'\n"),
-                "  api_keys=\"app:1,web:abc\" # 'quoted'\n",
-            ),
-            (
-                Some("api_keys = \"app:1\" # \"x\"\r\nother = \"api_keys = \\\"app:1\\\"\"\r\n"),
-                "api_keys = \"app:1,web:abc\" # \"x\"\r\nother = \"api_keys = \\\"app:1\\\"\"\r\n",
-            ),
-        ];
-        for (old, expected) in cases {
-            assert_eq!(append_api_key(*old, ENTRY).unwrap(), *expected, "{old:?}");
-        }
-        let refused: &[(&str, &str)] = &[
-            ("api_keys = [\"a\"]\n", "must be a string"),
-            ("api_keys = \"\"\"\na:1\"\"\"\n", "by hand"),
-            ("not toml = = 1", "not valid TOML"),
-        ];
-        for (old, needle) in refused {
-            let err = format!("{:#}", append_api_key(Some(old), ENTRY).unwrap_err());
-            assert!(err.contains(needle), "{old:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn appended_keys_authenticate() {
-        let (key, hash) = mint_key(KeyKind::Secret);
-        let text = append_api_key(Some("api_keys = \"\"\n"), &format!("p:{hash}")).unwrap();
-        check_appended(&text, &key).unwrap();
-        assert!(check_appended(&text, &mint_key(KeyKind::Secret).0).is_err());
-    }
 
     #[test]
     fn ttl() {
