@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::app::App;
-use crate::db::{DbError, NO_DERIVATIVES};
+use crate::db::{DbError, Derivatives};
 use crate::imaging::Pyramid;
 use crate::storage::StorageError;
 
@@ -112,22 +112,19 @@ pub async fn check(app: &App) -> Result<CheckReport, DbError> {
                 }
                 Err(e) => report.problems.push(format!("file {key}: {e}")),
             }
-            let Some(value) = derivatives else {
-                report.builds_pending += 1;
-                continue;
-            };
-            if value.starts_with('#') {
-                report.builds_pending += 1;
-                continue;
-            }
-            if value == NO_DERIVATIVES {
-                continue;
-            }
-            let Ok(pyramid) = value.parse::<Pyramid>() else {
-                report.problems.push(format!(
-                    "file {key}: unreadable reduced-copy record {value:?}"
-                ));
-                continue;
+            let pyramid = match Derivatives::from_column(derivatives.as_deref()) {
+                Ok(Derivatives::Pending | Derivatives::Claimed) => {
+                    report.builds_pending += 1;
+                    continue;
+                }
+                Ok(Derivatives::Never) => continue,
+                Ok(Derivatives::Built(pyramid)) => pyramid,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("file {key}: unreadable reduced-copy record: {e}"));
+                    continue;
+                }
             };
             for level in &pyramid.levels {
                 let at = key.derivative(Pyramid::long_edge(*level));

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::budget::BudgetError;
 use crate::cpu::Threads;
-use crate::db::{Claim, NO_DERIVATIVES, PendingDeletion};
+use crate::db::{Claim, Derivatives, PendingDeletion};
 use crate::edge::url::ObjectKey;
 use crate::imaging::{self, ImagingError, Pyramid};
 use crate::storage::StorageError;
@@ -176,7 +176,7 @@ async fn build(
     let bytes = match app.storage.get(key, app.config.max_source_bytes).await {
         Ok(bytes) => bytes,
         Err(StorageError::NotFound | StorageError::TooLarge { .. }) => {
-            return finish(app, claim, NO_DERIVATIVES).await;
+            return finish(app, claim, &Derivatives::Never).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -196,7 +196,7 @@ async fn build(
         Err(BudgetError::Busy) => return Err(Transient::Stopped),
         Err(e @ BudgetError::TooLarge { .. }) => {
             tracing::info!(key = %key, error = %e, "no derivatives for this file");
-            return finish(app, claim, NO_DERIVATIVES).await;
+            return finish(app, claim, &Derivatives::Never).await;
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -216,11 +216,11 @@ async fn build(
     };
     let (pyramid, levels) = match built {
         Ok(Some(built)) => built,
-        Ok(None) => return finish(app, claim, NO_DERIVATIVES).await,
+        Ok(None) => return finish(app, claim, &Derivatives::Never).await,
         Err(ImagingError::Cancelled) => return Err(Transient::Stopped),
         Err(e) => {
             tracing::info!(key = %key, error = %e, "no derivatives for this file");
-            return finish(app, claim, NO_DERIVATIVES).await;
+            return finish(app, claim, &Derivatives::Never).await;
         }
     };
     let stored_bytes: usize = levels.iter().map(|l| l.bytes.len()).sum();
@@ -233,7 +233,7 @@ async fn build(
     }
     let recorded = app
         .db
-        .finish_derivatives(claim, &pyramid.to_string())
+        .finish_derivatives(claim, &Derivatives::Built(pyramid.clone()))
         .await?;
     if !recorded {
         // The file was replaced or deleted while we worked. Replaced: a later round builds
@@ -267,8 +267,8 @@ async fn build(
     Ok(())
 }
 
-async fn finish(app: &App, claim: &Claim, value: &str) -> Result<(), Transient> {
-    if app.db.finish_derivatives(claim, value).await? {
+async fn finish(app: &App, claim: &Claim, outcome: &Derivatives) -> Result<(), Transient> {
+    if app.db.finish_derivatives(claim, outcome).await? {
         app.metrics.derivatives_built.inc();
     }
     Ok(())

@@ -7,7 +7,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Db, DbError, NO_DERIVATIVES, format_time, on_pool, stored_key};
+use super::{Db, DbError, Derivatives, format_time, on_pool, stored_key};
 use crate::edge::url::ObjectKey;
 use crate::imaging::Pyramid;
 
@@ -28,9 +28,9 @@ impl PendingDeletion {
         key: &str,
         derivatives: Option<String>,
     ) -> Result<PendingDeletion, DbError> {
-        let pyramid = derivatives
-            .filter(|d| d.as_str() != NO_DERIVATIVES && !d.starts_with('#'))
-            .and_then(|d| d.parse::<Pyramid>().ok());
+        let pyramid = Derivatives::from_column(derivatives.as_deref())
+            .ok()
+            .and_then(Derivatives::pyramid);
         Ok(PendingDeletion {
             key: stored_key(key)?,
             pyramid,

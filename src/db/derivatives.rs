@@ -1,9 +1,9 @@
 //! The derivatives column: which files still need their reduced copies, claims so that
 //! several nodes never build the same file at once, and what the edge reads per key.
 //!
-//! States (see `migrations/*/…derivatives.sql`): NULL = to build; `#<time>` = claimed at
-//! `<time>` (fixed-width, so a claim older than a cutoff is simply `< '#<cutoff>'`);
-//! `none`; or a `Pyramid` in text form.
+//! States (`Derivatives`; stored as in `migrations/*/…derivatives.sql`): NULL = to build;
+//! `#<time>` = claimed at `<time>` (fixed-width, so a claim older than a cutoff is simply
+//! `< '#<cutoff>'`); `none`; or a `Pyramid` in text form.
 
 use std::sync::Arc;
 
@@ -13,8 +13,51 @@ use super::{Announce, Db, DbError, Visibility, format_time, on_pool, parse_enum}
 use crate::edge::url::ObjectKey;
 use crate::imaging::Pyramid;
 
-/// The value of a file that gets no derivatives (not an image, undecodable, animated).
-pub const NO_DERIVATIVES: &str = "none";
+/// The column's value of a file that gets no derivatives.
+const NO_DERIVATIVES: &str = "none";
+
+/// A file's reduced copies, as its `derivatives` column records them (the column's text
+/// encoding is this module's business; everyone else sees this type).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Derivatives {
+    /// Still to be built (NULL).
+    Pending,
+    /// Being built (`#<time>`: a builder's claim), or guarded by one (`#build`).
+    Claimed,
+    /// None will be built (`none`): not an image, undecodable, animated, over the budget.
+    Never,
+    /// Built: these levels are stored beside the original.
+    Built(Pyramid),
+}
+
+impl Derivatives {
+    /// Reads a column value; a value that is none of the above is an error saying why.
+    pub fn from_column(value: Option<&str>) -> Result<Derivatives, String> {
+        match value {
+            None => Ok(Derivatives::Pending),
+            Some(v) if v.starts_with('#') => Ok(Derivatives::Claimed),
+            Some(NO_DERIVATIVES) => Ok(Derivatives::Never),
+            Some(v) => v.parse().map(Derivatives::Built),
+        }
+    }
+
+    /// The recorded levels, when built.
+    pub fn pyramid(self) -> Option<Pyramid> {
+        match self {
+            Derivatives::Built(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The column's text for an outcome a builder records (`Never` or `Built`).
+    fn outcome(&self) -> Option<String> {
+        match self {
+            Derivatives::Never => Some(NO_DERIVATIVES.to_owned()),
+            Derivatives::Built(p) => Some(p.to_string()),
+            Derivatives::Pending | Derivatives::Claimed => None,
+        }
+    }
+}
 
 /// What the edge needs to know about a file, cached per key.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,15 +100,13 @@ impl Db {
         let Some((visibility, derivatives, size, updated_at)) = row else {
             return Ok(None);
         };
-        let pyramid = derivatives
-            .filter(|d| d.as_str() != NO_DERIVATIVES && !d.starts_with('#'))
-            .and_then(|d| match d.parse::<Pyramid>() {
-                Ok(p) => Some(Arc::new(p)),
-                Err(e) => {
-                    tracing::warn!(key = %key, error = %e, "ignoring a bad derivatives value");
-                    None
-                }
-            });
+        let pyramid = match Derivatives::from_column(derivatives.as_deref()) {
+            Ok(d) => d.pyramid().map(Arc::new),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "ignoring a bad derivatives value");
+                None
+            }
+        };
         Ok(Some(EdgeFacts {
             visibility: parse_enum(&visibility)?,
             pyramid,
@@ -129,10 +170,19 @@ impl Db {
         Ok(claims)
     }
 
-    /// Records the outcome of a claim (`value`: a pyramid's text form or `NO_DERIVATIVES`)
-    /// and announces the change. `false`: the claim was lost (the file was replaced or
-    /// deleted meanwhile), nothing was written.
-    pub async fn finish_derivatives(&self, claim: &Claim, value: &str) -> Result<bool, DbError> {
+    /// Records the outcome of a claim (`Built` or `Never`) and announces the change.
+    /// `false`: the claim was lost (the file was replaced or deleted meanwhile), nothing
+    /// was written.
+    pub async fn finish_derivatives(
+        &self,
+        claim: &Claim,
+        outcome: &Derivatives,
+    ) -> Result<bool, DbError> {
+        let Some(value) = outcome.outcome() else {
+            return Err(DbError::Corrupt(format!(
+                "{outcome:?} is not an outcome a build records"
+            )));
+        };
         let done = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let done = sqlx::query("UPDATE files SET derivatives = $1 WHERE s3_key = $2 AND derivatives = $3")
@@ -265,13 +315,16 @@ mod tests {
         let facts = db.edge_facts(&key).await.unwrap().unwrap();
         assert_eq!(facts.pyramid, None, "a claim is not a pyramid");
         let value = "jpeg 3000x2000 640x427";
-        assert!(db.finish_derivatives(&claims[0], value).await.unwrap());
+        let built = Derivatives::Built(value.parse().unwrap());
+        assert!(db.finish_derivatives(&claims[0], &built).await.unwrap());
         let facts = db.edge_facts(&key).await.unwrap().unwrap();
         assert_eq!(facts.visibility, Visibility::Public);
         assert_eq!(facts.pyramid.unwrap().to_string(), value);
         assert_eq!(db.derivative_backlog().await.unwrap(), 0);
         assert!(
-            !db.finish_derivatives(&claims[0], "none").await.unwrap(),
+            !db.finish_derivatives(&claims[0], &Derivatives::Never)
+                .await
+                .unwrap(),
             "used up"
         );
     }
@@ -292,7 +345,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(second.len(), 1);
-        assert!(!db.finish_derivatives(&first[0], "none").await.unwrap());
+        assert!(
+            !db.finish_derivatives(&first[0], &Derivatives::Never)
+                .await
+                .unwrap()
+        );
         db.release_derivatives(&second[0]).await.unwrap();
         let third = db
             .claim_pending_derivatives(now, now - Duration::minutes(10), 10)
@@ -309,9 +366,12 @@ mod tests {
             .claim_pending_derivatives(now, now - Duration::minutes(10), 10)
             .await
             .unwrap();
-        db.finish_derivatives(&claims[0], "jpeg 3000x2000 640x427")
-            .await
-            .unwrap();
+        db.finish_derivatives(
+            &claims[0],
+            &Derivatives::Built("jpeg 3000x2000 640x427".parse().unwrap()),
+        )
+        .await
+        .unwrap();
         let key = ObjectKey::parse("a.jpg").unwrap();
         let rec = db.find_by_key(&key).await.unwrap().unwrap();
         db.refresh_file(&NewFile {

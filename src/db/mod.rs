@@ -33,7 +33,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::edge::url::ObjectKey;
 
 pub use deletions::PendingDeletion;
-pub use derivatives::{Claim, EdgeFacts, NO_DERIVATIVES};
+pub use derivatives::{Claim, Derivatives, EdgeFacts};
 pub use files::{Direction, FileFilter, FilePatch, Listing, Reader, SortBy};
 pub use uploads::UploadGrant;
 
