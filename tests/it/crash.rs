@@ -146,6 +146,15 @@ impl Node {
         (key, upload_id, parts)
     }
 
+    /// Registers an uploaded key as alice's file; (status, answer).
+    fn register(&self, key: &str, name: &str, mime: &str, size: usize) -> (u16, Value) {
+        self.api(
+            "POST",
+            "/v1/files",
+            Some(json!({ "s3Key": key, "originalName": name, "mimeType": mime, "size": size })),
+        )
+    }
+
     fn object_path(&self, key: &str) -> PathBuf {
         self.data.join("objects").join(key)
     }
@@ -328,11 +337,7 @@ fn a_node_killed_mid_upload_leaves_no_partial_object_or_temporary_file() {
     let (status, _) = node.put(&url, &body);
     assert_eq!(status, 200);
     assert_eq!(std::fs::read(node.object_path(&key)).unwrap(), body);
-    let (status, file) = node.api(
-        "POST",
-        "/v1/files",
-        Some(json!({ "s3Key": key, "originalName": "big.bin", "mimeType": "image/jpeg", "size": body.len() })),
-    );
+    let (status, file) = node.register(&key, "big.bin", "image/jpeg", body.len());
     assert_eq!(status, 201, "{file}");
     let report = assert_check_passes(data.path());
     assert!(report.contains("files: 1 checked"), "{report}");
@@ -390,11 +395,7 @@ fn a_node_killed_mid_multipart_complete_loses_nothing() {
             "round {round}: the object is there or completing again makes it: {status} {answer}"
         );
         assert_eq!(std::fs::read(&object).unwrap(), body, "round {round}");
-        let (status, file) = node.api(
-            "POST",
-            "/v1/files",
-            Some(json!({ "s3Key": key, "originalName": "big.pdf", "mimeType": "application/pdf", "size": body.len() })),
-        );
+        let (status, file) = node.register(&key, "big.pdf", "application/pdf", body.len());
         assert_eq!(status, 201, "round {round}: {file}");
     }
     let report = assert_check_passes(data.path());
@@ -645,11 +646,7 @@ fn a_full_disk_answers_507_and_corrupts_nothing() {
     );
     let (status, answer) = node.api("POST", "/v1/files/multipart/complete", Some(complete));
     assert_eq!(status, 200, "{answer}");
-    let (status, file) = node.api(
-        "POST",
-        "/v1/files",
-        Some(json!({ "s3Key": key, "originalName": "big.pdf", "mimeType": "application/pdf", "size": body.len() })),
-    );
+    let (status, file) = node.register(&key, "big.pdf", "application/pdf", body.len());
     assert_eq!(status, 201, "{file}");
     let report = check();
     assert!(report.contains("files: 2 checked"), "{report}");
