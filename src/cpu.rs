@@ -74,7 +74,10 @@ impl Threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
-                .spawn(move || work(&queue))
+                .spawn(move || {
+                    yield_to_the_runtime();
+                    work(&queue)
+                })
                 .expect("cannot start a worker thread");
         }
         Threads { jobs }
@@ -96,6 +99,28 @@ impl Threads {
         match result.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) | Err(_) => Err(CpuError::Panicked),
+        }
+    }
+}
+
+/// How much nicer than the process every CPU thread runs: heavy work gets a lower
+/// scheduling priority than the tokio workers, so under overload the threads that accept
+/// connections, answer 503 and write finished responses still get a core at once (a shed
+/// answer stays fast, and an accepted request is not kept waiting behind someone else's
+/// decode once its own work is done). Idle cores are still used in full: niceness only
+/// matters while threads compete. Raising one's own niceness needs no privilege.
+const CPU_THREAD_NICENESS: i32 = 10;
+
+/// Raises the calling thread's niceness by `CPU_THREAD_NICENESS`, up to the maximum of 19
+/// (on Linux the niceness belongs to the thread, so this one thread only). A failure is
+/// harmless and ignored: the thread then runs at the process's priority, as before.
+fn yield_to_the_runtime() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = Some(rustix::thread::gettid());
+        if let Ok(now) = rustix::process::getpriority_process(thread) {
+            let _ =
+                rustix::process::setpriority_process(thread, (now + CPU_THREAD_NICENESS).min(19));
         }
     }
 }
@@ -391,6 +416,19 @@ mod tests {
 
     fn pool(concurrency: usize, queue: usize) -> CpuPool {
         CpuPool::new(concurrency, queue, Arc::new(Metrics::new()))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn cpu_threads_run_below_the_runtime_s_priority() {
+        let runtime_niceness = rustix::process::getpriority_process(None).unwrap();
+        let threads = Threads::spawn("nice-test", 1);
+        let niceness = threads
+            .run(|| rustix::process::getpriority_process(Some(rustix::thread::gettid())))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(niceness, (runtime_niceness + CPU_THREAD_NICENESS).min(19));
     }
 
     #[tokio::test]
