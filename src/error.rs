@@ -27,6 +27,11 @@ pub enum EdgeError {
     BadSignature,
     #[error("no such image")]
     NotFound,
+    /// The requested key is missing or not public (the two answer alike), named back to the
+    /// person who typed the URL, with what its first segments resemble when they look like
+    /// a mistyped option.
+    #[error("no public image has the key `{key}`{}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
+    KeyNotServed { key: String, hint: Option<String> },
     #[error("output {width}x{height} exceeds the limit of {limit} pixels per side")]
     OutputTooLarge { width: u32, height: u32, limit: u32 },
     #[error("source image is {size} bytes, over the limit of {limit}")]
@@ -116,7 +121,7 @@ impl EdgeError {
             EdgeError::Url(_) | EdgeError::OutputTooLarge { .. } => StatusCode::BAD_REQUEST,
             EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::SignatureRequired | EdgeError::BadSignature => StatusCode::FORBIDDEN,
-            EdgeError::NotFound => StatusCode::NOT_FOUND,
+            EdgeError::NotFound | EdgeError::KeyNotServed { .. } => StatusCode::NOT_FOUND,
             EdgeError::SourceTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::OverMemoryBudget { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EdgeError::Imaging(e) => match e {
@@ -144,7 +149,7 @@ impl EdgeError {
             EdgeError::MethodNotAllowed => "http/method-not-allowed",
             EdgeError::SignatureRequired => "url/signature-required",
             EdgeError::BadSignature => "url/bad-signature",
-            EdgeError::NotFound => "image/not-found",
+            EdgeError::NotFound | EdgeError::KeyNotServed { .. } => "image/not-found",
             EdgeError::OutputTooLarge { .. } => "image/output-too-large",
             EdgeError::SourceTooLarge { .. } => "image/source-too-large",
             EdgeError::OverMemoryBudget { .. } => "image/over-memory-budget",
@@ -185,6 +190,12 @@ impl EdgeError {
         if let EdgeError::Url(u) = &self {
             body["segment"] = json!(u.segment);
             body["reason"] = json!(u.reason);
+        }
+        if let EdgeError::KeyNotServed { key, hint } = &self {
+            body["key"] = json!(key);
+            if let Some(hint) = hint {
+                body["hint"] = json!(hint);
+            }
         }
         let mut resp = Response::new(full(json!({ "error": body }).to_string()));
         *resp.status_mut() = status;

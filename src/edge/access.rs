@@ -39,7 +39,13 @@ impl Signing {
         Signing { key, required }
     }
 
+    /// Whether unsigned (bare or `unsafe/`) URLs are refused.
+    pub fn requires_signature(&self) -> bool {
+        self.required
+    }
+
     /// The signed path for `path`, or `unsafe/<path>` when no key is configured.
+
     pub fn sign_path(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
         match &self.key {

@@ -24,7 +24,7 @@ use crate::cache::Variant;
 use crate::db::{EdgeFacts, Visibility};
 use crate::error::EdgeError;
 use crate::imaging::{self, FormatChoice, Job, Pyramid, Reduced};
-use crate::server::{Body, full};
+use crate::server::{Body, empty, full};
 use url::{ObjectKey, ParsedUrl};
 
 /// Answers one CDN request. Never panics on input; every failure becomes an `EdgeError`.
@@ -39,10 +39,28 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(EdgeError::MethodNotAllowed);
     }
-    let deadline = Instant::now() + app.config.request_deadline();
+    if req.uri().path() == "/" {
+        return Ok(landing_page(app, req.method()));
+    }
     let parsed = url::parse(req.uri().path())?;
     access::authorize_url(&app.signing, &parsed)?;
-    check_requested_size(app, &parsed)?;
+    serve_parsed(app, req, &parsed).await.map_err(|e| match e {
+        EdgeError::NotFound => EdgeError::KeyNotServed {
+            key: parsed.key.to_string(),
+            hint: url::misplaced_option_hint(&parsed.key),
+        },
+        e => e,
+    })
+}
+
+/// `serve` once the URL is understood and allowed.
+async fn serve_parsed<B>(
+    app: &App,
+    req: &Request<B>,
+    parsed: &ParsedUrl,
+) -> Result<Response<Body>, EdgeError> {
+    let deadline = Instant::now() + app.config.request_deadline();
+    check_requested_size(app, parsed)?;
     let facts = ensure_public(app, &parsed.key).await?;
     let negotiated = negotiate::negotiate(
         &parsed.recipe,
@@ -50,7 +68,7 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
         app.negotiation,
     );
     if parsed.meta {
-        return describe(app, &parsed, &facts, negotiated.choice, deadline).await;
+        return describe(app, parsed, &facts, negotiated.choice, deadline).await;
     }
     let cache_key = format!(
         "{}|{}",
@@ -59,7 +77,7 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
     );
     let hit = app.caches.has_variant(&cache_key);
     app.metrics.cache_lookup("variant", hit);
-    let render = render_variant(app, &parsed, &facts, negotiated.choice, deadline);
+    let render = render_variant(app, parsed, &facts, negotiated.choice, deadline);
     let variant = tokio::time::timeout_at(deadline, app.caches.variant(cache_key, render))
         .await
         .map_err(|_| EdgeError::Deadline)?
@@ -81,6 +99,42 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
         &variant,
         caching,
     ))
+}
+
+/// `GET /`: a person who opens the CDN's address in a browser gets a short text page that
+/// says what this listener answers and where to go next, not a JSON 400 about a missing key.
+fn landing_page(app: &App, method: &Method) -> Response<Body> {
+    let cdn = app.config.cdn_base_url();
+    let api = app.config.api_base_url();
+    let signing = match app.signing.requires_signature() {
+        true => "This server only serves signed URLs: `imgedge url <path>` prints one.",
+        false => "`unsafe/` URLs are served; `imgedge url <path>` prints signed ones.",
+    };
+    let text = format!(
+        "imgedge image CDN\n\
+         \n\
+         This address serves public images through Thumbor-style URLs:\n\
+         \n\
+         \x20 {cdn}/unsafe/fit-in/300x200/filters:format(webp)/<key>\n\
+         \x20 {cdn}/unsafe/meta/fit-in/300x200/<key>   (JSON: what that URL would do)\n\
+         \n\
+         {signing}\n\
+         Files and their visibility are managed through the storage API at {api}/v1/files\n\
+         (OpenAPI description: {api}/v1/openapi.json). The URL grammar, every filter and the\n\
+         settings are described in the README of the imgedge repository.\n"
+    );
+    let body = match *method {
+        Method::HEAD => empty(),
+        _ => full(text),
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Refuses explicit output sizes over the limit before any I/O. A `fit-in` box that may

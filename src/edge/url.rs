@@ -492,6 +492,84 @@ fn classify(segment: &str) -> Result<Option<UrlOption>, UrlError> {
     }
 }
 
+/// The option keywords, for `misplaced_option_hint`.
+const KEYWORDS: &[&str] = &[
+    "meta",
+    "trim",
+    "fit-in",
+    "full-fit-in",
+    "adaptive-fit-in",
+    "adaptive-full-fit-in",
+    "left",
+    "center",
+    "right",
+    "top",
+    "middle",
+    "bottom",
+    "smart",
+    "unsafe",
+];
+
+/// For a 404: when the first segments of a key that is not served look like an option
+/// mistyped or out of place (`fitin/300x200/a.jpg`, `300x200/filterz:quality(80)/a.jpg`,
+/// `300x200/fit-in/a.jpg`), says which option it resembles. Reads the key's text only, so
+/// a private file gets the same answer as a missing one.
+pub fn misplaced_option_hint(key: &ObjectKey) -> Option<String> {
+    let segments: Vec<&str> = key.as_str().split('/').collect();
+    let (_, folders) = segments.split_last()?;
+    folders
+        .iter()
+        .take(6)
+        .enumerate()
+        .find_map(|(i, &segment)| {
+            let hint = segment_hint(segment)?;
+            let before = match i {
+                0 => String::new(),
+                _ => format!(" (after `{}`)", segments[..i].join("/")),
+            };
+            Some(format!(
+                "`{}`{before} {hint}; options go before the key, in this order: {ORDER}",
+                quote(segment)
+            ))
+        })
+}
+
+/// What one key segment resembles, if it looks like an option.
+fn segment_hint(segment: &str) -> Option<String> {
+    match classify(segment) {
+        Ok(Some(option)) => {
+            return Some(format!(
+                "is an option ({}), but it came where the key had already begun, so the URL \
+                 was read as a file key",
+                option.stage().name()
+            ));
+        }
+        Err(e) => return Some(format!("reads as an option written wrongly: {}", e.reason)),
+        Ok(None) => {}
+    }
+    let lower = segment.to_ascii_lowercase();
+    if let Some((head, _)) = lower.split_once([':', '(']) {
+        let head = head.trim_end_matches(':');
+        if head.len() >= 5 && strsim::damerau_levenshtein(head, "filters") <= 2 {
+            return Some(
+                "looks like the option `filters:` (lowercase, plural, then a colon)".into(),
+            );
+        }
+    }
+    if segment.len() < 4 || has_file_extension(segment) {
+        return None;
+    }
+    let squashed: String = lower.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    KEYWORDS
+        .iter()
+        .filter(|&&word| {
+            squashed == word.replace('-', "")
+                || (word.len() >= 5 && strsim::damerau_levenshtein(&lower, word) <= 2)
+        })
+        .min_by_key(|&&word| strsim::damerau_levenshtein(&lower, word))
+        .map(|word| format!("looks like the option `{word}`"))
+}
+
 fn keyword(segment: &str) -> Option<UrlOption> {
     Some(match segment {
         "meta" => UrlOption::Meta,
@@ -1703,6 +1781,67 @@ fn encode_key(key: &ObjectKey) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hints_for_keys_that_look_like_mistyped_options() {
+        let hint = |path: &str| {
+            let key = parse(path).expect(path).key;
+            misplaced_option_hint(&key).map(|h| h.split(';').next().unwrap().to_owned())
+        };
+        let table: &[(&str, Option<&str>)] = &[
+            (
+                "fitin/300x200/a.jpg",
+                Some("`fitin` looks like the option `fit-in`"),
+            ),
+            (
+                "Fit_In/300x200/a.jpg",
+                Some("`Fit_In` looks like the option `fit-in`"),
+            ),
+            (
+                "ful-fit-in/a.jpg",
+                Some("`ful-fit-in` looks like the option `full-fit-in`"),
+            ),
+            (
+                "300x200/centre/a.jpg",
+                Some("`centre` looks like the option `center`"),
+            ),
+            ("smrat/a.jpg", Some("`smrat` looks like the option `smart`")),
+            (
+                "300x200/filterz:quality(80)/a.jpg",
+                Some(
+                    "`filterz:quality(80)` looks like the option `filters:` (lowercase, plural, then a colon)",
+                ),
+            ),
+            (
+                "fltrs:quality(80)/a.jpg",
+                Some(
+                    "`fltrs:quality(80)` looks like the option `filters:` (lowercase, plural, then a colon)",
+                ),
+            ),
+            ("notes:2024/a.jpg", None),
+            (
+                "photos/fit-in/a.jpg",
+                Some(
+                    "`fit-in` (after `photos`) is an option (fit-in mode), but it came where the key had already begun, so the URL was read as a file key",
+                ),
+            ),
+            (
+                "photos/2024/300X200/a.jpg",
+                Some(
+                    "`300X200` (after `photos/2024`) reads as an option written wrongly: write the size as WxH with a lowercase `x`",
+                ),
+            ),
+            // Ordinary folders and file names are left alone.
+            ("photos/2024/holiday/a.jpg", None),
+            ("a.jpg", None),
+            ("smart.jpg", None),
+            ("images/left-side/a.jpg", None),
+            ("metal/a.jpg", None),
+        ];
+        for (path, expected) in table {
+            assert_eq!(hint(path).as_deref(), *expected, "{path}");
+        }
+    }
 
     /// `expected` is the canonical print, or `error: <segment> => <part of the reason>`.
     /// Every accepted URL must also re-parse from its canonical print to the same value.

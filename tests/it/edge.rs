@@ -587,12 +587,107 @@ async fn only_public_files_are_served_and_private_ones_look_missing() {
     assert_eq!(s.get("/fit-in/50x50/pub.jpg").await.status, 200);
     let missing = s.get("/fit-in/50x50/nope.jpg").await;
     assert_eq!(missing.status, 404);
+    let missing_body = String::from_utf8(missing.body.to_vec()).unwrap();
     for key in ["priv.jpg", "prot.jpg", "shared.jpg"] {
         let r = s.get(&format!("/fit-in/50x50/{key}")).await;
         assert_eq!(r.status, 404, "{key}");
-        // Indistinguishable from a key that does not exist.
-        assert_eq!(r.body, missing.body, "{key}");
+        // Indistinguishable from a key that does not exist: the same answer, naming the key.
+        let expected = missing_body.replace("nope.jpg", key);
+        assert_eq!(
+            String::from_utf8(r.body.to_vec()).unwrap(),
+            expected,
+            "{key}"
+        );
+        for header in ["content-type", "cache-control"] {
+            assert_eq!(r.header(header), missing.header(header), "{key} {header}");
+        }
     }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_404_names_the_key_and_the_option_it_resembles() {
+    let s = TestServer::start().await;
+    s.add("photos/secret.jpg", "landscape.jpg", Visibility::Private)
+        .await;
+
+    let plain = s.get("/fit-in/50x50/photos/nope.jpg").await;
+    assert_eq!(plain.status, 404);
+    let error = &plain.json()["error"];
+    assert_eq!(error["code"], "image/not-found");
+    assert_eq!(error["key"], "photos/nope.jpg");
+    assert_eq!(
+        error["message"],
+        "no public image has the key `photos/nope.jpg`"
+    );
+    assert!(error.get("hint").is_none(), "{error}");
+
+    // `fitin` is read as the first folder of the key; the answer says what it resembles.
+    let typo = s.get("/fitin/300x200/photos/landscape.jpg").await;
+    assert_eq!(typo.status, 404);
+    let error = &typo.json()["error"];
+    assert_eq!(error["key"], "fitin/300x200/photos/landscape.jpg");
+    let hint = error["hint"].as_str().unwrap();
+    assert!(
+        hint.starts_with("`fitin` looks like the option `fit-in`"),
+        "{hint}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().ends_with(hint),
+        "{error}"
+    );
+
+    // A misspelt filters segment after a valid size.
+    let filters = s
+        .get("/300x200/filterz:quality(80)/photos/landscape.jpg")
+        .await;
+    assert_eq!(filters.status, 404);
+    let error = &filters.json()["error"];
+    assert_eq!(error["key"], "filterz:quality(80)/photos/landscape.jpg");
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("`filterz:quality(80)` looks like the option `filters:`"),
+        "{error}"
+    );
+
+    // An option after a folder: the key had already begun.
+    let late = s.get("/photos/300x200/landscape.jpg").await;
+    let hint = late.json()["error"]["hint"].as_str().unwrap().to_owned();
+    assert!(
+        hint.starts_with("`300x200` (after `photos`) is an option (size (WxH))"),
+        "{hint}"
+    );
+
+    // A private file with a typo-like folder answers exactly like a missing one.
+    s.add("fitin/a.jpg", "landscape.jpg", Visibility::Private)
+        .await;
+    let private = s.get("/fitin/a.jpg").await;
+    let missing = s.get("/fitin/b.jpg").await;
+    assert_eq!(private.status, 404);
+    assert_eq!(
+        String::from_utf8(private.body.to_vec()).unwrap(),
+        String::from_utf8(missing.body.to_vec())
+            .unwrap()
+            .replace("b.jpg", "a.jpg")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_cdn_root_is_a_text_page_that_points_onwards() {
+    let s = TestServer::start().await;
+    let root = s.get("/").await;
+    assert_eq!(root.status, 200);
+    assert_eq!(root.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(root.header("cache-control"), "no-store");
+    let text = String::from_utf8(root.body.to_vec()).unwrap();
+    assert!(text.contains("/unsafe/fit-in/300x200/"), "{text}");
+    assert!(text.contains("/v1/openapi.json"), "{text}");
+    let head = s.head("/").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
     s.stop().await;
 }
 
