@@ -45,7 +45,6 @@ impl Signing {
     }
 
     /// The signed path for `path`, or `unsafe/<path>` when no key is configured.
-
     pub fn sign_path(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
         match &self.key {
