@@ -158,6 +158,11 @@ pub struct Config {
     /// Refuse unsigned (bare or `unsafe/`) URLs.
     #[serde(deserialize_with = "flex")]
     pub require_signature: bool,
+    /// Read the browser's client hints (`Sec-CH-DPR`, `Sec-CH-Width`,
+    /// `Sec-CH-Viewport-Width`) for URLs with `filters:dpr()`, answer with `Accept-CH`, and
+    /// name the hints a response depended on in `Vary`. Off: `dpr()` means a ratio of 1.
+    #[serde(deserialize_with = "flex")]
+    pub client_hints: bool,
     /// Largest original accepted, in bytes (413 beyond).
     #[serde(deserialize_with = "flex")]
     pub max_source_bytes: u64,
@@ -301,6 +306,7 @@ impl Default for Config {
             s3_connect_timeout_ms: 2_000,
             security_key: Secret::default(),
             require_signature: false,
+            client_hints: false,
             max_source_bytes: 50 * 1024 * 1024,
             max_source_pixels: 100_000_000,
             max_output_side: 8192,

@@ -6,6 +6,7 @@
 //! (originals cache) → render on the CPU pool → respond.
 
 pub mod access;
+pub mod hints;
 pub mod negotiate;
 pub mod respond;
 pub mod url;
@@ -60,6 +61,22 @@ async fn serve_parsed<B>(
     parsed: &ParsedUrl,
 ) -> Result<Response<Body>, EdgeError> {
     let deadline = Instant::now() + app.config.request_deadline();
+    let hinted = hints::resolve(
+        &parsed.recipe,
+        req.headers(),
+        app.config.client_hints,
+        app.config.max_output_side,
+    );
+    let resolved;
+    let parsed = if hinted.recipe == parsed.recipe {
+        parsed
+    } else {
+        resolved = ParsedUrl {
+            recipe: hinted.recipe.clone(),
+            ..parsed.clone()
+        };
+        &resolved
+    };
     check_requested_size(app, parsed)?;
     let facts = ensure_public(app, &parsed.key).await?;
     let negotiated = negotiate::negotiate(
@@ -68,7 +85,7 @@ async fn serve_parsed<B>(
         app.negotiation,
     );
     if parsed.meta {
-        return describe(app, parsed, &facts, negotiated.choice, deadline).await;
+        return describe(app, parsed, &facts, negotiated.choice, deadline, &hinted).await;
     }
     let cache_key = format!(
         "{}|{}",
@@ -92,6 +109,8 @@ async fn serve_parsed<B>(
     let caching = respond::Caching {
         max_age,
         vary_accept: negotiated.vary,
+        vary_hints: hinted.vary,
+        accept_hints: app.config.client_hints,
     };
     Ok(respond::image(
         req.method(),
@@ -134,6 +153,13 @@ fn landing_page(app: &App, method: &Method) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if app.config.client_hints {
+        // A browser that opens the CDN's address directly learns to send hints to it.
+        h.insert(
+            http::HeaderName::from_static("accept-ch"),
+            HeaderValue::from_static(hints::ACCEPT_CH),
+        );
+    }
     resp
 }
 
@@ -432,12 +458,21 @@ async fn describe(
     facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
+    hinted: &hints::Resolved,
 ) -> Result<Response<Body>, EdgeError> {
     let mut doc = run_imaging(app, parsed, facts, choice, deadline, imaging::describe).await?;
     doc["key"] = serde_json::json!(parsed.key.as_str());
     doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
+    // The ratio `dpr()` applied and the client hints it read (sizes above are after it).
+    doc["dpr"] = serde_json::json!(hinted.dpr.as_f32());
+    doc["client_hints_read"] = serde_json::json!(hinted.vary);
     let mut resp = Response::new(full(doc.to_string()));
     let h = resp.headers_mut();
+    if !hinted.vary.is_empty() {
+        let vary = HeaderValue::from_str(&hinted.vary.join(", "))
+            .expect("invariant: header names are a valid header value");
+        h.insert(header::VARY, vary);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,16 +1,21 @@
 //! Turns a rendered variant into an HTTP response: headers, strong ETag, conditional
 //! requests (`If-None-Match` → 304), `HEAD`, `Cache-Control` and `Vary`. Pure: no I/O.
 
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 
 use crate::cache::Variant;
 use crate::server::{Body, empty, full};
 
-/// How the response may be cached and whether it depended on `Accept`.
+/// How the response may be cached and which request headers it depended on.
 #[derive(Debug, Clone, Copy)]
 pub struct Caching {
     pub max_age: u32,
+    /// The format was chosen from `Accept`.
     pub vary_accept: bool,
+    /// The client hints the size was read from (`edge::hints`); also sent as `Critical-CH`.
+    pub vary_hints: &'static [&'static str],
+    /// The server reads client hints: ask for them (`Accept-CH`).
+    pub accept_hints: bool,
 }
 
 pub fn image(
@@ -48,8 +53,27 @@ pub fn image(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&cache_control).expect("invariant: digits are a valid header"),
     );
-    if caching.vary_accept {
-        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    let vary: Vec<&str> = caching
+        .vary_accept
+        .then_some("Accept")
+        .into_iter()
+        .chain(caching.vary_hints.iter().copied())
+        .collect();
+    if !vary.is_empty() {
+        let vary = HeaderValue::from_str(&vary.join(", "))
+            .expect("invariant: header names are a valid header value");
+        h.insert(header::VARY, vary);
+    }
+    if caching.accept_hints {
+        h.insert(
+            HeaderName::from_static("accept-ch"),
+            HeaderValue::from_static(super::hints::ACCEPT_CH),
+        );
+    }
+    if !caching.vary_hints.is_empty() {
+        let critical = HeaderValue::from_str(&caching.vary_hints.join(", "))
+            .expect("invariant: header names are a valid header value");
+        h.insert(HeaderName::from_static("critical-ch"), critical);
     }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -88,6 +112,8 @@ mod tests {
     const CACHING: Caching = Caching {
         max_age: 60,
         vary_accept: true,
+        vary_hints: &[],
+        accept_hints: false,
     };
 
     #[test]
@@ -100,6 +126,31 @@ mod tests {
         assert_eq!(h[header::ETAG], "\"abc\"");
         assert_eq!(h[header::CACHE_CONTROL], "public, max-age=60");
         assert_eq!(h[header::VARY], "Accept");
+        assert!(h.get("accept-ch").is_none());
+        assert!(h.get("critical-ch").is_none());
+    }
+
+    #[test]
+    fn hints_join_accept_in_vary_and_are_asked_for() {
+        let caching = Caching {
+            vary_hints: &["Sec-CH-DPR", "Sec-CH-Width"],
+            accept_hints: true,
+            ..CACHING
+        };
+        let r = image(&Method::GET, &HeaderMap::new(), &variant(), caching);
+        let h = r.headers();
+        assert_eq!(h[header::VARY], "Accept, Sec-CH-DPR, Sec-CH-Width");
+        assert_eq!(h["critical-ch"], "Sec-CH-DPR, Sec-CH-Width");
+        assert_eq!(h["accept-ch"], super::super::hints::ACCEPT_CH);
+        let not_negotiated = Caching {
+            vary_accept: false,
+            vary_hints: &[],
+            ..caching
+        };
+        let r = image(&Method::GET, &HeaderMap::new(), &variant(), not_negotiated);
+        assert!(r.headers().get(header::VARY).is_none());
+        assert!(r.headers().get("critical-ch").is_none());
+        assert_eq!(r.headers()["accept-ch"], super::super::hints::ACCEPT_CH);
     }
 
     #[test]

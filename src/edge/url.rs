@@ -60,8 +60,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use regex::{Captures, Regex};
 
 use crate::imaging::recipe::{
-    Background, Color, CurvePoints, Dim, Fill, Filters, Fit, Format, HAlign, Milli, PixelFilter,
-    Place, Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign, Watermark,
+    Background, Color, CurvePoints, Dim, Dpr, Fill, Filters, Fit, Format, HAlign, Milli,
+    PixelFilter, Place, Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign, Watermark,
 };
 
 /// Largest number of pixels accepted in a size, crop, focal or corner radius.
@@ -783,6 +783,10 @@ const FILTERS: &[(&str, &str)] = &[
     ("round_corner", "round_corner(a[|b],r,g,b[,transparent])"),
     ("max_age", "max_age(seconds)"),
     (
+        "dpr",
+        "dpr() for the browser's client hints, or dpr(ratio 1..=4); sizes are then CSS pixels",
+    ),
+    (
         "watermark",
         "watermark(key,x,y,alpha 0..=100[,w_ratio,h_ratio]); x and y: px, -px, Np, center or \
          repeat; ratios: percent 0..=100 or none",
@@ -1009,6 +1013,15 @@ fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
         ("extract_focal", []) => filters.extract_focal = true,
         ("max_age", [s]) => {
             filters.max_age = Some(int_in(s, "max_age", 0, u32::MAX.into())? as u32);
+        }
+        ("dpr", []) => filters.dpr = Some(Dpr::Hints),
+        ("dpr", [ratio]) => {
+            filters.dpr = Some(Dpr::Fixed(milli_in(
+                ratio,
+                "dpr",
+                Milli(1000),
+                Milli(4000),
+            )?));
         }
         (name, _) if !usage(name).is_empty() => return Err(arg_count_error(call)),
         (name, _) => return Err(unknown_filter(name)),
@@ -1631,6 +1644,10 @@ fn print_filters(filters: &Filters) -> Option<String> {
             .map(|r| format!("focal({})", print_rect(*r))),
     );
     calls.extend(filters.max_age.map(|s| format!("max_age({s})")));
+    calls.extend(filters.dpr.map(|dpr| match dpr {
+        Dpr::Hints => "dpr()".to_owned(),
+        Dpr::Fixed(ratio) => format!("dpr({ratio})"),
+    }));
     calls.extend(filters.pixel.iter().map(print_pixel_filter));
     (!calls.is_empty()).then(|| format!("filters:{}", calls.join(":")))
 }
@@ -2945,6 +2962,10 @@ mod tests {
             proptest::collection::vec(arb_rect(), 0..3),
             proptest::option::of(any::<u32>()),
             proptest::collection::vec(arb_pixel_filter(), 0..8),
+            proptest::option::of(prop_oneof![
+                Just(Dpr::Hints),
+                (1000..=4000).prop_map(|r| Dpr::Fixed(Milli(r)))
+            ]),
         );
         (settings, more).prop_map(
             |(
@@ -2956,7 +2977,7 @@ mod tests {
                     upscale,
                     (strip_exif, strip_icc, stretch, through),
                 ),
-                (max_bytes, proportion, focal, max_age, pixel),
+                (max_bytes, proportion, focal, max_age, pixel, dpr),
             )| Filters {
                 quality,
                 format,
@@ -2971,6 +2992,7 @@ mod tests {
                 proportion,
                 focal,
                 max_age,
+                dpr,
                 extract_focal: false,
                 pixel,
             },

@@ -335,6 +335,15 @@ impl Filters {
     }
 }
 
+/// The device pixel ratio a `dpr()` filter asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dpr {
+    /// `dpr()`: from the browser's client hints, when the server reads them (else 1).
+    Hints,
+    /// `dpr(2)`: a fixed ratio, 1..=4.
+    Fixed(Milli),
+}
+
 /// Everything the `filters:` segment can say. Settings are last-one-wins; pixel filters keep
 /// URL order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -364,6 +373,10 @@ pub struct Filters {
     pub stretch: bool,
     /// Lowers Cache-Control max-age for this response.
     pub max_age: Option<u32>,
+    /// `dpr()`: the size is in CSS pixels, multiplied by a device pixel ratio. The edge
+    /// resolves it (`edge::hints`) before anything else reads the recipe: a resolved recipe
+    /// has it cleared and its sizes in device pixels.
+    pub dpr: Option<Dpr>,
     /// `extract_focal()` was given. The URL parser resolves it (the key's embedded crop
     /// becomes a focal region) and clears it: a parsed recipe never has it set.
     pub extract_focal: bool,

@@ -929,3 +929,161 @@ async fn crops_keep_the_part_the_alignment_names() {
     );
     s.stop().await;
 }
+
+/// Client hints (`client_hints = true`, `filters:dpr()`): the hints pick the size, and `Vary`
+/// names every header an answer depended on, so that a shared cache keyed by URL and the
+/// `Vary` headers (RFC 9111 §4.1) can never hand one browser a variant made for another's
+/// hints or `Accept`. Checked over every pair of a grid of request headers.
+#[tokio::test]
+async fn client_hints_pick_the_size_and_vary_keeps_shared_caches_safe() {
+    let s = TestServer::start_with(|c| c.client_hints = true).await;
+    s.add("photos/landscape.jpg", "landscape.jpg", Visibility::Public)
+        .await;
+
+    // The shared-cache property, over a grid of browsers.
+    let urls = [
+        "/fit-in/0x0/filters:dpr()/photos/landscape.jpg",
+        "/fit-in/160x120/filters:dpr()/photos/landscape.jpg",
+        "/fit-in/0x0/filters:dpr():format(png)/photos/landscape.jpg",
+        "/fit-in/160x0/filters:dpr(2)/photos/landscape.jpg",
+        "/fit-in/160x0/photos/landscape.jpg",
+    ];
+    let accepts = [
+        None,
+        Some("image/webp,*/*"),
+        Some("image/avif,image/webp,*/*"),
+    ];
+    let dprs = [None, Some("1"), Some("2"), Some("3")];
+    let widths = [None, Some("300"), Some("700")];
+    let viewports = [None, Some("360")];
+    let mut browsers: Vec<Vec<(&str, &str)>> = Vec::new();
+    for accept in accepts {
+        for dpr in dprs {
+            for width in widths {
+                for viewport in viewports {
+                    let headers = [
+                        ("Accept", accept),
+                        ("Sec-CH-DPR", dpr),
+                        ("Sec-CH-Width", width),
+                        ("Sec-CH-Viewport-Width", viewport),
+                    ];
+                    browsers.push(
+                        headers
+                            .into_iter()
+                            .filter_map(|(name, value)| Some((name, value?)))
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+    fn value<'a>(browser: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+        browser
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+    for url in urls {
+        let mut answers = Vec::new();
+        for browser in &browsers {
+            let r = s.get_with(url, browser).await;
+            assert_eq!(r.status, 200, "{url} {browser:?}");
+            answers.push(r);
+        }
+        let mut distinct = std::collections::BTreeSet::new();
+        for (i, stored) in answers.iter().enumerate() {
+            distinct.insert(stored.body.clone());
+            let vary: Vec<&str> = stored
+                .header("vary")
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect();
+            for (j, asked) in answers.iter().enumerate() {
+                let cache_would_serve = vary
+                    .iter()
+                    .all(|name| value(&browsers[i], name) == value(&browsers[j], name));
+                if cache_would_serve {
+                    assert!(
+                        stored.body == asked.body
+                            && stored.header("content-type") == asked.header("content-type"),
+                        "{url}: a cache holding the answer for {:?} (Vary: {vary:?}) would serve \
+                         it to {:?}, which gets a different image",
+                        browsers[i],
+                        browsers[j]
+                    );
+                }
+            }
+        }
+        // The grid is not vacuous where the URL reads hints or Accept.
+        if url.contains("dpr()") {
+            assert!(distinct.len() >= 3, "{url}: {} variants", distinct.len());
+        }
+    }
+
+    // What the hints do, on pixels.
+    let width = |r: &crate::support::Resp| r.image().width();
+    let plain = s
+        .get("/fit-in/200x0/filters:dpr()/photos/landscape.jpg")
+        .await;
+    assert_eq!(width(&plain), 200);
+    assert_eq!(plain.header("vary"), "Accept, Sec-CH-DPR");
+    assert_eq!(plain.header("critical-ch"), "Sec-CH-DPR");
+    assert_eq!(
+        plain.header("accept-ch"),
+        "Sec-CH-DPR, Sec-CH-Width, Sec-CH-Viewport-Width"
+    );
+    let dpr = |value: &'static str| [("Sec-CH-DPR", value)];
+    let two = s
+        .get_with(
+            "/fit-in/200x0/filters:dpr()/photos/landscape.jpg",
+            &dpr("2"),
+        )
+        .await;
+    assert_eq!(width(&two), 400);
+    // 2.625 (a common phone) rounds up to the 3x step.
+    let odd = s
+        .get_with(
+            "/fit-in/200x0/filters:dpr()/photos/landscape.jpg",
+            &dpr("2.625"),
+        )
+        .await;
+    assert_eq!(width(&odd), 600);
+    // The same variant as the explicit URL: one cache entry, the same bytes.
+    let explicit = s.get("/fit-in/400x0/photos/landscape.jpg").await;
+    assert_eq!(two.body, explicit.body);
+    // A URL without size takes its width from Sec-CH-Width, rounded up to a step.
+    let wide = s
+        .get_with(
+            "/fit-in/0x0/filters:dpr()/photos/landscape.jpg",
+            &[("Sec-CH-Width", "300")],
+        )
+        .await;
+    assert_eq!(width(&wide), 320);
+    assert_eq!(
+        wide.header("vary"),
+        "Accept, Sec-CH-DPR, Sec-CH-Width, Sec-CH-Viewport-Width"
+    );
+    // A fixed ratio reads no hint; a URL without dpr() does not vary on hints.
+    let fixed = s
+        .get_with(
+            "/fit-in/200x0/filters:dpr(1.5)/photos/landscape.jpg",
+            &dpr("3"),
+        )
+        .await;
+    assert_eq!(width(&fixed), 300);
+    assert_eq!(fixed.header("vary"), "Accept");
+    let none = s
+        .get_with("/fit-in/200x0/photos/landscape.jpg", &dpr("3"))
+        .await;
+    assert_eq!((width(&none), none.header("vary")), (200, "Accept"));
+    let pinned = s
+        .get_with(
+            "/fit-in/200x0/filters:format(png)/photos/landscape.jpg",
+            &dpr("3"),
+        )
+        .await;
+    assert_eq!(pinned.header("vary"), "");
+
+    s.stop().await;
+}
