@@ -95,13 +95,19 @@ enum Command {
         common: Common,
     },
     /// Print the full CDN URL for a path such as `fit-in/300x200/photos/a.jpg`, signed when
-    /// a security key is configured.
+    /// a security key is configured. The options and the key may also be given apart
+    /// (`imgedge url fit-in/300x200 photos/a.jpg`).
     Url {
-        path: String,
+        #[arg(required = true, num_args = 1..)]
+        path: Vec<String>,
         #[command(flatten)]
         common: Common,
         #[arg(long)]
         security_key: Option<String>,
+        /// Print `src`, `srcset` and `sizes` attributes for these widths instead
+        /// (comma-separated pixels, e.g. 320,640,960,1280): each width replaces the size.
+        #[arg(long, value_name = "WIDTHS")]
+        srcset: Option<String>,
     },
     /// Manage storage API keys.
     Keys {
@@ -236,6 +242,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             path,
             common,
             security_key,
+            srcset,
         } => {
             let flags = security_key
                 .map(|k| ("security_key", k))
@@ -244,6 +251,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let config = load(&common, flags)?;
             let signing =
                 imgedge::edge::access::Signing::new(&config.security_key, config.require_signature);
+            let path = path
+                .iter()
+                .map(|part| part.trim_matches('/'))
+                .collect::<Vec<_>>()
+                .join("/");
+            if let Some(widths) = srcset {
+                use imgedge::edge::srcset;
+                let widths = srcset::parse_widths(&widths, config.max_output_side)?;
+                let base = config.cdn_base_url();
+                println!("{}", srcset::attributes(&signing, &base, &path, &widths)?);
+                return Ok(());
+            }
             // Check the path parses before printing it, so typos surface here, not in a browser.
             let signed = signing.sign_path(&path);
             imgedge::edge::url::parse(&signed).context("the path is not a valid image URL")?;

@@ -9,6 +9,7 @@ pub mod access;
 pub mod hints;
 pub mod negotiate;
 pub mod respond;
+pub mod srcset;
 pub mod url;
 
 use std::sync::Arc;

@@ -117,6 +117,44 @@ fn url_command_signs_when_a_key_is_configured() {
 }
 
 #[test]
+fn url_srcset_prints_ready_attributes() {
+    let (out, _) = succeed(imgedge().args([
+        "url",
+        "--srcset",
+        "640,320,960,1280",
+        "fit-in/300x200/filters:quality(80)",
+        "photos/a.jpg",
+    ]));
+    let base = "http://127.0.0.1:8080/unsafe";
+    assert_eq!(
+        out.trim(),
+        format!(
+            "src=\"{base}/fit-in/1280x853/filters:quality(80)/photos/a.jpg\" \
+             srcset=\"{base}/fit-in/320x213/filters:quality(80)/photos/a.jpg 320w, \
+             {base}/fit-in/640x427/filters:quality(80)/photos/a.jpg 640w, \
+             {base}/fit-in/960x640/filters:quality(80)/photos/a.jpg 960w, \
+             {base}/fit-in/1280x853/filters:quality(80)/photos/a.jpg 1280w\" \
+             sizes=\"(max-width: 1280px) 100vw, 1280px\""
+        )
+    );
+    // Signed when a key is configured: every URL carries its own signature.
+    let (out, _) = succeed(
+        imgedge()
+            .args(["url", "--srcset", "320,640", "fit-in/300x0", "a.jpg"])
+            .env("IMGEDGE_SECURITY_KEY", "MY_SECURE_KEY"),
+    );
+    assert!(!out.contains("unsafe"), "{out}");
+    assert_eq!(out.matches("=/fit-in/").count(), 3, "{out}");
+    // Bad widths name the culprit.
+    let out = imgedge()
+        .args(["url", "--srcset", "320,wide", "fit-in/300x0", "a.jpg"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`wide` is not a width"));
+}
+
+#[test]
 fn invalid_configuration_fails_with_a_clear_message() {
     let out = imgedge()
         .args(["serve"])
