@@ -23,6 +23,7 @@ mod decode;
 mod encode;
 mod filters;
 mod geometry;
+mod placeholder;
 mod pyramid;
 pub mod recipe;
 mod render;

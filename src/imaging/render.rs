@@ -189,8 +189,8 @@ fn animate(
 }
 
 /// For `meta/`: the source facts, the operations `render` would run (human-readable), and
-/// the output format, size and frame count. Decodes and transforms the first frame only,
-/// and encodes nothing.
+/// the output format, size and frame count, and a placeholder (BlurHash and dominant
+/// colour) of the output. Decodes and transforms the first frame only, and encodes nothing.
 pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
     guarded(|| {
         let mut steps = Vec::new();
@@ -225,6 +225,7 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
                 "animated": frames > 1,
                 "frames": frames,
             },
+            "placeholder": super::placeholder::placeholder(&prepared.image),
         }))
     })
 }

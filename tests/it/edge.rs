@@ -927,6 +927,20 @@ async fn crops_keep_the_part_the_alignment_names() {
         meta, meta_right,
         "the crop window differs with the alignment"
     );
+    // Its placeholder is that of the part kept: the left crop is red, the right one blue.
+    assert_eq!(meta["placeholder"]["dominant_color"], "#dc1e1e");
+    assert_eq!(meta_right["placeholder"]["dominant_color"], "#1e1edc");
+    // The whole picture, a third each: 4x3 components, a hash unlike the red crop's, and
+    // one of the bands as the dominant colour.
+    let whole = s.get("/meta/bands/vertical.png").await.json();
+    let hash = whole["placeholder"]["blurhash"].as_str().unwrap();
+    assert_eq!(hash.len(), 4 + 2 * 4 * 3, "{hash}");
+    assert!(
+        ["#dc1e1e", "#1ec81e", "#1e1edc"]
+            .contains(&whole["placeholder"]["dominant_color"].as_str().unwrap()),
+        "{whole}"
+    );
+    assert_ne!(hash, meta["placeholder"]["blurhash"].as_str().unwrap());
     s.stop().await;
 }
 
