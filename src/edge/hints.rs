@@ -151,14 +151,27 @@ pub fn width_step(width: u32) -> u32 {
 /// A hint header as a positive decimal (`2`, `2.625`), in thousandths; `None` when absent
 /// or not such a number (a malformed hint is ignored, never an error: browsers send them).
 fn header_number(headers: &HeaderMap, name: &str) -> Option<Milli> {
-    let text = headers.get(name)?.to_str().ok()?.trim();
+    let text = last(headers, name)?;
     let value: f64 = text.parse().ok()?;
     (value.is_finite() && value > 0.0).then(|| Milli((value.min(100.0) * 1000.0).round() as i32))
 }
 
+/// A hint's value; when a header is repeated the last one counts (as browsers specify).
+fn last<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    Some(
+        headers
+            .get_all(name)
+            .iter()
+            .next_back()?
+            .to_str()
+            .ok()?
+            .trim(),
+    )
+}
+
 /// A width hint: a whole number of pixels 1..=100000.
 fn header_width(headers: &HeaderMap, name: &str) -> Option<u32> {
-    let text = headers.get(name)?.to_str().ok()?.trim();
+    let text = last(headers, name)?;
     let digits = !text.is_empty() && text.len() <= 6 && text.bytes().all(|b| b.is_ascii_digit());
     let width: u32 = text.parse().ok().filter(|_| digits)?;
     (1..=100_000).contains(&width).then_some(width)
@@ -317,6 +330,15 @@ mod tests {
                 "{value}"
             );
         }
+        // A repeated header: the last one counts.
+        let parsed = url::parse("100x0/filters:dpr()/a.jpg").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("sec-ch-dpr", HeaderValue::from_static("3"));
+        headers.append("sec-ch-dpr", HeaderValue::from_static("2"));
+        assert_eq!(
+            resolve(&parsed.recipe, &headers, true, 4000).dpr,
+            Milli(2000)
+        );
         // Hints never push a URL's own size over the largest side: the ratio shrinks.
         assert_eq!(
             resolve_url(
