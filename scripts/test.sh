@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The playground's test drives a real headless Chromium; here it must run, not skip.
+scripts/browser.sh
+export TEST_REQUIRE_BROWSER=1
 cargo build --locked --tests --bins >&2
 eval "$(scripts/test-servers.sh)"
 trap 'eval "$TEST_SERVERS_STOP"' EXIT

@@ -29,6 +29,8 @@ pub struct Variant {
     pub height: u32,
     /// Strong validator: a digest of `bytes`, quoted as HTTP wants it.
     pub etag: String,
+    /// How long decoding, transforming and encoding it took (`Server-Timing`).
+    pub render_time: std::time::Duration,
 }
 
 /// Sizes of the caches.
@@ -175,6 +177,7 @@ mod tests {
             width: 1,
             height: 1,
             etag: "\"x\"".into(),
+            render_time: Duration::ZERO,
         })
     }
 

@@ -163,6 +163,12 @@ pub struct Config {
     /// name the hints a response depended on in `Vary`. Off: `dpr()` means a ratio of 1.
     #[serde(deserialize_with = "flex")]
     pub client_hints: bool,
+    /// Serve the playground page (`GET /playground` on the API listener).
+    #[serde(deserialize_with = "flex")]
+    pub playground: bool,
+    /// Let the playground show signed URLs (signed by the server; the key is never sent).
+    #[serde(deserialize_with = "flex")]
+    pub playground_signing: bool,
     /// Largest original accepted, in bytes (413 beyond).
     #[serde(deserialize_with = "flex")]
     pub max_source_bytes: u64,
@@ -307,6 +313,8 @@ impl Default for Config {
             security_key: Secret::default(),
             require_signature: false,
             client_hints: false,
+            playground: true,
+            playground_signing: false,
             max_source_bytes: 50 * 1024 * 1024,
             max_source_pixels: 100_000_000,
             max_output_side: 8192,

@@ -336,6 +336,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     );
     if demo {
         let urls = imgedge::demo::seed(&app).await?;
+        if app.config.playground {
+            println!(
+                "\nPlayground (build resize URLs and see the result): {}/playground",
+                app.config.api_base_url()
+            );
+        }
         println!("\nDemo images are public. Open, for example:");
         for url in urls {
             println!("  {url}");

@@ -8,6 +8,7 @@ pub mod auth;
 mod body;
 mod files;
 mod objects;
+mod playground;
 mod uploads;
 mod view;
 
@@ -68,6 +69,9 @@ enum Endpoint {
     ObjectPut,
     ObjectGet,
     PartPut,
+    Playground,
+    PlaygroundImages,
+    PlaygroundUrl,
 }
 
 fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
@@ -85,6 +89,9 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         "/readyz" => Some((get, Ready)),
         "/metrics" => Some((get, Metrics)),
         "/v1/openapi.json" => Some((get, OpenApi)),
+        "/playground" => Some((get, Playground)),
+        "/playground/images" => Some((get, PlaygroundImages)),
+        "/playground/url" => Some((get, PlaygroundUrl)),
         "/v1/files/presigned-url" => Some((post, Presign)),
         "/v1/files/multipart/init" => Some((post, MultipartInit)),
         "/v1/files/multipart/presigned-url" => Some((post, MultipartPart)),
@@ -137,6 +144,13 @@ where
     B::Error: std::fmt::Display,
 {
     let endpoint = match route(req.method(), req.uri().path()) {
+        Ok(Endpoint::Playground | Endpoint::PlaygroundImages | Endpoint::PlaygroundUrl)
+            if !app.config.playground =>
+        {
+            let path = req.uri().path();
+            let off = format!("no route for {path} (the playground is off: playground = false)");
+            return ApiError::new(ApiCode::RouteNotFound, off).into_response();
+        }
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
@@ -159,6 +173,9 @@ where
         Endpoint::ObjectPut => objects::put(app, req).await,
         Endpoint::ObjectGet => objects::get(app, req).await,
         Endpoint::PartPut => objects::put_part(app, req).await,
+        Endpoint::Playground => Ok(playground::page(app)),
+        Endpoint::PlaygroundImages => playground::images(app, req).await,
+        Endpoint::PlaygroundUrl => playground::url(app, req).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }

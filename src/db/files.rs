@@ -404,6 +404,22 @@ impl Db {
             .collect()
     }
 
+    /// Keys of public images of every project, in key order, `limit` at a time after
+    /// `after` (for the playground's picker).
+    pub async fn public_images(&self, after: &str, limit: u32) -> Result<Vec<ObjectKey>, DbError> {
+        let keys: Vec<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT s3_key FROM files WHERE visibility = 'public' \
+                 AND mime_type LIKE 'image/%' AND s3_key > $1 ORDER BY s3_key LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+        });
+        keys.iter().map(|key| stored_key(key)).collect()
+    }
+
     /// One page of the files `reader` may see in `project`, filtered and sorted.
     #[allow(clippy::too_many_arguments)]
     pub async fn list_files(

@@ -130,6 +130,10 @@ fn landing_page(app: &App, method: &Method) -> Response<Body> {
         true => "This server only serves signed URLs: `imgedge url <path>` prints one.",
         false => "`unsafe/` URLs are served; `imgedge url <path>` prints signed ones.",
     };
+    let playground = match app.config.playground {
+        true => format!("Try options in the playground: {api}/playground\n"),
+        false => String::new(),
+    };
     let text = format!(
         "imgedge image CDN\n\
          \n\
@@ -139,6 +143,7 @@ fn landing_page(app: &App, method: &Method) -> Response<Body> {
          \x20 {cdn}/unsafe/meta/fit-in/300x200/<key>   (JSON: what that URL would do)\n\
          \n\
          {signing}\n\
+         {playground}\
          Files and their visibility are managed through the storage API at {api}/v1/files\n\
          (OpenAPI description: {api}/v1/openapi.json). The URL grammar, every filter and the\n\
          settings are described in the README of the imgedge repository.\n"
@@ -343,6 +348,7 @@ async fn render_variant(
         width: encoded.width,
         height: encoded.height,
         etag,
+        render_time: encoded.timings.decode + encoded.timings.transform + encoded.timings.encode,
     }))
 }
 
@@ -474,6 +480,7 @@ async fn describe(
             .expect("invariant: header names are a valid header value");
         h.insert(header::VARY, vary);
     }
+    respond::allow_any_origin(h);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -79,7 +79,33 @@ pub fn image(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    let timing = format!(
+        "render;dur={:.1}",
+        variant.render_time.as_secs_f64() * 1000.0
+    );
+    h.insert(
+        HeaderName::from_static("server-timing"),
+        HeaderValue::from_str(&timing).expect("invariant: digits are a valid header"),
+    );
+    allow_any_origin(h);
     resp
+}
+
+/// Public images and their descriptions may be read by any page (the playground, a
+/// page measuring its images): no credentials are involved, so `*` reveals nothing.
+pub fn allow_any_origin(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Server-Timing, ETag"),
+    );
+    h.insert(
+        HeaderName::from_static("timing-allow-origin"),
+        HeaderValue::from_static("*"),
+    );
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
@@ -106,6 +132,7 @@ mod tests {
             width: 1,
             height: 1,
             etag: "\"abc\"".into(),
+            render_time: std::time::Duration::from_micros(12_340),
         }
     }
 
@@ -126,6 +153,8 @@ mod tests {
         assert_eq!(h[header::ETAG], "\"abc\"");
         assert_eq!(h[header::CACHE_CONTROL], "public, max-age=60");
         assert_eq!(h[header::VARY], "Accept");
+        assert_eq!(h["server-timing"], "render;dur=12.3");
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(h.get("accept-ch").is_none());
         assert!(h.get("critical-ch").is_none());
     }

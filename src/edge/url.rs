@@ -741,8 +741,8 @@ fn parse_rect(text: &str, what: &str) -> Result<Rect, String> {
 // Filters.
 // ---------------------------------------------------------------------------------------
 
-/// Every filter with its usage, for error messages.
-const FILTERS: &[(&str, &str)] = &[
+/// Every filter with its usage, for error messages (and the playground's filter list).
+pub const FILTERS: &[(&str, &str)] = &[
     ("quality", "quality(1..=100)"),
     ("format", "format(jpeg|jpg|png|webp|avif|gif)"),
     ("blur", "blur(radius 0..=150[,sigma])"),

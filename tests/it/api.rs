@@ -2,6 +2,7 @@
 //! matrix, presigned URL checks, and the effects on the edge.
 
 use http::Method;
+use imgedge::db::Visibility;
 use imgedge::edge::url::ObjectKey;
 use serde_json::{Value, json};
 
@@ -1294,4 +1295,133 @@ async fn leftover_multipart_parts_are_swept_and_open_ones_kept() {
         "the open upload's parts are kept"
     );
     s.stop().await;
+}
+
+/// The playground's calls: public images only, URLs checked by the CDN's parser and
+/// printed canonically, signed only when the operator allows it, and off entirely with
+/// `playground = false`.
+#[tokio::test]
+async fn playground_calls_list_public_images_and_check_urls() {
+    let s = TestServer::start_with(|c| {
+        c.security_key = "MY_SECURE_KEY".into();
+        c.playground_signing = true;
+    })
+    .await;
+    s.add("pg/a.jpg", "landscape.jpg", Visibility::Public).await;
+    s.add("pg/b.jpg", "landscape.jpg", Visibility::Private)
+        .await;
+    s.add("pg/c.png", "alpha.png", Visibility::Public).await;
+
+    let page = s.api_get("/playground").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(
+        html.contains(&format!("\"cdn\":\"http://{}\"", s.cdn)),
+        "config injected"
+    );
+    assert!(
+        !html.contains("MY_SECURE_KEY"),
+        "the key never reaches the page"
+    );
+
+    let images = s.api_get("/playground/images").await.json();
+    let keys: Vec<&str> = images["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["pg/a.jpg", "pg/c.png"],
+        "public images only, in key order"
+    );
+    assert_eq!(images["next"], serde_json::Value::Null);
+    let after = s.api_get("/playground/images?after=pg/a.jpg").await.json();
+    assert_eq!(after["items"][0]["key"], "pg/c.png");
+
+    // A pasted URL (host, signature and all) comes back canonical, signed for the page.
+    let pasted = "https://cdn.example/unsafe/fit-in/300x200/center/filters:format(jpg)/pg/a.jpg";
+    let path = format!(
+        "/playground/url?path={}&srcset=320,640",
+        percent_encoding::utf8_percent_encode(pasted, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let answer = s.api_get(&path).await;
+    assert_eq!(answer.status, 200);
+    let answer = answer.json();
+    assert_eq!(
+        answer["canonical"],
+        "fit-in/300x200/filters:format(jpeg)/pg/a.jpg"
+    );
+    let cdn = format!("http://{}", s.cdn);
+    assert_eq!(
+        answer["bare"],
+        format!("{cdn}/unsafe/fit-in/300x200/filters:format(jpeg)/pg/a.jpg")
+    );
+    let signed = answer["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&format!("{cdn}/"))
+        .unwrap();
+    assert!(
+        signed.ends_with("=/fit-in/300x200/filters:format(jpeg)/pg/a.jpg"),
+        "{signed}"
+    );
+    assert_eq!(
+        s.get(&format!("/{signed}")).await.status,
+        200,
+        "the signed URL is served"
+    );
+    assert!(
+        answer["srcset"].as_str().unwrap().contains(" 640w"),
+        "{answer}"
+    );
+    let meta = answer["meta"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&cdn)
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.get(&meta).await.json()["key"], "pg/a.jpg");
+
+    // A broken option: the CDN's own 400 body, naming the segment.
+    let broken = s
+        .api_get("/playground/url?path=300x200/filters:quality(150)/pg/a.jpg")
+        .await;
+    assert_eq!(broken.status, 400);
+    let error = &broken.json()["error"];
+    assert_eq!(error["code"], "url/invalid");
+    assert_eq!(error["segment"], "quality(150)");
+    let unknown = s.api_get("/playground/url?path=a.jpg&size=3").await;
+    assert_eq!(unknown.status, 400);
+    assert!(
+        unknown.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`size`")
+    );
+
+    // The CDN lets the page read what it answers.
+    let image = s.get("/fit-in/50x50/pg/a.jpg").await;
+    assert_eq!(image.header("access-control-allow-origin"), "*");
+    assert!(
+        image.header("server-timing").starts_with("render;dur="),
+        "{}",
+        image.header("server-timing")
+    );
+    s.stop().await;
+
+    // Off: every playground path is a 404, and nothing is signed for anyone.
+    let off = TestServer::start_with(|c| c.playground = false).await;
+    for path in [
+        "/playground",
+        "/playground/images",
+        "/playground/url?path=a.jpg",
+    ] {
+        let r = off.api_get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"]["code"], "common/not-found", "{path}");
+    }
+    off.stop().await;
 }

@@ -685,6 +685,10 @@ async fn the_cdn_root_is_a_text_page_that_points_onwards() {
     let text = String::from_utf8(root.body.to_vec()).unwrap();
     assert!(text.contains("/unsafe/fit-in/300x200/"), "{text}");
     assert!(text.contains("/v1/openapi.json"), "{text}");
+    assert!(
+        text.contains(&format!("http://{}/playground", s.api)),
+        "{text}"
+    );
     let head = s.head("/").await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());

@@ -7,6 +7,7 @@
 
 mod api;
 mod backends;
+mod browser;
 mod cli;
 mod clients;
 mod crash;

@@ -165,6 +165,10 @@ impl TestServer {
     pub async fn add_bytes(&self, key: &str, bytes: Vec<u8>, visibility: Visibility) {
         let key = ObjectKey::parse(key).unwrap();
         let size = bytes.len() as u64;
+        // As registration records it: the sniffed image type, else a generic one.
+        let mime_type = image::guess_format(&bytes)
+            .map_or("application/octet-stream", |f| f.to_mime_type())
+            .to_owned();
         self.app
             .storage
             .put(&key, Bytes::from(bytes))
@@ -176,7 +180,7 @@ impl TestServer {
                 project: "default".into(),
                 key,
                 original_name: "fixture".into(),
-                mime_type: "application/octet-stream".into(),
+                mime_type,
                 size,
                 width: None,
                 height: None,
