@@ -205,7 +205,7 @@ impl EdgeError {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        crate::edge::respond::allow_any_origin(h);
+        crate::server::allow_any_origin(h);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

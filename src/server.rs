@@ -38,6 +38,23 @@ pub fn empty() -> Body {
         .boxed()
 }
 
+/// Public images and their descriptions may be read by any page (the playground, a
+/// page measuring its images): no credentials are involved, so `*` reveals nothing.
+pub fn allow_any_origin(h: &mut http::HeaderMap) {
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Server-Timing, ETag"),
+    );
+    h.insert(
+        http::HeaderName::from_static("timing-allow-origin"),
+        HeaderValue::from_static("*"),
+    );
+}
+
 /// Which face of the service a listener shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -480,7 +480,7 @@ async fn describe(
             .expect("invariant: header names are a valid header value");
         h.insert(header::VARY, vary);
     }
-    respond::allow_any_origin(h);
+    crate::server::allow_any_origin(h);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -87,25 +87,8 @@ pub fn image(
         HeaderName::from_static("server-timing"),
         HeaderValue::from_str(&timing).expect("invariant: digits are a valid header"),
     );
-    allow_any_origin(h);
+    crate::server::allow_any_origin(h);
     resp
-}
-
-/// Public images and their descriptions may be read by any page (the playground, a
-/// page measuring its images): no credentials are involved, so `*` reveals nothing.
-pub fn allow_any_origin(h: &mut HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Server-Timing, ETag"),
-    );
-    h.insert(
-        HeaderName::from_static("timing-allow-origin"),
-        HeaderValue::from_static("*"),
-    );
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
