@@ -475,9 +475,7 @@ async fn describe(
     doc["client_hints_read"] = serde_json::json!(hinted.vary);
     let mut resp = Response::new(full(doc.to_string()));
     let h = resp.headers_mut();
-    if !hinted.vary.is_empty() {
-        let vary = HeaderValue::from_str(&hinted.vary.join(", "))
-            .expect("invariant: header names are a valid header value");
+    if let Some(vary) = respond::header_list(hinted.vary) {
         h.insert(header::VARY, vary);
     }
     crate::server::allow_any_origin(h);

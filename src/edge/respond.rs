@@ -59,9 +59,7 @@ pub fn image(
         .into_iter()
         .chain(caching.vary_hints.iter().copied())
         .collect();
-    if !vary.is_empty() {
-        let vary = HeaderValue::from_str(&vary.join(", "))
-            .expect("invariant: header names are a valid header value");
+    if let Some(vary) = header_list(&vary) {
         h.insert(header::VARY, vary);
     }
     if caching.accept_hints {
@@ -70,9 +68,7 @@ pub fn image(
             HeaderValue::from_static(super::hints::ACCEPT_CH),
         );
     }
-    if !caching.vary_hints.is_empty() {
-        let critical = HeaderValue::from_str(&caching.vary_hints.join(", "))
-            .expect("invariant: header names are a valid header value");
+    if let Some(critical) = header_list(caching.vary_hints) {
         h.insert(HeaderName::from_static("critical-ch"), critical);
     }
     h.insert(
@@ -89,6 +85,14 @@ pub fn image(
     );
     crate::server::allow_any_origin(h);
     resp
+}
+
+/// A list of header names as one value (`Vary`, `Critical-CH`); `None` when empty.
+pub fn header_list(names: &[&str]) -> Option<HeaderValue> {
+    (!names.is_empty()).then(|| {
+        HeaderValue::from_str(&names.join(", "))
+            .expect("invariant: header names are a valid header value")
+    })
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.

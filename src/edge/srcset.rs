@@ -52,8 +52,7 @@ pub fn attributes(
     path: &str,
     widths: &[u32],
 ) -> Result<String, SrcsetError> {
-    let path = path.trim_start_matches('/');
-    let path = path.strip_prefix("unsafe/").unwrap_or(path);
+    // The parser drops a leading `/` and the signature segment (`unsafe/` or a signature).
     let parsed = url::parse(path)?;
     if parsed.meta {
         return Err(SrcsetError::Conflict(
