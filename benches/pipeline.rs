@@ -178,7 +178,8 @@ fn job<'a>(
             },
         )
         .choice,
-        default_quality: 80,
+        default_quality: imgedge::imaging::Quality::Fixed(80),
+        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
         limits,
         cancel,
         reduced,

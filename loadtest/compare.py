@@ -75,6 +75,7 @@ class Workload:
     connections: int
     burst: tuple[int, ...] = ()  # W7: widths requested together
     describe: str = ""
+    imgedge_only: bool = False  # quality(auto): the peers have nothing like it
 
     def path(self, n: int) -> str:
         """The n-th URL path of the sequence (no prefix), shared by wrk, Python and k6."""
@@ -115,6 +116,15 @@ WORKLOADS = {
     "W7": Workload("W7", "fit-in/{w}x0/", LARGE, 0, 0, True, 2, burst=(400, 800, 1200),
                    describe="srcset burst 400/800/1200 wide of one large JPEG, cold, 2 clients x 3"),
 }
+# The CPU cost of quality(auto): W1-W3 with quality(auto) instead of a fixed quality, run on
+# imgedge only (compare its CPU-ms/req with the same run's W1-W3). Not in the default set.
+for _base in ("W1", "W2", "W3"):
+    _wl = WORKLOADS[_base]
+    WORKLOADS[_base + "A"] = Workload(
+        _base + "A", re.sub(r"quality\(\d+\)", "quality(auto)", _wl.template), _wl.files, _wl.w,
+        _wl.h, _wl.cold, _wl.connections, describe=_wl.describe.replace(" q8", " quality(auto) (was q8")
+        .replace(", ", "), ", 1), imgedge_only=True)
+DEFAULT_WORKLOADS = "W1,W2,W3,W4,W5,W6,W7"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1162,7 +1172,7 @@ def compare_samples(wres: dict, ref: str) -> None:
 def main() -> int:
     global COPIES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+    ap.add_argument("--workloads", default=DEFAULT_WORKLOADS,
                     help="comma-separated subset of W1..W7 ('none': only --overload/--soak)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per workload (3)")
     ap.add_argument("--duration", type=float, default=8, help="seconds per server per round (8)")
@@ -1291,7 +1301,9 @@ def run(args, names: list[str], binary: Path, fleet: Fleet, work: Path, report: 
     results = report["workloads"]
     for wname in names:
         wl = WORKLOADS[wname]
-        if wl.cold:
+        if wl.imgedge_only:
+            servers = [s for s in cold if s.kind == "imgedge"]
+        elif wl.cold:
             servers = cold
         else:
             servers = [fleet.start(imgedge_server(fleet, binary, "imgedge-warm", base_env)),

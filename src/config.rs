@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::auth::{JwtVerifier, KeyRing};
+use crate::imaging::{Quality, auto_quality};
 pub use crate::telemetry::LogFormat;
 
 const ENV_PREFIX: &str = "IMGEDGE_";
@@ -223,9 +224,18 @@ pub struct Config {
     /// `Cache-Control: public, max-age=` for images (the `max_age` filter may lower it).
     #[serde(deserialize_with = "flex")]
     pub cache_max_age_secs: u32,
-    /// JPEG/WebP/AVIF quality when the URL gives none.
+    /// JPEG/WebP/AVIF quality when the URL gives none: 1..=100, or `auto` (per image, the
+    /// lowest quality that reaches `auto_quality_target`).
+    #[serde(deserialize_with = "flex_quality")]
+    pub default_quality: Quality,
+    /// The SSIMULACRA2 score `quality(auto)` aims for in JPEG (and AVIF) output, 30..=90.
+    /// The default, 79, keeps every bench photo at or above the worst one sharp's fixed
+    /// quality 80 gives.
     #[serde(deserialize_with = "flex")]
-    pub default_quality: u8,
+    pub auto_quality_target: f64,
+    /// The same for WebP output (default 72: WebP's q80 is a lower level).
+    #[serde(deserialize_with = "flex")]
+    pub auto_quality_target_webp: f64,
     /// Choose WebP automatically when the client's Accept allows it.
     #[serde(deserialize_with = "flex")]
     pub auto_webp: bool,
@@ -330,7 +340,9 @@ impl Default for Config {
             derivative_sizes: "2560,1800,640".into(),
             visibility_ttl_ms: 2_000,
             cache_max_age_secs: 86_400,
-            default_quality: 80,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::DEFAULT_TARGET,
+            auto_quality_target_webp: auto_quality::DEFAULT_TARGET_WEBP,
             auto_webp: true,
             auto_avif: false,
             shutdown_grace_ms: 10_000,
@@ -399,8 +411,11 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
-        if !(1..=100).contains(&self.default_quality) {
-            return bad("default_quality must be 1..=100");
+        if !auto_quality::TARGET_RANGE.contains(&self.auto_quality_target) {
+            return bad("auto_quality_target must be a SSIMULACRA2 score 30..=90");
+        }
+        if !auto_quality::TARGET_RANGE.contains(&self.auto_quality_target_webp) {
+            return bad("auto_quality_target_webp must be a SSIMULACRA2 score 30..=90");
         }
         if self.max_animation_pixels == 0 {
             return bad("max_animation_pixels must be positive");
@@ -622,6 +637,23 @@ where
         .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
 }
 
+/// `default_quality`, named in its error.
+fn flex_quality<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Quality, D::Error> {
+    flex::<D, Quality>(deserializer).map_err(|e| {
+        serde::de::Error::custom(format!("default_quality (IMGEDGE_DEFAULT_QUALITY): {e}"))
+    })
+}
+
+/// `default_quality` prints as it is written: a number, or `"auto"`.
+impl Serialize for Quality {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quality::Fixed(q) => serializer.serialize_u8(*q),
+            Quality::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
 /// Parses `derivative_sizes`: distinct long edges in 64..=8192, any order; empty is allowed.
 fn parse_derivative_sizes(raw: &str) -> Result<Vec<u32>, String> {
     let mut sizes = Vec::new();
@@ -731,6 +763,15 @@ mod tests {
             (&[("IMGEDGE_CDN_ADRR", "x")], "IMGEDGE_CDN_ADRR"),
             (&[("IMGEDGE_CDN_ADDR", "nope")], "nope"),
             (&[("IMGEDGE_DEFAULT_QUALITY", "0")], "default_quality"),
+            (&[("IMGEDGE_DEFAULT_QUALITY", "best")], "`auto`"),
+            (
+                &[("IMGEDGE_AUTO_QUALITY_TARGET", "95")],
+                "auto_quality_target",
+            ),
+            (
+                &[("IMGEDGE_AUTO_QUALITY_TARGET", "NaN")],
+                "auto_quality_target",
+            ),
             (&[("IMGEDGE_REQUIRE_SIGNATURE", "true")], "security_key"),
             (&[("IMGEDGE_AUTO_WEBP", "maybe")], "maybe"),
             (&[("IMGEDGE_DERIVATIVE_SIZES", "2560,big")], "`big`"),

@@ -109,6 +109,15 @@ enum Command {
         #[arg(long, value_name = "WIDTHS")]
         srcset: Option<String>,
     },
+    /// Print the SSIMULACRA2 score of each DISTORTED image against REFERENCE, one per line
+    /// (JPEG, PNG or WebP files of the same size; alpha is ignored): the metric
+    /// `quality(auto)` aims with and `loadtest/quality.py` reports. 100 is identical; 90 is
+    /// very high quality, 70 high, 50 medium.
+    Score {
+        reference: PathBuf,
+        #[arg(required = true, num_args = 1..)]
+        distorted: Vec<PathBuf>,
+    },
     /// Manage storage API keys.
     Keys {
         #[command(subcommand)]
@@ -267,6 +276,21 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let signed = signing.sign_path(&path);
             imgedge::edge::url::parse(&signed).context("the path is not a valid image URL")?;
             println!("{}/{signed}", config.cdn_base_url());
+            Ok(())
+        }
+        Command::Score {
+            reference,
+            distorted,
+        } => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let reference_bytes = read(&reference)?;
+            for path in &distorted {
+                let score = imgedge::imaging::auto_quality::score(&reference_bytes, &read(path)?)
+                    .with_context(|| format!("scoring {}", path.display()))?;
+                println!("{score:.4}");
+            }
             Ok(())
         }
         Command::Keys {

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         bytes,
         recipe: &recipe,
         output: OUTPUTS[usize::from(pick >> 4) % OUTPUTS.len()],
-        default_quality: 70,
+        default_quality: imgedge::imaging::Quality::Fixed(70),        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
         limits: &limits,
         cancel: &cancel,
         reduced: None,

@@ -17,7 +17,7 @@
 //   - output format = source format unless format() is given (no Accept negotiation);
 //   - JPEG quality 80 when the URL gives none (Thumbor QUALITY=80, imgedge default_quality=80);
 //     WebP quality likewise 80 (sharp's default, Thumbor's WEBP_QUALITY=None -> QUALITY);
-//   - JPEG: mozjpeg OFF, baseline, 4:2:0 chroma (sharp's defaults; libjpeg-turbo like imgedge);
+//   - JPEG: mozjpeg OFF, baseline, 4:2:0 chroma (sharp's defaults; SHARP_MOZJPEG=1 turns mozjpeg on);
 //   - EXIF orientation applied (.rotate()), metadata stripped and colours in sRGB (sharp's
 //     defaults, as imgedge does);
 //   - originals are read from BENCH_IMAGES on every request (no original cache, like Thumbor's
@@ -36,6 +36,9 @@ const sharp = require('sharp');
 const PORT = Number(process.env.PORT || 8889);
 const HOST = process.env.HOST || '127.0.0.1';
 const ROOT = path.resolve(process.env.BENCH_IMAGES || '/work/shared/bench-images');
+// SHARP_MOZJPEG=1: sharp's `mozjpeg: true` (trellis quantisation, progressive, mozjpeg's
+// tables), for the quality benchmark's "sharp+mozjpeg"; off by default, as in sharp.
+const MOZJPEG = process.env.SHARP_MOZJPEG === '1';
 const DEFAULT_QUALITY = 80;
 
 const SIZE = /^(\d+)x(\d+)$/;
@@ -107,7 +110,7 @@ async function render(req) {
   const quality = req.quality || DEFAULT_QUALITY;
   switch (format) {
     case 'jpeg':
-      img = img.jpeg({ quality, mozjpeg: false });
+      img = img.jpeg({ quality, mozjpeg: MOZJPEG });
       break;
     case 'webp':
       img = img.webp({ quality });

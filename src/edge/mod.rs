@@ -391,6 +391,10 @@ async fn run_imaging<T: Send + 'static>(
     let recipe = parsed.recipe.clone();
     let limits = app.imaging_limits.clone();
     let default_quality = app.config.default_quality;
+    let auto_quality_target = imaging::auto_quality::AutoTarget {
+        jpeg: app.config.auto_quality_target,
+        webp: app.config.auto_quality_target_webp,
+    };
     // Join before queueing for a CPU slot, so that every member of a burst is known by
     // the time the first one decodes. Header-only; a bad header fails in `work` instead.
     let probe = Job {
@@ -398,6 +402,7 @@ async fn run_imaging<T: Send + 'static>(
         recipe: &recipe,
         output: choice,
         default_quality,
+        auto_quality_target,
         limits: &limits,
         cancel: &AtomicBool::new(false),
         reduced,
@@ -439,6 +444,7 @@ async fn run_imaging<T: Send + 'static>(
                 recipe: &recipe,
                 output: choice,
                 default_quality,
+                auto_quality_target,
                 limits: &limits,
                 cancel,
                 reduced,

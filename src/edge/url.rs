@@ -61,7 +61,8 @@ use regex::{Captures, Regex};
 
 use crate::imaging::recipe::{
     Background, Color, CurvePoints, Dim, Dpr, Fill, Filters, Fit, Format, HAlign, Milli,
-    PixelFilter, Place, Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign, Watermark,
+    PixelFilter, Place, Quality, Recipe, Rect, Rotation, Trim, TrimCorner, Upscale, VAlign,
+    Watermark,
 };
 
 /// Largest number of pixels accepted in a size, crop, focal or corner radius.
@@ -743,7 +744,7 @@ fn parse_rect(text: &str, what: &str) -> Result<Rect, String> {
 
 /// Every filter with its usage, for error messages (and the playground's filter list).
 pub const FILTERS: &[(&str, &str)] = &[
-    ("quality", "quality(1..=100)"),
+    ("quality", "quality(1..=100|auto)"),
     ("format", "format(jpeg|jpg|png|webp|avif|gif)"),
     ("blur", "blur(radius 0..=150[,sigma])"),
     (
@@ -985,7 +986,9 @@ fn pixel_filter(call: &Call<'_>) -> Result<Option<PixelFilter>, String> {
 
 fn apply_setting(filters: &mut Filters, call: &Call<'_>) -> Result<(), String> {
     match (call.name, call.args.as_slice()) {
-        ("quality", [q]) => filters.quality = Some(int_in(q, "quality", 1, 100)? as u8),
+        ("quality", [q]) => {
+            filters.quality = Some(q.parse::<Quality>().map_err(|e| format!("quality {e}"))?);
+        }
         ("format", [format]) => filters.format = Some(parse_format(format)?),
         ("fill", [fill]) => {
             filters.fill = Some(parse_fill(fill)?);
@@ -1967,6 +1970,15 @@ mod tests {
             "filters:quality(1):quality(100)/a.jpg",
             "filters:quality(100)/a.jpg",
         ),
+        ("filters:quality(auto)/a.jpg", "filters:quality(auto)/a.jpg"),
+        (
+            "filters:quality(auto):quality(70)/a.jpg",
+            "filters:quality(70)/a.jpg",
+        ),
+        (
+            "filters:quality(70):quality(auto)/a.jpg",
+            "filters:quality(auto)/a.jpg",
+        ),
         ("filters:format(jpg)/a.jpg", "filters:format(jpeg)/a.jpg"),
         ("filters:format(WEBP)/a.jpg", "filters:format(webp)/a.jpg"),
         (
@@ -2366,7 +2378,7 @@ mod tests {
         // Filter arguments.
         (
             "filters:quality(150)/k.jpg",
-            "error: quality(150) => quality must be an integer 1..=100, got `150`",
+            "error: quality(150) => quality must be an integer 1..=100 or `auto`, got `150`",
         ),
         ("filters:quality(0)/k.jpg", "error: quality(0) => 1..=100"),
         (
@@ -2375,11 +2387,11 @@ mod tests {
         ),
         (
             "filters:quality()/k.jpg",
-            "error: quality() => `quality` takes quality(1..=100), got 0 arguments",
+            "error: quality() => `quality` takes quality(1..=100|auto), got 0 arguments",
         ),
         (
             "filters:quality/k.jpg",
-            "error: quality => takes quality(1..=100)",
+            "error: quality => takes quality(1..=100|auto)",
         ),
         (
             "filters:quality(1,2)/k.jpg",
@@ -2800,7 +2812,7 @@ mod tests {
         let err = parse("filters:quality(150)/k.jpg").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "segment `quality(150)`: quality must be an integer 1..=100, got `150`"
+            "segment `quality(150)`: quality must be an integer 1..=100 or `auto`, got `150`"
         );
     }
 
@@ -2946,7 +2958,10 @@ mod tests {
             Just(Upscale::Allow)
         ];
         let settings = (
-            proptest::option::of(1..=100u8),
+            proptest::option::of(prop_oneof![
+                (1..=100u8).prop_map(Quality::Fixed),
+                Just(Quality::Auto)
+            ]),
             proptest::option::of(format),
             proptest::option::of(fill),
             proptest::option::of(prop_oneof![

@@ -19,6 +19,7 @@
 //! - `share`    one decode for concurrent renders of the same source (srcset bursts).
 
 mod animation;
+pub mod auto_quality;
 mod decode;
 mod encode;
 mod filters;

@@ -121,6 +121,11 @@ pub enum Format {
 }
 
 impl Format {
+    /// JPEG, WebP and AVIF: the formats a quality applies to.
+    pub fn is_lossy(self) -> bool {
+        matches!(self, Format::Jpeg | Format::Webp | Format::Avif)
+    }
+
     pub fn mime(self) -> &'static str {
         match self {
             Format::Jpeg => "image/jpeg",
@@ -344,12 +349,46 @@ pub enum Dpr {
     Fixed(Milli),
 }
 
+/// An output quality: fixed (1..=100), or `auto`, the lowest quality whose output reaches
+/// the configured perceptual score (`imaging::auto_quality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quality {
+    Fixed(u8),
+    Auto,
+}
+
+impl std::fmt::Display for Quality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quality::Fixed(q) => write!(f, "{q}"),
+            Quality::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = String;
+
+    /// `auto` or an integer 1..=100 (what `default_quality` accepts).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "auto" {
+            return Ok(Quality::Auto);
+        }
+        match text.parse::<u8>() {
+            Ok(q) if (1..=100).contains(&q) => Ok(Quality::Fixed(q)),
+            _ => Err(format!(
+                "must be an integer 1..=100 or `auto`, got `{text}`"
+            )),
+        }
+    }
+}
+
 /// Everything the `filters:` segment can say. Settings are last-one-wins; pixel filters keep
 /// URL order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Filters {
-    /// 1..=100
-    pub quality: Option<u8>,
+    /// `quality(1..=100)` or `quality(auto)`.
+    pub quality: Option<Quality>,
     pub format: Option<Format>,
     pub fill: Option<Fill>,
     /// `fill(colour,true)`: the fill shows through the image's own transparent parts too;

@@ -21,9 +21,10 @@ use serde_json::json;
 
 use moxcms::ColorProfile;
 
+use super::auto_quality::{self, AutoTarget, Chosen};
 use super::decode::{self, Decoded, Precision, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
-use super::recipe::{Background, Color, Fill, Format, PixelFilter, Place, Recipe, Rect};
+use super::recipe::{Background, Color, Fill, Format, PixelFilter, Place, Quality, Recipe, Rect};
 use super::resize::{CropBox, resize};
 use super::share::{Source, Ticket};
 use super::{
@@ -38,7 +39,9 @@ pub struct Job<'a> {
     pub recipe: &'a Recipe,
     pub output: FormatChoice,
     /// Used when the recipe has no `quality(...)`.
-    pub default_quality: u8,
+    pub default_quality: Quality,
+    /// The SSIMULACRA2 scores `quality(auto)` aims for.
+    pub auto_quality_target: AutoTarget,
     pub limits: &'a Limits,
     /// Set by the caller when the deadline passes or the client goes away.
     pub cancel: &'a AtomicBool,
@@ -100,8 +103,12 @@ const VISIBLE_MAX_QUALITY: u8 = 90;
 /// sharpen the difference.
 fn precision_for(job: &Job, format: Format, shrink: u32) -> Precision {
     let filters = &job.recipe.filters;
-    let quality = filters.quality.unwrap_or(job.default_quality);
-    let lossy = matches!(format, Format::Jpeg | Format::Webp | Format::Avif);
+    // `auto` stays at or below `auto_quality::HIGHEST`, which is `VISIBLE_MAX_QUALITY`.
+    let quality = match filters.quality.unwrap_or(job.default_quality) {
+        Quality::Fixed(q) => q,
+        Quality::Auto => auto_quality::HIGHEST,
+    };
+    let lossy = format.is_lossy();
     if lossy && quality <= VISIBLE_MAX_QUALITY && shrink >= 2 && filters.pixel.is_empty() {
         Precision::Visible
     } else {
@@ -126,7 +133,7 @@ pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
         checkpoint(job)?;
         let started = Instant::now();
         let filters = &job.recipe.filters;
-        let quality = filters.quality.unwrap_or(job.default_quality);
+        let (quality, _) = resolve_quality(job, &prepared)?;
         let (width, height) = (prepared.image.width(), prepared.image.height());
         let bytes = match prepared.frames.take() {
             Some(frames) => animate(job, &prepared, frames, quality, &mut timings)?,
@@ -196,11 +203,31 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
         let mut steps = Vec::new();
         let prepared = prepare(job, &mut Timings::default(), &mut Log::On(&mut steps))?;
         let info = prepared.info;
-        let quality = job.recipe.filters.quality.unwrap_or(job.default_quality);
-        steps.push(format!(
-            "encode {} at quality {quality}",
-            prepared.format.name()
-        ));
+        let (quality, chosen) = resolve_quality(job, &prepared)?;
+        let auto = chosen.map(|c| {
+            json!({
+                "target": job.auto_quality_target.for_format(prepared.format),
+                "quality": c.quality,
+                "score": c.score,
+                "tries": c.tries,
+                "measured": c.score.is_some(),
+            })
+        });
+        steps.push(match chosen {
+            Some(Chosen {
+                score: Some(score), ..
+            }) => format!(
+                "encode {} at quality {quality} (auto: SSIMULACRA2 {score:.1}, target {})",
+                prepared.format.name(),
+                job.auto_quality_target.for_format(prepared.format)
+            ),
+            Some(Chosen { score: None, .. }) => format!(
+                "encode {} at quality {quality} (auto: not measured for {}, fixed fallback)",
+                prepared.format.name(),
+                prepared.format.name()
+            ),
+            None => format!("encode {} at quality {quality}", prepared.format.name()),
+        });
         let frames = match prepared.frames {
             Some(_) => info.frames,
             None => 1,
@@ -224,10 +251,32 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
                 "height": prepared.image.height(),
                 "animated": frames > 1,
                 "frames": frames,
+                "quality": prepared.format.is_lossy().then_some(quality),
+                "auto_quality": auto,
             },
             "placeholder": super::placeholder::placeholder(&prepared.image),
         }))
     })
+}
+
+/// The quality to encode `prepared` at, and for `quality(auto)` what the search chose (on
+/// an animation's first frame, for all of them; lossless formats ignore the quality).
+fn resolve_quality(job: &Job, prepared: &Prepared) -> Result<(u8, Option<Chosen>), ImagingError> {
+    match job.recipe.filters.quality.unwrap_or(job.default_quality) {
+        Quality::Fixed(q) => Ok((q, None)),
+        Quality::Auto => {
+            let chosen = auto_quality::choose(
+                &prepared.image,
+                prepared.format,
+                job.auto_quality_target.for_format(prepared.format),
+                job.cancel,
+            )?;
+            Ok((
+                chosen.map_or(auto_quality::AVIF_FALLBACK, |c| c.quality),
+                chosen,
+            ))
+        }
+    }
 }
 
 /// The image ready for encoding: a still, or an animation's first frame with the rest
@@ -1052,7 +1101,8 @@ mod tests {
             bytes: &bytes,
             recipe,
             output,
-            default_quality: 85,
+            default_quality: Quality::Fixed(85),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &cancel,
             reduced: None,
@@ -1086,7 +1136,8 @@ mod tests {
             bytes,
             recipe,
             output,
-            default_quality: 80,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &AtomicBool::new(false),
             reduced: None,
@@ -1423,7 +1474,8 @@ mod tests {
             bytes: &bytes,
             recipe: &recipe,
             output: AUTO,
-            default_quality: 80,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &cancel,
             reduced: None,
@@ -1460,7 +1512,8 @@ mod tests {
             bytes: &bytes,
             recipe: &recipe,
             output: AUTO,
-            default_quality: 80,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &cancel,
             reduced: None,
@@ -1484,7 +1537,8 @@ mod tests {
             bytes: &bytes,
             recipe: &recipe,
             output: AUTO_WEBP,
-            default_quality: 80,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &cancel,
             reduced: None,
@@ -1531,7 +1585,8 @@ mod tests {
                 bytes,
                 recipe,
                 output,
-                default_quality: quality,
+                default_quality: Quality::Fixed(quality),
+                auto_quality_target: auto_quality::AutoTarget::default(),
                 limits: &limits,
                 cancel: &cancel,
                 reduced: None,
@@ -1642,7 +1697,8 @@ mod tests {
             bytes: &bytes,
             recipe: &recipe,
             output: AUTO,
-            default_quality: 85,
+            default_quality: Quality::Fixed(85),
+            auto_quality_target: auto_quality::AutoTarget::default(),
             limits,
             cancel: &cancel,
             reduced: None,
@@ -1758,7 +1814,8 @@ mod tests {
                     bytes: &bytes,
                     recipe: &recipe,
                     output,
-                    default_quality: 80,
+                    default_quality: Quality::Fixed(80),
+                    auto_quality_target: auto_quality::AutoTarget::default(),
                     limits: &limits,
                     cancel: &cancel,
                     reduced: None,

@@ -37,7 +37,8 @@ fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
             webp: false,
             avif: false,
         },
-        default_quality: 80,
+        default_quality: imgedge::imaging::Quality::Fixed(80),
+        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
         limits: &Limits::default(),
         cancel: &AtomicBool::new(false),
         reduced: None,
@@ -266,7 +267,8 @@ async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
                 webp: false,
                 avif: false,
             },
-            default_quality: 80,
+            default_quality: imgedge::imaging::Quality::Fixed(80),
+            auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
             limits: &limits,
             cancel: &never,
             reduced,
@@ -525,5 +527,84 @@ async fn copies_of_a_build_cut_short_after_its_file_was_deleted_are_removed() {
     assert!(s.app.storage.head(&other).await.is_ok());
     assert!(s.app.storage.head(&other.derivative(256)).await.is_ok());
     assert_eq!(s.app.db.deletion_backlog().await.unwrap(), 0);
+    s.stop().await;
+}
+
+/// A render from a reduced copy scores like the same render from the original, at the same
+/// bytes: both are scored (SSIMULACRA2) against one reference, a resize of the full
+/// decode of the original.
+#[tokio::test]
+async fn a_render_from_a_copy_scores_like_one_from_the_original() {
+    use imgedge::imaging::{auto_quality, stages};
+    let (s, key) = landscape_with_copies().await;
+    let m = s.app.metrics.clone();
+    eventually(|| m.derivative_backlog.get() == 0).await;
+    let original = fixture("landscape.jpg");
+    let info = imaging::probe(&original).unwrap();
+    let full = stages::decode(&original, &info, 1, imaging::Precision::Full, 1 << 28)
+        .unwrap()
+        .image;
+    for (n, options) in [
+        "fit-in/100x0",
+        "fit-in/120x80/filters:quality(60)",
+        "fit-in/110x0/filters:format(webp)",
+        "fit-in/100x0/filters:quality(auto)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/{options}/{key}");
+        let served = s.get(&path).await;
+        assert_eq!(served.status, 200, "{path}");
+        assert_eq!(
+            m.derivative_renders.get(),
+            n as u64 + 1,
+            "{path} is from a copy"
+        );
+        let recipe = parse(&path).unwrap().recipe;
+        let direct = imaging::render(&Job {
+            bytes: &original,
+            recipe: &recipe,
+            output: match recipe.filters.format {
+                Some(format) => FormatChoice::Explicit(format),
+                None => FormatChoice::Auto {
+                    webp: false,
+                    avif: false,
+                },
+            },
+            default_quality: imaging::Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
+            limits: &Limits::default(),
+            cancel: &AtomicBool::new(false),
+            reduced: None,
+            share: None,
+            overlays: &[],
+        })
+        .unwrap();
+        let (a, b) = (
+            served.image(),
+            image::load_from_memory(&direct.bytes).unwrap(),
+        );
+        assert_eq!(a.dimensions(), b.dimensions(), "{path}");
+        let (w, h) = a.dimensions();
+        let reference = stages::resize(&full, stages::CropBox::whole(&full), Size::new(w, h))
+            .unwrap()
+            .to_rgb8();
+        let from_copy = auto_quality::score_pixels(&reference, &a.to_rgb8()).unwrap();
+        let from_original = auto_quality::score_pixels(&reference, &b.to_rgb8()).unwrap();
+        // No worse than from the original, within noise (the copy may score higher: its
+        // resize starts from pixels DCT scaling did not make). The bench photos at W1/W2
+        // sizes are in loadtest/quality.py.
+        println!("{path}: from the copy {from_copy:.2}, from the original {from_original:.2}");
+        assert!(
+            from_copy >= from_original - 1.0,
+            "{path}: SSIMULACRA2 from the copy {from_copy:.2}, from the original {from_original:.2}"
+        );
+        let ratio = served.body.len() as f64 / direct.bytes.len() as f64;
+        assert!(
+            (0.93..=1.07).contains(&ratio),
+            "{path}: bytes from the copy / from the original = {ratio:.3}"
+        );
+    }
     s.stop().await;
 }

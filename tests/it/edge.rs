@@ -1105,3 +1105,93 @@ async fn client_hints_pick_the_size_and_vary_keeps_shared_caches_safe() {
 
     s.stop().await;
 }
+
+/// `quality(auto)` (and `default_quality = "auto"`): the same bytes from two servers, the
+/// quality and score `meta/` reports are those of the served bytes, and `max_bytes` still
+/// caps it.
+#[tokio::test]
+async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
+    use imgedge::imaging::{Quality, auto_quality};
+    let a = TestServer::start().await;
+    let b = TestServer::start_with(|c| c.default_quality = Quality::Auto).await;
+    for s in [&a, &b] {
+        s.add("p/landscape.jpg", "landscape.jpg", Visibility::Public)
+            .await;
+    }
+    let auto_path = "/fit-in/300x200/filters:quality(auto)/p/landscape.jpg";
+    let auto = a.get(auto_path).await;
+    assert_eq!(auto.status, 200);
+    assert_eq!(auto.header("content-type"), "image/jpeg");
+    // Same input, same bytes: on a second server, reached through default_quality.
+    let by_default = b.get("/fit-in/300x200/p/landscape.jpg").await;
+    assert_eq!(by_default.body, auto.body);
+
+    let meta = a.get(&format!("/meta{auto_path}")).await.json();
+    assert_eq!(
+        meta["canonical"],
+        "fit-in/300x200/filters:quality(auto)/p/landscape.jpg"
+    );
+    let chosen = &meta["output"]["auto_quality"];
+    let quality = meta["output"]["quality"].as_u64().unwrap();
+    assert_eq!(chosen["quality"], quality);
+    assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET);
+    assert!(chosen["tries"].as_u64().unwrap() <= 4, "{chosen}");
+    // Golden: what the search picks for this photo (a change to the search or the JPEG
+    // encoder shows here first).
+    assert_eq!(quality, 58, "{chosen}");
+    let score = chosen["score"].as_f64().unwrap();
+    assert!(score >= auto_quality::DEFAULT_TARGET, "{chosen}");
+    // The served bytes are the encode at that quality, and a 300x200 output is scored
+    // whole: SSIMULACRA2 of the served JPEG against the lossless render of the same URL is
+    // the score meta/ reports.
+    let explicit = a
+        .get(&format!(
+            "/fit-in/300x200/filters:quality({quality})/p/landscape.jpg"
+        ))
+        .await;
+    assert_eq!(explicit.body, auto.body);
+    let lossless = a
+        .get("/fit-in/300x200/filters:format(png)/p/landscape.jpg")
+        .await;
+    let measured = auto_quality::score(&lossless.body, &auto.body).unwrap();
+    assert!((measured - score).abs() < 1e-6, "{measured} vs {score}");
+    // Fewer bytes than the fixed default for this photo, which is an easy one.
+    let fixed = a.get("/fit-in/300x200/p/landscape.jpg").await;
+    assert!(auto.body.len() < fixed.body.len());
+
+    // max_bytes caps what auto chose.
+    let cap = auto.body.len() * 2 / 3;
+    let capped = a
+        .get(&format!(
+            "/fit-in/300x200/filters:quality(auto):max_bytes({cap})/p/landscape.jpg"
+        ))
+        .await;
+    assert!(capped.body.len() <= cap, "{} > {cap}", capped.body.len());
+
+    // WebP too; AVIF says it did not measure.
+    let webp = b
+        .get("/meta/fit-in/300x200/filters:format(webp)/p/landscape.jpg")
+        .await
+        .json();
+    assert_eq!(webp["output"]["format"], "webp");
+    let chosen = &webp["output"]["auto_quality"];
+    assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET_WEBP);
+    assert!(chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET_WEBP);
+    let avif = b
+        .get("/meta/fit-in/300x200/filters:format(avif)/p/landscape.jpg")
+        .await
+        .json();
+    assert_eq!(avif["output"]["auto_quality"]["measured"], false);
+    assert_eq!(
+        avif["output"]["quality"],
+        u64::from(auto_quality::AVIF_FALLBACK)
+    );
+    // Lossless output has no quality to choose.
+    let png = b
+        .get("/meta/fit-in/300x200/filters:format(png)/p/landscape.jpg")
+        .await
+        .json();
+    assert!(png["output"]["auto_quality"].is_null(), "{png}");
+    a.stop().await;
+    b.stop().await;
+}
