@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs on Debian: cmake and nasm (libjpeg-turbo
-# via the turbojpeg crate, rav1e's assembly), plus pkg-config and a C toolchain.
+# via the turbojpeg crate, rav1e's assembly; cmake also builds jpegli), plus pkg-config and
+# a C and C++ toolchain (jpegli and its highway library are C++).
 # Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 need=()
-for tool in cmake nasm pkg-config cc; do
+for tool in cmake nasm pkg-config cc c++; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -eq 0 ]; then
@@ -13,7 +14,7 @@ fi
 pkgs=()
 for tool in "${need[@]}"; do
   case "$tool" in
-    cc) pkgs+=(build-essential) ;;
+    cc | c++) pkgs+=(build-essential) ;;
     *) pkgs+=("$tool") ;;
   esac
 done

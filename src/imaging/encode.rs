@@ -83,13 +83,18 @@ fn failed(format: Format, e: impl std::fmt::Display) -> ImagingError {
     ImagingError::Encode(format!("{}: {e}", format.name()))
 }
 
-/// Output JPEGs: jpegli, progressive, 4:4:4, optimised Huffman tables. Measured on the
-/// W1/W2 photos at equal SSIMULACRA2 (the bytes needed to reach libjpeg-turbo q80's score;
-/// `loadtest/quality.py` has the method), relative to libjpeg-turbo 4:2:0 with optimised
-/// tables: jpegli progressive 4:4:4 0.88x at 300x200 and 0.91x at 800 wide (1.2 / 6.8 ms
-/// per encode against 0.3 / 1.9 ms); jpegli sequential 4:4:4 0.88x / 0.93x; jpegli 4:2:0
-/// 1.04x / 0.93x (its adaptive quantisation wants full chroma); mozjpeg's tables without
-/// trellis (mozjpeg-rs) 0.92x / 0.97x, with trellis 0.92x / 0.95x at 4x the time.
+/// Outputs up to this many pixels are progressive JPEGs; larger ones sequential.
+const PROGRESSIVE_MAX_PIXELS: u32 = 320 * 1000;
+
+/// Output JPEGs: jpegli, 4:4:4, optimised Huffman tables, progressive up to
+/// `PROGRESSIVE_MAX_PIXELS`. Measured on the W1/W2 photos at equal SSIMULACRA2 (the bytes
+/// needed to reach libjpeg-turbo q80's score; `loadtest/jpeg-routes`, README "Smaller
+/// images"), relative to libjpeg-turbo 4:2:0 with optimised tables, at 300x200 / 800 wide:
+/// jpegli progressive 4:4:4 0.88x / 0.91x (1.3 / 7.3 ms per encode, against 0.4 / 2.2 ms);
+/// jpegli sequential 4:4:4 0.88x / 0.93x (0.6 / 3.4 ms); jpegli 4:2:0 1.08x / 0.96x (its
+/// adaptive quantisation wants full chroma); mozjpeg's tables 0.91x / 0.97x, with trellis
+/// 0.90x / 0.95x at 5x the time, at most 0.89x / 0.93x (max compression, 25x). At 800 wide
+/// progressive buys 2.5% for twice the encode time, which W2's CPU target cannot spare.
 fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     let rgb;
     let rgb = match image {
@@ -107,7 +112,9 @@ fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
         compress.set_size(w as usize, h as usize);
         compress.set_quality(f32::from(quality));
         compress.set_chroma_sampling_pixel_sizes((1, 1), (1, 1));
-        compress.set_progressive_mode();
+        if w * h <= PROGRESSIVE_MAX_PIXELS {
+            compress.set_progressive_mode();
+        }
         compress.set_optimize_coding(true);
         let mut started = compress.start_compress(Vec::with_capacity(capacity))?;
         started.write_scanlines(rgb.as_raw())?;
