@@ -4,9 +4,11 @@
 //! sRGB, see `decode::to_srgb`). `strip_exif()` and `strip_icc()` are therefore always
 //! satisfied. The input is RGB8 or RGBA8; JPEG input has been flattened to RGB8 already.
 
+use std::borrow::Cow;
+
 use image::codecs::gif::GifEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{DynamicImage, ImageEncoder};
+use image::{DynamicImage, ImageEncoder, RgbImage};
 use turbojpeg::{Compressor, PixelFormat, Subsamp};
 
 use super::ImagingError;
@@ -79,6 +81,14 @@ pub fn encode_within(
     Ok(fitting.unwrap_or(smallest))
 }
 
+/// `image` as RGB8: borrowed when it is, converted otherwise (alpha dropped).
+pub(super) fn rgb8(image: &DynamicImage) -> Cow<'_, RgbImage> {
+    match image {
+        DynamicImage::ImageRgb8(img) => Cow::Borrowed(img),
+        other => Cow::Owned(other.to_rgb8()),
+    }
+}
+
 fn failed(format: Format, e: impl std::fmt::Display) -> ImagingError {
     ImagingError::Encode(format!("{}: {e}", format.name()))
 }
@@ -96,14 +106,7 @@ const PROGRESSIVE_MAX_PIXELS: u32 = 320 * 1000;
 /// 0.90x / 0.95x at 5x the time, at most 0.89x / 0.93x (max compression, 25x). At 800 wide
 /// progressive buys 2.5% for twice the encode time, which W2's CPU target cannot spare.
 fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    let rgb;
-    let rgb = match image {
-        DynamicImage::ImageRgb8(img) => img,
-        other => {
-            rgb = other.to_rgb8();
-            &rgb
-        }
-    };
+    let rgb = rgb8(image);
     let (w, h) = rgb.dimensions();
     let capacity = (w as usize * h as usize / 4).max(4096);
     // jpegli reports errors by unwinding (libjpeg's error_exit cannot return).
@@ -135,14 +138,7 @@ pub fn jpeg_full_chroma(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, Im
 }
 
 fn jpeg_with(image: &DynamicImage, quality: u8, subsamp: Subsamp) -> Result<Vec<u8>, ImagingError> {
-    let rgb;
-    let rgb = match image {
-        DynamicImage::ImageRgb8(img) => img,
-        other => {
-            rgb = other.to_rgb8();
-            &rgb
-        }
-    };
+    let rgb = rgb8(image);
     let err = |e| failed(Format::Jpeg, e);
     let mut compressor = Compressor::new().map_err(err)?;
     compressor.set_quality(i32::from(quality)).map_err(err)?;

@@ -475,7 +475,17 @@ fn memory_need_of(job: &Job, f: &Front) -> u64 {
             .saturating_add(copy.saturating_add(rows))
             .saturating_add(output * (2 * bpp + encoder))
     };
-    pixels.saturating_add(source + RENDER_SLACK)
+    // `quality(auto)` scores trial encodes (the first frame's, for an animation).
+    let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
+        && matches!(f.format, Format::Jpeg | Format::Webp);
+    let scoring = if auto {
+        auto_quality::memory_need(output)
+    } else {
+        0
+    };
+    pixels
+        .saturating_add(scoring)
+        .saturating_add(source + RENDER_SLACK)
 }
 
 fn prepare<'a>(
@@ -1169,6 +1179,16 @@ mod tests {
         let photo = fixture("landscape.jpg"); // 640x427 baseline 4:2:0
         let small = need(&photo, &sized(Fit::FitIn, 100, 100), JPEG);
         let full = need(&photo, &sized(Fit::FitIn, 640, 640), JPEG);
+        // quality(auto) scores trial encodes of the whole 640x427 output.
+        let auto = need(
+            &photo,
+            &with(sized(Fit::FitIn, 640, 640), |r| {
+                r.filters.quality = Some(Quality::Auto);
+            }),
+            JPEG,
+        );
+        assert_eq!(auto, full + auto_quality::memory_need(640 * 427));
+        assert!(auto_quality::memory_need(640 * 427) >= 640 * 427 * 140);
         // A 100 px box decodes at 1/4 (160x107 RGB); the full size decodes whole and
         // keeps the output twice: at least 640x427 x (3 + 3 x 2) bytes more.
         assert!(full >= small + 640 * 427 * 8, "{small} {full}");

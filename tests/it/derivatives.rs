@@ -27,26 +27,34 @@ fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
     10.0 * (255.0f64 * 255.0 / mse).log10()
 }
 
-/// What the edge would serve when rendering from the original bytes.
-fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
-    let parsed = parse(path).unwrap();
-    let encoded = imaging::render(&Job {
+/// What the edge would serve when rendering `path` from the original bytes (as the edge
+/// does without an `Accept` header: the recipe's format, else the source's).
+fn render_original(bytes: &[u8], path: &str) -> imaging::Encoded {
+    let recipe = parse(path).unwrap().recipe;
+    imaging::render(&Job {
         bytes,
-        recipe: &parsed.recipe,
-        output: FormatChoice::Auto {
-            webp: false,
-            avif: false,
+        recipe: &recipe,
+        output: match recipe.filters.format {
+            Some(format) => FormatChoice::Explicit(format),
+            None => FormatChoice::Auto {
+                webp: false,
+                avif: false,
+            },
         },
-        default_quality: imgedge::imaging::Quality::Fixed(80),
-        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
+        default_quality: imaging::Quality::Fixed(80),
+        auto_quality_target: imaging::auto_quality::AutoTarget::default(),
         limits: &Limits::default(),
         cancel: &AtomicBool::new(false),
         reduced: None,
         share: None,
         overlays: &[],
     })
-    .unwrap();
-    image::load_from_memory(&encoded.bytes).unwrap()
+    .unwrap()
+}
+
+/// The same, decoded.
+fn from_original(bytes: &[u8], path: &str) -> DynamicImage {
+    image::load_from_memory(&render_original(bytes, path).bytes).unwrap()
 }
 
 /// A server whose `landscape.jpg` (640x427, uploaded public by alice) has its 256- and
@@ -561,26 +569,7 @@ async fn a_render_from_a_copy_scores_like_one_from_the_original() {
             n as u64 + 1,
             "{path} is from a copy"
         );
-        let recipe = parse(&path).unwrap().recipe;
-        let direct = imaging::render(&Job {
-            bytes: &original,
-            recipe: &recipe,
-            output: match recipe.filters.format {
-                Some(format) => FormatChoice::Explicit(format),
-                None => FormatChoice::Auto {
-                    webp: false,
-                    avif: false,
-                },
-            },
-            default_quality: imaging::Quality::Fixed(80),
-            auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &Limits::default(),
-            cancel: &AtomicBool::new(false),
-            reduced: None,
-            share: None,
-            overlays: &[],
-        })
-        .unwrap();
+        let direct = render_original(&original, &path);
         let (a, b) = (
             served.image(),
             image::load_from_memory(&direct.bytes).unwrap(),
