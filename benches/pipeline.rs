@@ -21,7 +21,7 @@ use imgedge::edge::negotiate::{Policy, negotiate};
 use imgedge::edge::url;
 use imgedge::imaging::stages::{CropBox, decode, encode, resize};
 use imgedge::imaging::{
-    self, Format, Job, Limits, Precision, Pyramid, Reduced, Size, build_pyramid, probe,
+    self, Format, Job, Limits, Original, Precision, Pyramid, Size, build_pyramid, probe,
 };
 
 #[allow(clippy::disallowed_methods)] // the benchmark's own knob, not a setting
@@ -161,7 +161,7 @@ fn encoding(c: &mut Criterion) {
 fn job<'a>(
     bytes: &'a [u8],
     recipe: &'a imaging::Recipe,
-    reduced: Option<Reduced>,
+    reduced: Option<Original>,
     limits: &'a Limits,
     cancel: &'a AtomicBool,
 ) -> Job<'a> {
@@ -225,11 +225,7 @@ fn render(c: &mut Criterion) {
                 continue;
             };
             let copy = &levels.iter().find(|l| l.size == level).unwrap().bytes;
-            let reduced = Some(Reduced {
-                width: pyramid.width,
-                height: pyramid.height,
-                format: pyramid.format,
-            });
+            let reduced = Some(pyramid.original());
             let id = format!("{name}_from_d{}", Pyramid::long_edge(level));
             group.bench_function(BenchmarkId::new(id, file), |b| {
                 b.iter(|| imaging::render(&job(copy, &recipe, reduced, &limits, &cancel)).unwrap())

@@ -1,5 +1,8 @@
-//! Shared handles, built once at start-up: configuration, storage, metadata store, caches,
-//! the CPU pool, metrics, and the pre-computed policies the edge reads on every request.
+//! Everything the process holds, built once at start-up: configuration, storage, metadata
+//! store, caches, metrics, and one context per surface (the edge, the storage API, the
+//! derivative builder), each with only its own handles and its settings already parsed.
+//! The listeners hand each request its surface's context; housekeeping, the cluster
+//! listener and the command-line tasks use the shared handles here.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -7,12 +10,15 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::api::auth::{JwtVerifier, KeyRing};
+use crate::api::Api;
+use crate::auth::{JwtVerifier, KeyRing};
 use crate::budget::MemoryBudget;
 use crate::cache::{CacheSizes, Caches};
 use crate::config::{Config, StorageKind};
 use crate::cpu::CpuPool;
 use crate::db::{Db, DbError};
+use crate::derivatives::Builder;
+use crate::edge::Edge;
 use crate::edge::access::Signing;
 use crate::edge::negotiate::Policy;
 use crate::imaging::{self, DecodeShare};
@@ -51,22 +57,15 @@ pub struct App {
     pub storage: Storage,
     pub db: Db,
     pub caches: Caches,
-    pub cpu: CpuPool,
-    /// What renders and derivative builds reserve memory from.
-    pub memory: MemoryBudget,
     pub metrics: Arc<Metrics>,
-    pub signing: Signing,
-    pub negotiation: Policy,
-    pub imaging_limits: imaging::Limits,
-    /// API keys by hash, and the bearer-token verifier when one is configured.
-    pub keys: KeyRing,
-    pub jwt: Option<JwtVerifier>,
     /// Set at shutdown: `/readyz` fails and responses ask clients to close.
-    pub draining: AtomicBool,
-    /// One decode for concurrent renders of the same source.
-    pub decodes: Arc<DecodeShare>,
-    /// Wakes the derivative builder (a file was registered or replaced).
-    pub derivatives_wanted: Notify,
+    pub draining: Arc<AtomicBool>,
+    /// The CDN listener's context: its handles and settings.
+    pub edge: Edge,
+    /// The derivative builder's context (the API and housekeeping use it too).
+    pub builder: Arc<Builder>,
+    /// The storage API listener's context: its handles, credentials and settings.
+    pub api: Api,
 }
 
 impl App {
@@ -126,22 +125,54 @@ impl App {
             metrics.decodes.clone(),
             metrics.decodes_shared.clone(),
         ));
-        Ok(App {
+        let builder = Arc::new(Builder {
+            sizes: config.derivative_sizes(),
+            max_source_bytes: config.max_source_bytes,
+            storage: storage.clone(),
+            db: db.clone(),
+            caches: caches.clone(),
+            memory: memory.clone(),
+            metrics: metrics.clone(),
+            imaging_limits: imaging_limits.clone(),
+            wanted: Arc::new(Notify::new()),
+        });
+        let edge = Edge {
+            settings: crate::edge::Settings::from_config(&config),
+            storage: storage.clone(),
+            db: db.clone(),
+            caches: caches.clone(),
+            cpu,
+            memory,
+            metrics: metrics.clone(),
+            signing: signing.clone(),
+            negotiation,
+            imaging_limits,
+            decodes,
+            derivatives_wanted: builder.wanted.clone(),
+        };
+        let draining = Arc::new(AtomicBool::new(false));
+        let api = Api {
+            settings: crate::api::Settings::from_config(&config),
+            storage: storage.clone(),
+            db: db.clone(),
+            caches: caches.clone(),
+            metrics: metrics.clone(),
             keys,
             jwt,
+            signing,
+            builder: builder.clone(),
+            draining: draining.clone(),
+        };
+        Ok(App {
+            edge,
+            api,
             config,
             storage,
             db,
             caches,
-            cpu,
-            memory,
             metrics,
-            signing,
-            negotiation,
-            imaging_limits,
-            draining: AtomicBool::new(false),
-            decodes,
-            derivatives_wanted: Notify::new(),
+            draining,
+            builder,
         })
     }
 }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use moka::future::Cache;
 
 use crate::db::EdgeFacts;
-use crate::edge::url::ObjectKey;
 use crate::imaging::Format;
+use crate::key::ObjectKey;
 
 /// One rendered image, ready to send.
 #[derive(Debug, Clone)]

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::api::auth::{JwtVerifier, KeyRing};
+use crate::auth::{JwtVerifier, KeyRing};
 use crate::imaging::{Quality, auto_quality};
+pub use crate::secret::Secret;
 pub use crate::telemetry::LogFormat;
 
 const ENV_PREFIX: &str = "IMGEDGE_";
@@ -34,34 +35,6 @@ pub enum ConfigError {
     UnknownSetting { name: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-/// A secret setting: used as a string, never printed (`Debug` shows only whether it is set).
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl std::ops::Deref for Secret {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Secret {
-        Secret(s.to_owned())
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "<redacted>"
-        })
-    }
 }
 
 /// A capacity in bytes, or `auto`: a default that depends on other settings.
@@ -801,7 +774,7 @@ mod tests {
     fn auth_settings() {
         let c = Config::load(None, env(&[]), []).unwrap();
         assert!(c.api_keys.is_empty() && c.jwt_secret.is_empty() && c.jwt_public_key.is_empty());
-        let hash = crate::api::auth::sha256_hex("pk_example");
+        let hash = crate::auth::sha256_hex("pk_example");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("imgedge.toml");
         std::fs::write(

@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use crate::app::App;
 use crate::db::{DbError, NewFile, OwnerType, Visibility};
-use crate::edge::url::ObjectKey;
 use crate::imaging;
+use crate::key::ObjectKey;
 use crate::storage::StorageError;
 
 /// The embedded samples: (key, bytes).
@@ -82,6 +82,11 @@ pub async fn seed(app: &App) -> Result<Vec<String>, DemoError> {
     Ok(SAMPLES
         .iter()
         .zip(examples.iter().cycle())
-        .map(|((key, _), ops)| format!("{base}/{}", app.signing.sign_path(&format!("{ops}/{key}"))))
+        .map(|((key, _), ops)| {
+            format!(
+                "{base}/{}",
+                app.edge.signing.sign_path(&format!("{ops}/{key}"))
+            )
+        })
         .collect())
 }

@@ -21,15 +21,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::budget::BudgetError;
+use crate::budget::{BudgetError, MemoryBudget};
+use crate::cache::Caches;
 use crate::cpu::Threads;
-use crate::db::{Claim, Derivatives, PendingDeletion};
-use crate::edge::url::ObjectKey;
+use crate::db::{Claim, Db, Derivatives, PendingDeletion};
 use crate::imaging::{self, ImagingError, Pyramid};
-use crate::storage::StorageError;
+use crate::key::ObjectKey;
+use crate::storage::{Storage, StorageError};
+use crate::telemetry::Metrics;
+
+/// What the builder works with, built once at start-up by `App::build`; the API and
+/// housekeeping hold it too, to wake the builder and to remove a deleted file's copies.
+#[derive(Debug)]
+pub struct Builder {
+    /// The long edges of the reduced copies, largest first; empty: no copies are made.
+    pub sizes: Vec<u32>,
+    /// Originals larger than this are not read (`max_source_bytes`).
+    pub max_source_bytes: u64,
+    pub storage: Storage,
+    pub db: Db,
+    pub caches: Caches,
+    /// Builds reserve their memory from the renders' budget.
+    pub memory: MemoryBudget,
+    pub metrics: Arc<Metrics>,
+    pub imaging_limits: imaging::Limits,
+    /// Wakes the builder: a file was registered or replaced, or a copy went missing.
+    pub wanted: Arc<Notify>,
+}
 
 /// Files claimed per round.
 const BATCH: u32 = 16;
@@ -43,21 +64,21 @@ const CLAIM_TTL: Duration = Duration::from_secs(600);
 const MAX_DEFER: Duration = Duration::from_secs(10);
 
 /// Runs the builder until `stop` is cancelled; does nothing when derivatives are off.
-pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn(builder: Arc<Builder>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if !app.config.derivatives_enabled() {
+        if builder.sizes.is_empty() {
             return;
         }
         // One thread of its own, kept for the builder's lifetime: its allocator heap is
         // reused from file to file and handed back when the builder goes quiet (`memory`).
         let thread = Threads::spawn("imgedge-build", 1);
-        match app.db.release_orphaned_claims().await {
+        match builder.db.release_orphaned_claims().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "retrying derivative builds cut short by a crash"),
             Err(e) => tracing::warn!(error = %e, "cannot release claims left by a crash"),
         }
         loop {
-            let outcome = round(&app, &thread, &stop).await;
+            let outcome = round(&builder, &thread, &stop).await;
             if stop.is_cancelled() {
                 return;
             }
@@ -68,7 +89,7 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> tokio::task::JoinHandle<
             };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = app.derivatives_wanted.notified() => {}
+                _ = builder.wanted.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -85,10 +106,10 @@ enum Round {
 }
 
 /// Sets the backlog gauge from the metadata store; `false` when the store cannot answer.
-async fn count_backlog(app: &App) -> bool {
-    match app.db.derivative_backlog().await {
+async fn count_backlog(builder: &Builder) -> bool {
+    match builder.db.derivative_backlog().await {
         Ok(n) => {
-            app.metrics.derivative_backlog.set(n as i64);
+            builder.metrics.derivative_backlog.set(n as i64);
             true
         }
         Err(e) => {
@@ -98,12 +119,12 @@ async fn count_backlog(app: &App) -> bool {
     }
 }
 
-async fn round(app: &App, thread: &Threads, stop: &CancellationToken) -> Round {
-    if !count_backlog(app).await {
+async fn round(builder: &Builder, thread: &Threads, stop: &CancellationToken) -> Round {
+    if !count_backlog(builder).await {
         return Round::Failing;
     }
     let now = OffsetDateTime::now_utc();
-    let claims = match app
+    let claims = match builder
         .db
         .claim_pending_derivatives(now, now - CLAIM_TTL, BATCH)
         .await
@@ -120,22 +141,22 @@ async fn round(app: &App, thread: &Threads, stop: &CancellationToken) -> Round {
     let mut progressed = false;
     for claim in &claims {
         if stop.is_cancelled() {
-            let _ = app.db.release_derivatives(claim).await;
+            let _ = builder.db.release_derivatives(claim).await;
             continue;
         }
-        yield_to_renders(app, stop).await;
-        match build(app, thread, claim, stop).await {
+        yield_to_renders(builder, stop).await;
+        match build(builder, thread, claim, stop).await {
             Ok(()) => progressed = true,
             Err(e) => {
-                app.metrics.derivative_failures.inc();
+                builder.metrics.derivative_failures.inc();
                 tracing::warn!(key = %claim.key, error = %e, "derivatives not built; will retry");
-                if let Err(e) = app.db.release_derivatives(claim).await {
+                if let Err(e) = builder.db.release_derivatives(claim).await {
                     tracing::warn!(key = %claim.key, error = %e, "could not release a claim");
                 }
             }
         }
     }
-    count_backlog(app).await;
+    count_backlog(builder).await;
     match (progressed, claims.len() as u32 == BATCH) {
         (false, _) => Round::Failing,
         (true, true) => Round::More,
@@ -144,9 +165,9 @@ async fn round(app: &App, thread: &Threads, stop: &CancellationToken) -> Round {
 }
 
 /// Waits while renders are queued for the CPU, at most `MAX_DEFER`.
-async fn yield_to_renders(app: &App, stop: &CancellationToken) {
+async fn yield_to_renders(builder: &Builder, stop: &CancellationToken) {
     let started = tokio::time::Instant::now();
-    while app.metrics.queue_depth.get() > 0 && started.elapsed() < MAX_DEFER {
+    while builder.metrics.queue_depth.get() > 0 && started.elapsed() < MAX_DEFER {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -166,29 +187,29 @@ enum Transient {
 }
 
 async fn build(
-    app: &App,
+    builder: &Builder,
     thread: &Threads,
     claim: &Claim,
     stop: &CancellationToken,
 ) -> Result<(), Transient> {
     let key = &claim.key;
     let started = std::time::Instant::now();
-    let bytes = match app.storage.get(key, app.config.max_source_bytes).await {
+    let bytes = match builder.storage.get(key, builder.max_source_bytes).await {
         Ok(bytes) => bytes,
         Err(StorageError::NotFound | StorageError::TooLarge { .. }) => {
-            return finish(app, claim, &Derivatives::Never).await;
+            return finish(builder, claim, &Derivatives::Never).await;
         }
         Err(e) => return Err(e.into()),
     };
-    let sizes = app.config.derivative_sizes();
-    let limits = app.imaging_limits.clone();
+    let sizes = builder.sizes.clone();
+    let limits = builder.imaging_limits.clone();
     // The build's memory comes from the renders' budget: a file that could never fit gets
     // no reduced copies (its renders are refused as well); otherwise wait for room,
     // however long, as nobody waits for the builder.
     let need = imaging::pyramid_memory_need(&bytes, &sizes, &limits).unwrap_or(0);
     let until = tokio::time::Instant::now() + Duration::from_secs(24 * 3600);
     let reserved = tokio::select! {
-        reserved = app.memory.reserve(need, until) => reserved,
+        reserved = builder.memory.reserve(need, until) => reserved,
         _ = stop.cancelled() => return Err(Transient::Stopped),
     };
     let memory = match reserved {
@@ -196,7 +217,7 @@ async fn build(
         Err(BudgetError::Busy) => return Err(Transient::Stopped),
         Err(e @ BudgetError::TooLarge { .. }) => {
             tracing::info!(key = %key, error = %e, "no derivatives for this file");
-            return finish(app, claim, &Derivatives::Never).await;
+            return finish(builder, claim, &Derivatives::Never).await;
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -216,22 +237,22 @@ async fn build(
     };
     let (pyramid, levels) = match built {
         Ok(Some(built)) => built,
-        Ok(None) => return finish(app, claim, &Derivatives::Never).await,
+        Ok(None) => return finish(builder, claim, &Derivatives::Never).await,
         Err(ImagingError::Cancelled) => return Err(Transient::Stopped),
         Err(e) => {
             tracing::info!(key = %key, error = %e, "no derivatives for this file");
-            return finish(app, claim, &Derivatives::Never).await;
+            return finish(builder, claim, &Derivatives::Never).await;
         }
     };
     let stored_bytes: usize = levels.iter().map(|l| l.bytes.len()).sum();
     // Should this node die between storing the copies and recording them, while the file
     // is deleted elsewhere, the guard has housekeeping take them away.
-    app.db.guard_copies(key).await?;
+    builder.db.guard_copies(key).await?;
     for level in levels {
         let at = key.derivative(Pyramid::long_edge(level.size));
-        app.storage.put(&at, level.bytes.into()).await?;
+        builder.storage.put(&at, level.bytes.into()).await?;
     }
-    let recorded = app
+    let recorded = builder
         .db
         .finish_derivatives(claim, &Derivatives::Built(pyramid.clone()))
         .await?;
@@ -239,24 +260,24 @@ async fn build(
         // The file was replaced or deleted while we worked. Replaced: a later round builds
         // again (and overwrites). Deleted: take the copies away again.
         // (If they cannot be removed now, the guard stays for housekeeping.)
-        let deleted = app.db.edge_facts(key).await?.is_none();
-        if !deleted || remove(app, key, Some(&pyramid)).await {
-            app.db.release_copies_guard(key).await?;
+        let deleted = builder.db.edge_facts(key).await?.is_none();
+        if !deleted || remove(builder, key, Some(&pyramid)).await {
+            builder.db.release_copies_guard(key).await?;
         }
         return Ok(());
     }
-    app.db.release_copies_guard(key).await?;
-    app.caches.purge(key).await;
+    builder.db.release_copies_guard(key).await?;
+    builder.caches.purge(key).await;
     // A replaced file may have had larger levels than its new content gives: they are no
     // longer recorded, so nothing reads them; take them away.
-    remove_levels(app, key, |size| {
+    remove_levels(builder, key, |size| {
         !pyramid
             .levels
             .iter()
             .any(|&l| Pyramid::long_edge(l) == size)
     })
     .await;
-    app.metrics.derivatives_built.inc();
+    builder.metrics.derivatives_built.inc();
     tracing::info!(
         key = %key,
         pyramid = %pyramid,
@@ -267,9 +288,9 @@ async fn build(
     Ok(())
 }
 
-async fn finish(app: &App, claim: &Claim, outcome: &Derivatives) -> Result<(), Transient> {
-    if app.db.finish_derivatives(claim, outcome).await? {
-        app.metrics.derivatives_built.inc();
+async fn finish(builder: &Builder, claim: &Claim, outcome: &Derivatives) -> Result<(), Transient> {
+    if builder.db.finish_derivatives(claim, outcome).await? {
+        builder.metrics.derivatives_built.inc();
     }
     Ok(())
 }
@@ -277,31 +298,31 @@ async fn finish(app: &App, claim: &Claim, outcome: &Derivatives) -> Result<(), T
 /// Deletes `key`'s reduced copies: the recorded levels and every configured size (a build
 /// may have stored some before it was recorded). Best effort: failures are logged; returns
 /// whether every removal succeeded.
-pub async fn remove(app: &App, key: &ObjectKey, pyramid: Option<&Pyramid>) -> bool {
+pub async fn remove(builder: &Builder, key: &ObjectKey, pyramid: Option<&Pyramid>) -> bool {
     let recorded: Vec<u32> = pyramid
         .map(|p| p.levels.iter().map(|&l| Pyramid::long_edge(l)).collect())
         .unwrap_or_default();
-    remove_levels_of(app, key, recorded, |_| true).await
+    remove_levels_of(builder, key, recorded, |_| true).await
 }
 
 /// Deletes the configured sizes of `key`'s reduced copies for which `stale` holds.
-async fn remove_levels(app: &App, key: &ObjectKey, stale: impl Fn(u32) -> bool) -> bool {
-    remove_levels_of(app, key, Vec::new(), stale).await
+async fn remove_levels(builder: &Builder, key: &ObjectKey, stale: impl Fn(u32) -> bool) -> bool {
+    remove_levels_of(builder, key, Vec::new(), stale).await
 }
 
 async fn remove_levels_of(
-    app: &App,
+    builder: &Builder,
     key: &ObjectKey,
     mut sizes: Vec<u32>,
     stale: impl Fn(u32) -> bool,
 ) -> bool {
-    sizes.extend(app.config.derivative_sizes());
+    sizes.extend(&builder.sizes);
     sizes.sort_unstable();
     sizes.dedup();
     let mut clean = true;
     for size in sizes.into_iter().filter(|&s| stale(s)) {
         let at = key.derivative(size);
-        match app.storage.delete(&at).await {
+        match builder.storage.delete(&at).await {
             Ok(()) | Err(StorageError::NotFound) => {}
             Err(e) => {
                 tracing::warn!(key = %at, error = %e, "could not delete a reduced copy");
@@ -327,30 +348,30 @@ pub enum Deletion {
 /// Removes the objects of a deleted file (its original and reduced copies) and then its
 /// entry in the deletion outbox. A key registered again since keeps its objects (they
 /// belong to the new file now). Whatever fails stays in the outbox for housekeeping.
-pub async fn finish_deletion(app: &App, pending: &PendingDeletion) -> Deletion {
+pub async fn finish_deletion(builder: &Builder, pending: &PendingDeletion) -> Deletion {
     let key = &pending.key;
-    match app.db.edge_facts(key).await {
+    match builder.db.edge_facts(key).await {
         Ok(None) => {}
-        Ok(Some(_)) if forget(app, key).await => return Deletion::Kept,
+        Ok(Some(_)) if forget(builder, key).await => return Deletion::Kept,
         Ok(Some(_)) => return Deletion::Failed,
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "deletion left for later");
             return Deletion::Failed;
         }
     }
-    if let Err(e) = app.storage.delete(key).await {
+    if let Err(e) = builder.storage.delete(key).await {
         tracing::warn!(key = %key, error = %e, "could not delete a file's object; will retry");
         return Deletion::Failed;
     }
-    if remove(app, key, pending.pyramid.as_ref()).await && forget(app, key).await {
+    if remove(builder, key, pending.pyramid.as_ref()).await && forget(builder, key).await {
         Deletion::Removed
     } else {
         Deletion::Failed
     }
 }
 
-async fn forget(app: &App, key: &ObjectKey) -> bool {
-    match app.db.forget_deletion(key).await {
+async fn forget(builder: &Builder, key: &ObjectKey) -> bool {
+    match builder.db.forget_deletion(key).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(key = %key, error = %e, "deletion done but not recorded; will repeat");

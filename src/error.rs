@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::budget::BudgetError;
 use crate::cpu::CpuError;
 use crate::edge::url::UrlError;
+use crate::http_body::{Body, json_no_store};
 use crate::imaging::ImagingError;
-use crate::server::{Body, full};
 use crate::storage::StorageError;
 
 /// Everything that can go wrong on the image edge's data path.
@@ -197,15 +197,9 @@ impl EdgeError {
                 body["hint"] = json!(hint);
             }
         }
-        let mut resp = Response::new(full(json!({ "error": body }).to_string()));
-        *resp.status_mut() = status;
+        let mut resp = json_no_store(status, json!({ "error": body }).to_string());
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        crate::server::allow_any_origin(h);
+        crate::http_body::allow_any_origin(h);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -407,15 +401,7 @@ impl ApiError {
             "success": false,
             "error": { "code": self.code.as_str(), "message": self.message },
         });
-        let mut resp = Response::new(full(body.to_string()));
-        *resp.status_mut() = self.code.status();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
+        json_no_store(self.code.status(), body.to_string())
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime) -> Result<SweepReport, DbErro
         let batch = pending.len();
         let mut done = 0;
         for deletion in &pending {
-            match crate::derivatives::finish_deletion(app, deletion).await {
+            match crate::derivatives::finish_deletion(&app.builder, deletion).await {
                 Deletion::Removed => {
                     report.deletions += 1;
                     done += 1;

@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use crate::app::App;
 use crate::db::{DbError, NewFile, OwnerType, Visibility};
-use crate::edge::url::ObjectKey;
 use crate::imaging;
+use crate::key::ObjectKey;
 use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use imgedge::api::auth::{KeyKind, KeyRing, is_project_name, mint_key};
+use imgedge::auth::{KeyKind, KeyRing, is_project_name, mint_key};
 
 /// `imgedge keys new`: mints a key, prints it once, and prints or appends its entry.
 pub(crate) fn new_key(

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod budget;
 pub mod cache;
 pub mod check;
@@ -36,9 +37,12 @@ pub mod derivatives;
 pub mod edge;
 pub mod error;
 pub mod housekeeping;
+pub mod http_body;
 pub mod imaging;
 pub mod import;
+pub mod key;
 pub mod memory;
+pub mod secret;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
@@ -93,7 +97,7 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, shutdown: impl Future<Ou
     ));
     let sweeper = housekeeping::spawn(app.clone(), token.clone());
     let listener = cluster::spawn(app.clone(), token.clone());
-    let builder = derivatives::spawn(app.clone(), token.clone());
+    let builder = derivatives::spawn(app.builder.clone(), token.clone());
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use imgedge::api::auth::{JwtVerifier, KeyKind};
+use imgedge::auth::{JwtVerifier, KeyKind};
 use imgedge::config::Config;
 use imgedge::db::Visibility;
 use imgedge::import::{ImportOptions, ImportSource, import};

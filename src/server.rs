@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,39 +19,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-
-/// The response body type of every handler.
-pub type Body = BoxBody<Bytes, std::io::Error>;
-
-/// A body holding `bytes` whole.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-pub fn empty() -> Body {
-    Empty::new()
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-/// Public images and their descriptions may be read by any page (the playground, a
-/// page measuring its images): no credentials are involved, so `*` reveals nothing.
-pub fn allow_any_origin(h: &mut http::HeaderMap) {
-    h.insert(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Server-Timing, ETag"),
-    );
-    h.insert(
-        http::HeaderName::from_static("timing-allow-origin"),
-        HeaderValue::from_static("*"),
-    );
-}
 
 /// Which face of the service a listener shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,14 +102,18 @@ pub async fn serve(listener: TcpListener, role: Role, app: Arc<App>, shutdown: C
     }
 }
 
-async fn dispatch(role: Role, app: &App, req: Request<Incoming>) -> Response<crate::server::Body> {
+async fn dispatch(
+    role: Role,
+    app: &App,
+    req: Request<Incoming>,
+) -> Response<crate::http_body::Body> {
     let started = Instant::now();
     let request_id = app.metrics.next_request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut resp = match role {
-        Role::Cdn => crate::edge::handle(app, req, &request_id).await,
-        Role::Api => crate::api::handle(app, req, &request_id).await,
+        Role::Cdn => crate::edge::handle(&app.edge, req, &request_id).await,
+        Role::Api => crate::api::handle(&app.api, req, &request_id).await,
     };
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();

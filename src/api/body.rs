@@ -7,16 +7,16 @@ use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 
-use super::auth::{self, AuthError, Caller};
-use crate::app::App;
+use super::Api;
+use crate::auth::{self, AuthError, Caller};
 use crate::error::{ApiCode, ApiError};
 
 /// Largest JSON body accepted by any endpoint.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 
 /// Authenticates the request's `X-API-Key` and optional bearer token.
-pub fn caller<B>(app: &App, req: &Request<B>) -> Result<Caller, ApiError> {
-    auth::authenticate(req.headers(), &app.keys, app.jwt.as_ref()).map_err(auth_error)
+pub fn caller<B>(api: &Api, req: &Request<B>) -> Result<Caller, ApiError> {
+    auth::authenticate(req.headers(), &api.keys, api.jwt.as_ref()).map_err(auth_error)
 }
 
 /// Maps an authentication failure to the spec's 401.

@@ -8,18 +8,18 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::{Duration, OffsetDateTime};
 
-use super::auth::Caller;
+use super::Api;
 use super::uploads::{check_content_type, check_filename, parse_visibility, rfc3339};
 use super::view::{CdnLinks, FileView, ListView, Pagination, can_edit, can_read};
 use super::{body, json};
-use crate::app::App;
+use crate::auth::Caller;
 use crate::db::{
     Direction, FileExtras, FileFilter, FilePatch, FileRecord, NewFile, OwnerType, Reader, SortBy,
 };
-use crate::edge::url::ObjectKey;
 use crate::error::{ApiCode, ApiError};
+use crate::http_body::Body;
 use crate::imaging;
-use crate::server::Body;
+use crate::key::ObjectKey;
 use crate::storage::presign::Permit;
 
 /// Download URLs are valid this long (SPEC §2.2).
@@ -48,12 +48,12 @@ pub(crate) struct RegisterRequest {
     shared_with: Option<Vec<String>>,
 }
 
-pub async fn register<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn register<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     let Some(user) = caller.user.clone() else {
         return Err(bad(
             ApiCode::AuthenticationRequired,
@@ -86,17 +86,17 @@ where
         .as_deref()
         .map(parse_visibility)
         .transpose()?;
-    let bucket = check_bucket(app, input.bucket.as_deref())?;
+    let bucket = check_bucket(api, input.bucket.as_deref())?;
     let metadata = input.metadata.map(check_metadata).transpose()?;
     let shared_with = check_shared_with(input.shared_with.unwrap_or_default())?;
 
-    if app.db.find_by_key(&key).await?.is_some() {
+    if api.db.find_by_key(&key).await?.is_some() {
         return Err(bad(
             ApiCode::S3KeyAlreadyExists,
             format!("a file is already registered for key {key}"),
         ));
     }
-    let grant = app
+    let grant = api
         .db
         .find_upload(&key)
         .await?
@@ -106,7 +106,7 @@ where
     if !owned && !caller.is_secret() {
         return Err(bad(ApiCode::AccessDenied, "this key was not issued to you"));
     }
-    let head = match app.storage.head(&key).await {
+    let head = match api.storage.head(&key).await {
         Ok(head) => head,
         Err(crate::storage::StorageError::NotFound)
             if grant.multipart_id.is_some() && !grant.completed =>
@@ -129,13 +129,13 @@ where
         // renames the joined file into place; S3 shows it after CompleteMultipartUpload),
         // so it being there means the upload is complete: the node that completed it died
         // before recording that.
-        app.db.mark_upload_completed(&key).await?;
+        api.db.mark_upload_completed(&key).await?;
     }
     if head.size > grant.max_size {
         // The stores refuse such bodies themselves (S3 signs the declared length, the
         // local store caps the stream); this is the last line for objects written some
         // other way: the object goes, and the key cannot be registered.
-        if let Err(e) = app.storage.delete(&key).await {
+        if let Err(e) = api.storage.delete(&key).await {
             tracing::warn!(key = %key, error = %e, "could not remove an oversize upload");
         }
         return Err(bad(
@@ -157,7 +157,7 @@ where
     }
     let (width, height) = match (input.width, input.height) {
         (Some(w), Some(h)) => (Some(w), Some(h)),
-        _ => probe_dimensions(app, &key, &mime_type).await,
+        _ => probe_dimensions(api, &key, &mime_type).await,
     };
     let new = NewFile {
         project: caller.project.clone(),
@@ -177,18 +177,18 @@ where
         metadata,
         shared_with,
     };
-    let rec = app.db.register_file(new, extras, true).await?;
-    app.caches.purge(&key).await;
-    app.derivatives_wanted.notify_one();
-    Ok(json(StatusCode::CREATED, &view(app, &rec, &caller)))
+    let rec = api.db.register_file(new, extras, true).await?;
+    api.caches.purge(&key).await;
+    api.builder.wanted.notify_one();
+    Ok(json(StatusCode::CREATED, &view(api, &rec, &caller)))
 }
 
 /// Width and height from the image header, when the object is an image we can read.
-async fn probe_dimensions(app: &App, key: &ObjectKey, mime: &str) -> (Option<u32>, Option<u32>) {
+async fn probe_dimensions(api: &Api, key: &ObjectKey, mime: &str) -> (Option<u32>, Option<u32>) {
     if !mime.starts_with("image/") {
         return (None, None);
     }
-    let Ok(bytes) = app.storage.get(key, app.config.max_source_bytes).await else {
+    let Ok(bytes) = api.storage.get(key, api.settings.max_source_bytes).await else {
         return (None, None);
     };
     match imaging::probe(&bytes) {
@@ -202,9 +202,9 @@ async fn probe_dimensions(app: &App, key: &ObjectKey, mime: &str) -> (Option<u32
 
 /// The file's `bucket` label: the app's own grouping, any valid name; absent, the
 /// configured default.
-fn check_bucket(app: &App, bucket: Option<&str>) -> Result<String, ApiError> {
+fn check_bucket(api: &Api, bucket: Option<&str>) -> Result<String, ApiError> {
     match bucket {
-        None => Ok(app.config.bucket.clone()),
+        None => Ok(api.settings.bucket.clone()),
         Some(b) => match crate::db::check_bucket(b) {
             Ok(()) => Ok(b.to_owned()),
             Err(why) => Err(bad(ApiCode::ValidationError, format!("bucket: {why}"))),
@@ -304,25 +304,24 @@ fn check_shared_with(users: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(users)
 }
 
-fn view(app: &App, rec: &FileRecord, caller: &Caller) -> FileView {
-    let base = app.config.cdn_base_url();
+fn view(api: &Api, rec: &FileRecord, caller: &Caller) -> FileView {
     let links = CdnLinks {
-        base: &base,
-        signing: &app.signing,
+        base: &api.settings.cdn_base_url,
+        signing: &api.signing,
     };
     FileView::new(rec, caller, links)
 }
 
 /// The file, if it exists in the caller's project and the caller may read it; otherwise a
 /// 404 that does not reveal whether it exists.
-async fn readable(app: &App, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
-    let rec = app.db.find_by_id(&caller.project, id).await?;
+async fn readable(api: &Api, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
+    let rec = api.db.find_by_id(&caller.project, id).await?;
     rec.filter(|r| can_read(caller, r))
         .ok_or_else(|| bad(ApiCode::FileNotFound, format!("no file {id}")))
 }
 
-async fn editable(app: &App, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
-    let rec = readable(app, caller, id).await?;
+async fn editable(api: &Api, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
+    let rec = readable(api, caller, id).await?;
     if !can_edit(caller, &rec) {
         return Err(bad(
             ApiCode::AccessDenied,
@@ -332,21 +331,21 @@ async fn editable(app: &App, caller: &Caller, id: &str) -> Result<FileRecord, Ap
     Ok(rec)
 }
 
-pub async fn get<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
-    let caller = body::caller(app, &req)?;
-    let rec = readable(app, &caller, id).await?;
-    Ok(json(StatusCode::OK, &view(app, &rec, &caller)))
+pub async fn get<B>(api: &Api, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(api, &req)?;
+    let rec = readable(api, &caller, id).await?;
+    Ok(json(StatusCode::OK, &view(api, &rec, &caller)))
 }
 
-pub async fn list<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError> {
-    let caller = body::caller(app, &req)?;
+pub async fn list<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(api, &req)?;
     let q = ListQuery::parse(req.uri().query())?;
     let reader = match (&caller.user, caller.is_secret()) {
         (_, true) => Reader::Service,
         (Some(user), false) => Reader::User(user.clone()),
         (None, false) => Reader::Anonymous,
     };
-    let listing = app
+    let listing = api
         .db
         .list_files(
             &caller.project,
@@ -361,7 +360,7 @@ pub async fn list<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiEr
     let items = listing
         .items
         .iter()
-        .map(|r| view(app, r, &caller))
+        .map(|r| view(api, r, &caller))
         .collect();
     Ok(json(
         StatusCode::OK,
@@ -463,15 +462,15 @@ pub(crate) struct PatchRequest {
     shared_with: Option<Vec<String>>,
 }
 
-pub async fn patch<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError>
+pub async fn patch<B>(api: &Api, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     require_writer(&caller)?;
     let input: PatchRequest = body::json(req).await?;
-    let rec = editable(app, &caller, id).await?;
+    let rec = editable(api, &caller, id).await?;
     let original_name = match input.original_name {
         Some(name) if name.chars().count() > MAX_NAME => {
             return Err(bad(
@@ -498,13 +497,13 @@ where
         metadata,
         shared_with,
     };
-    let updated = app
+    let updated = api
         .db
         .update_file(&caller.project, id, patch)
         .await?
         .ok_or_else(|| bad(ApiCode::FileNotFound, format!("no file {id}")))?;
-    app.caches.purge(&updated.key).await;
-    Ok(json(StatusCode::OK, &view(app, &updated, &caller)))
+    api.caches.purge(&updated.key).await;
+    Ok(json(StatusCode::OK, &view(api, &updated, &caller)))
 }
 
 /// Top-level merge of a metadata patch: a `null` value removes the field.
@@ -538,29 +537,29 @@ fn require_writer(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-pub async fn delete<B>(app: &App, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
-    let caller = body::caller(app, &req)?;
+pub async fn delete<B>(api: &Api, req: Request<B>, id: &str) -> Result<Response<Body>, ApiError> {
+    let caller = body::caller(api, &req)?;
     require_writer(&caller)?;
-    let rec = editable(app, &caller, id).await?;
+    let rec = editable(api, &caller, id).await?;
     // The row first, and with it an entry in the deletion outbox, in one transaction: from
     // then on the file is gone for everyone. Then the objects; if this node fails to remove
     // them (or dies first), housekeeping finishes from the outbox.
-    if let Some(pending) = app.db.delete_file(&caller.project, &rec.id).await? {
-        app.caches.purge(&rec.key).await;
-        crate::derivatives::finish_deletion(app, &pending).await;
+    if let Some(pending) = api.db.delete_file(&caller.project, &rec.id).await? {
+        api.caches.purge(&rec.key).await;
+        crate::derivatives::finish_deletion(&api.builder, &pending).await;
     }
     Ok(json(StatusCode::OK, &json!({})))
 }
 
 pub async fn download_url<B>(
-    app: &App,
+    api: &Api,
     req: Request<B>,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let caller = body::caller(app, &req)?;
-    let rec = readable(app, &caller, id).await?;
+    let caller = body::caller(api, &req)?;
+    let rec = readable(api, &caller, id).await?;
     let expires = OffsetDateTime::now_utc() + DOWNLOAD_URL_TTL;
-    let url = app
+    let url = api
         .storage
         .presign(
             &Permit::Get {

@@ -4,8 +4,8 @@
 //! Requests are first parsed into a typed `Endpoint` (method + path), then handled. Every
 //! failure is an `ApiError` rendered by `error.rs` in the spec's JSON envelope.
 
-pub mod auth;
 mod body;
+mod context;
 mod files;
 mod objects;
 mod playground;
@@ -41,9 +41,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use crate::app::App;
 use crate::error::{ApiCode, ApiError};
-use crate::server::{Body, full};
+use crate::http_body::{Body, full};
+pub use context::{Api, Settings};
 
 /// The OpenAPI 3 document of this API, kept in the repository and served as is.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -138,14 +138,14 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
     }
 }
 
-pub async fn handle<B>(app: &App, req: Request<B>, _request_id: &str) -> Response<Body>
+pub async fn handle<B>(api: &Api, req: Request<B>, _request_id: &str) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::fmt::Display,
 {
     let endpoint = match route(req.method(), req.uri().path()) {
         Ok(Endpoint::Playground | Endpoint::PlaygroundImages | Endpoint::PlaygroundUrl)
-            if !app.config.playground =>
+            if !api.settings.playground =>
         {
             let path = req.uri().path();
             let off = format!("no route for {path} (the playground is off: playground = false)");
@@ -156,41 +156,41 @@ where
     };
     let result = match endpoint {
         Endpoint::Health => Ok(text(StatusCode::OK, "ok\n")),
-        Endpoint::Ready => Ok(readiness(app).await),
-        Endpoint::Metrics => Ok(metrics(app)),
-        Endpoint::OpenApi => Ok(json_text(StatusCode::OK, OPENAPI)),
-        Endpoint::Presign => uploads::presign(app, req).await,
-        Endpoint::MultipartInit => uploads::multipart_init(app, req).await,
-        Endpoint::MultipartPart => uploads::multipart_part_url(app, req).await,
-        Endpoint::MultipartComplete => uploads::multipart_complete(app, req).await,
-        Endpoint::MultipartAbort => uploads::multipart_abort(app, req).await,
-        Endpoint::Register => files::register(app, req).await,
-        Endpoint::List => files::list(app, req).await,
-        Endpoint::Get(id) => files::get(app, req, &id).await,
-        Endpoint::Patch(id) => files::patch(app, req, &id).await,
-        Endpoint::Delete(id) => files::delete(app, req, &id).await,
-        Endpoint::DownloadUrl(id) => files::download_url(app, req, &id).await,
-        Endpoint::ObjectPut => objects::put(app, req).await,
-        Endpoint::ObjectGet => objects::get(app, req).await,
-        Endpoint::PartPut => objects::put_part(app, req).await,
-        Endpoint::Playground => Ok(playground::page(app)),
-        Endpoint::PlaygroundImages => playground::images(app, req).await,
-        Endpoint::PlaygroundUrl => playground::url(app, req).await,
+        Endpoint::Ready => Ok(readiness(api).await),
+        Endpoint::Metrics => Ok(metrics(api)),
+        Endpoint::OpenApi => Ok(crate::http_body::json_no_store(StatusCode::OK, OPENAPI)),
+        Endpoint::Presign => uploads::presign(api, req).await,
+        Endpoint::MultipartInit => uploads::multipart_init(api, req).await,
+        Endpoint::MultipartPart => uploads::multipart_part_url(api, req).await,
+        Endpoint::MultipartComplete => uploads::multipart_complete(api, req).await,
+        Endpoint::MultipartAbort => uploads::multipart_abort(api, req).await,
+        Endpoint::Register => files::register(api, req).await,
+        Endpoint::List => files::list(api, req).await,
+        Endpoint::Get(id) => files::get(api, req, &id).await,
+        Endpoint::Patch(id) => files::patch(api, req, &id).await,
+        Endpoint::Delete(id) => files::delete(api, req, &id).await,
+        Endpoint::DownloadUrl(id) => files::download_url(api, req, &id).await,
+        Endpoint::ObjectPut => objects::put(api, req).await,
+        Endpoint::ObjectGet => objects::get(api, req).await,
+        Endpoint::PartPut => objects::put_part(api, req).await,
+        Endpoint::Playground => Ok(playground::page(api)),
+        Endpoint::PlaygroundImages => playground::images(api, req).await,
+        Endpoint::PlaygroundUrl => playground::url(api, req).await,
     };
     result.unwrap_or_else(ApiError::into_response)
 }
 
-fn metrics(app: &App) -> Response<Body> {
-    let (variants, originals) = app.caches.weighted_sizes();
+fn metrics(api: &Api) -> Response<Body> {
+    let (variants, originals) = api.caches.weighted_sizes();
     let gauge = |cache| {
-        app.metrics
+        api.metrics
             .cache_bytes
             .get_or_create(&crate::telemetry::CacheName { cache })
             .clone()
     };
     gauge("variant").set(i64::try_from(variants).unwrap_or(i64::MAX));
     gauge("original").set(i64::try_from(originals).unwrap_or(i64::MAX));
-    let mut resp = text(StatusCode::OK, app.metrics.render());
+    let mut resp = text(StatusCode::OK, api.metrics.render());
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
@@ -199,14 +199,14 @@ fn metrics(app: &App) -> Response<Body> {
 }
 
 /// Ready when not draining and both the metadata store and object storage answer.
-async fn readiness(app: &App) -> Response<Body> {
-    if app.draining.load(Ordering::Relaxed) {
+async fn readiness(api: &Api) -> Response<Body> {
+    if api.draining.load(Ordering::Relaxed) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
-    if let Err(e) = app.db.ping().await {
+    if let Err(e) = api.db.ping().await {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}\n"));
     }
-    if let Err(e) = app.storage.check().await {
+    if let Err(e) = api.storage.check().await {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("storage: {e}\n"));
     }
     text(StatusCode::OK, "ready\n")
@@ -222,22 +222,10 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     resp
 }
 
-fn json_text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
 /// A JSON response from a serializable value.
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let text = serde_json::to_string(value).expect("invariant: API views serialize to JSON");
-    json_text(status, text)
+    crate::http_body::json_no_store(status, text)
 }
 
 #[cfg(test)]

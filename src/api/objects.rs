@@ -11,10 +11,10 @@ use hyper::body::Frame;
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
+use super::Api;
 use super::json;
-use crate::app::App;
 use crate::error::{ApiCode, ApiError};
-use crate::server::{Body, empty};
+use crate::http_body::{Body, empty};
 use crate::storage::presign::{LocalSigner, Permit, PresignError};
 use crate::storage::{FsStorage, Storage};
 
@@ -23,8 +23,8 @@ fn presign_error(e: PresignError) -> ApiError {
 }
 
 /// The local store and its signer; these endpoints do not exist with S3 storage.
-fn local(app: &App) -> Result<(&FsStorage, &LocalSigner), ApiError> {
-    match &app.storage {
+fn local(api: &Api) -> Result<(&FsStorage, &LocalSigner), ApiError> {
+    match &api.storage {
         Storage::Fs(fs, signer) => Ok((fs, signer)),
         Storage::S3(_) => Err(ApiError::new(
             ApiCode::RouteNotFound,
@@ -33,8 +33,8 @@ fn local(app: &App) -> Result<(&FsStorage, &LocalSigner), ApiError> {
     }
 }
 
-fn permit<B>(app: &App, req: &Request<B>) -> Result<Permit, ApiError> {
-    local(app)?
+fn permit<B>(api: &Api, req: &Request<B>) -> Result<Permit, ApiError> {
+    local(api)?
         .1
         .verify(
             req.method(),
@@ -59,7 +59,7 @@ fn too_large(size: u64, limit: u64) -> ApiError {
     )
 }
 
-pub async fn put<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn put<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -68,7 +68,7 @@ where
         key,
         content_type,
         max_size,
-    } = permit(app, &req)?
+    } = permit(api, &req)?
     else {
         return Err(presign_error(PresignError::Malformed(
             "not an upload URL".into(),
@@ -98,16 +98,16 @@ where
         return Err(too_large(len, max_size));
     }
     // A grant swept after expiry or consumed by registration no longer admits uploads.
-    let grant = app.db.find_upload(&key).await?;
+    let grant = api.db.find_upload(&key).await?;
     if grant.as_ref().is_none_or(|g| g.registered) {
         return Err(ApiError::new(
             ApiCode::AccessDenied,
             "this upload is no longer open (registered or expired)",
         ));
     }
-    let (fs, _) = local(app)?;
+    let (fs, _) = local(api)?;
     let size = fs
-        .put_stream(&key, req.into_body(), max_size, app.config.body_pace())
+        .put_stream(&key, req.into_body(), max_size, api.settings.body_pace)
         .await?;
     Ok(json(
         StatusCode::OK,
@@ -115,7 +115,7 @@ where
     ))
 }
 
-pub async fn put_part<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn put_part<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -125,7 +125,7 @@ where
         upload_id,
         part,
         max_size,
-    } = permit(app, &req)?
+    } = permit(api, &req)?
     else {
         return Err(presign_error(PresignError::Malformed(
             "not a part URL".into(),
@@ -134,7 +134,7 @@ where
     if let Some(len) = declared_length(&req).filter(|len| *len > max_size) {
         return Err(too_large(len, max_size));
     }
-    let open = app
+    let open = api
         .db
         .find_upload(&key)
         .await?
@@ -145,14 +145,14 @@ where
             "this multipart upload is no longer open",
         ));
     }
-    let (fs, _) = local(app)?;
+    let (fs, _) = local(api)?;
     let etag = fs
         .put_part(
             &upload_id,
             part,
             req.into_body(),
             max_size,
-            app.config.body_pace(),
+            api.settings.body_pace,
         )
         .await?;
     let mut resp = json(
@@ -166,18 +166,18 @@ where
     Ok(resp)
 }
 
-pub async fn get<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError> {
+pub async fn get<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError> {
     let Permit::Get {
         key,
         filename,
         content_type,
-    } = permit(app, &req)?
+    } = permit(api, &req)?
     else {
         return Err(presign_error(PresignError::Malformed(
             "not a download URL".into(),
         )));
     };
-    let (fs, _) = local(app)?;
+    let (fs, _) = local(api)?;
     let (file, len) = fs.open_object(&key).await?;
     let body = if req.method() == Method::HEAD {
         empty()

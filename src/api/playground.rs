@@ -8,15 +8,16 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde_json::json;
 
+use super::Api;
 use super::body::query_pairs;
 use super::json;
-use crate::app::App;
 use crate::edge::access::Signing;
 use crate::edge::srcset;
-use crate::edge::url::{self, ObjectKey};
+use crate::edge::url;
 use crate::error::{ApiCode, ApiError, EdgeError};
+use crate::http_body::{Body, full};
 use crate::imaging::recipe::Recipe;
-use crate::server::{Body, full};
+use crate::key::ObjectKey;
 
 /// The page, with `CONFIG_JSON` replaced at serve time.
 const PAGE: &str = include_str!("playground.html");
@@ -25,11 +26,11 @@ const PAGE: &str = include_str!("playground.html");
 const IMAGES_PAGE: u32 = 100;
 
 /// The page, with the CDN's address, whether URLs are signed, and the filter table.
-pub fn page(app: &App) -> Response<Body> {
+pub fn page(api: &Api) -> Response<Body> {
     let filters: Vec<[&str; 2]> = url::FILTERS.iter().map(|(n, u)| [*n, *u]).collect();
     let config = json!({
-        "cdn": app.config.cdn_base_url(),
-        "signing": signs(app).is_some(),
+        "cdn": api.settings.cdn_base_url.clone(),
+        "signing": signs(api).is_some(),
         "filters": filters,
     });
     // `</` inside a script element would end it; JSON allows `<\/`.
@@ -53,7 +54,7 @@ pub fn page(app: &App) -> Response<Body> {
 }
 
 /// `GET /playground/images[?after=KEY]`: public image keys in key order, a page at a time.
-pub async fn images<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError> {
+pub async fn images<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError> {
     let mut after = String::new();
     for (name, value) in query_pairs(req.uri().query())? {
         match name.as_str() {
@@ -62,7 +63,7 @@ pub async fn images<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Api
             other => return Err(invalid(other, "is not a parameter of this call (after)")),
         }
     }
-    let keys = app.db.public_images(&after, IMAGES_PAGE).await?;
+    let keys = api.db.public_images(&after, IMAGES_PAGE).await?;
     let next = (keys.len() == IMAGES_PAGE as usize).then(|| keys.last().map(ObjectKey::to_string));
     let items: Vec<_> = keys.iter().map(|k| json!({ "key": k.as_str() })).collect();
     Ok(json(
@@ -75,7 +76,7 @@ pub async fn images<B>(app: &App, req: Request<B>) -> Result<Response<Body>, Api
 /// printed in its canonical form, as a bare and (when enabled) a signed CDN URL, with the
 /// untransformed and `meta/` URLs and the srcset attributes. A malformed URL answers 400
 /// with the CDN's own error body (`segment`, `reason`), so the page can show it in place.
-pub async fn url<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError> {
+pub async fn url<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError> {
     let mut path = None;
     let mut widths = None;
     for (name, value) in query_pairs(req.uri().query())? {
@@ -96,15 +97,15 @@ pub async fn url<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiErr
         Err(e) => return Ok(EdgeError::Url(e).into_response("playground")),
     };
     let canonical = url::canonical(&parsed.recipe, false, &parsed.key);
-    let cdn = app.config.cdn_base_url();
+    let cdn = &api.settings.cdn_base_url;
     let unsigned = Signing::new("", false);
-    let signing = signs(app).unwrap_or(&unsigned);
+    let signing = signs(api).unwrap_or(&unsigned);
     let at = |path: &str| format!("{cdn}/{}", signing.sign_path(path));
     let original = url::canonical(&Recipe::default(), false, &parsed.key);
     let srcset = match widths.filter(|w| !w.is_empty()) {
         None => json!(null),
-        Some(widths) => srcset::parse_widths(&widths, app.config.max_output_side)
-            .and_then(|widths| srcset::attributes(signing, &cdn, &canonical, &widths))
+        Some(widths) => srcset::parse_widths(&widths, api.settings.max_output_side)
+            .and_then(|widths| srcset::attributes(signing, cdn, &canonical, &widths))
             .map_or_else(|e| json!({ "error": e.to_string() }), |s| json!(s)),
     };
     Ok(json(
@@ -122,8 +123,8 @@ pub async fn url<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiErr
 
 /// The signing the playground may use: the server's, when `playground_signing` is on and a
 /// key is configured.
-fn signs(app: &App) -> Option<&Signing> {
-    (app.config.playground_signing && !app.config.security_key.is_empty()).then_some(&app.signing)
+fn signs(api: &Api) -> Option<&Signing> {
+    api.settings.playground_signs.then_some(&api.signing)
 }
 
 /// A pasted URL's path: scheme and host dropped.

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use super::auth::Caller;
+use super::Api;
 use super::{body, json};
-use crate::app::App;
+use crate::auth::Caller;
 use crate::db::{OwnerType, UploadGrant, Visibility};
-use crate::edge::url::ObjectKey;
 use crate::error::{ApiCode, ApiError};
-use crate::server::Body;
+use crate::http_body::Body;
+use crate::key::ObjectKey;
 use crate::storage::presign::Permit;
 
 /// Presigned upload URLs are valid this long (SPEC §2.2).
@@ -79,11 +79,11 @@ impl Category {
         }
     }
 
-    fn limit(self, app: &App) -> u64 {
+    fn limit(self, api: &Api) -> u64 {
         match self {
-            Category::Images => app.config.max_image_bytes,
-            Category::Media => app.config.max_media_bytes,
-            _ => app.config.max_document_bytes,
+            Category::Images => api.settings.max_image_bytes,
+            Category::Media => api.settings.max_media_bytes,
+            _ => api.settings.max_document_bytes,
         }
     }
 }
@@ -111,7 +111,7 @@ struct Checked {
 }
 
 /// Checks name, type, category and size against SPEC §2.4's codes.
-fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiError> {
+fn check(api: &Api, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiError> {
     let filename = check_filename("filename", &req.filename)?;
     let content_type = check_content_type("contentType", &req.content_type)?;
     let visibility = match &req.visibility {
@@ -131,7 +131,7 @@ fn check(app: &App, req: &UploadRequest, size: SizeRule) -> Result<Checked, ApiE
             ),
         ));
     }
-    let limit = category.limit(app);
+    let limit = category.limit(api);
     let max_size = match req.file_size {
         None if size == SizeRule::Required => {
             return Err(ApiError::new(
@@ -265,7 +265,7 @@ fn new_key(project: &str, category: Category, filename: &str) -> Result<ObjectKe
 }
 
 async fn issue(
-    app: &App,
+    api: &Api,
     caller: &Caller,
     key: ObjectKey,
     checked: &Checked,
@@ -287,7 +287,7 @@ async fn issue(
         registered: false,
         created_at: OffsetDateTime::now_utc(),
     };
-    app.db.insert_upload(&grant).await?;
+    api.db.insert_upload(&grant).await?;
     Ok(grant)
 }
 
@@ -315,7 +315,7 @@ enum SizeRule {
 /// The common start of presign and multipart init: authenticate (a token is required),
 /// read the body, validate it.
 async fn read_upload_request<B>(
-    app: &App,
+    api: &Api,
     req: Request<B>,
     size: SizeRule,
 ) -> Result<(Caller, Checked), ApiError>
@@ -323,28 +323,28 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     owner_of(&caller)?;
     let input: UploadRequest = body::json(req).await?;
-    let checked = check(app, &input, size)?;
+    let checked = check(api, &input, size)?;
     Ok((caller, checked))
 }
 
-pub async fn presign<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn presign<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let rule = if app.storage.signs_exact_size() {
+    let rule = if api.storage.signs_exact_size() {
         SizeRule::Signed
     } else {
         SizeRule::Optional
     };
-    let (caller, checked) = read_upload_request(app, req, rule).await?;
+    let (caller, checked) = read_upload_request(api, req, rule).await?;
     let key = new_key(&caller.project, checked.category, &checked.filename)?;
-    let grant = issue(app, &caller, key, &checked, None).await?;
+    let grant = issue(api, &caller, key, &checked, None).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
-    let url = app
+    let url = api
         .storage
         .presign(
             &Permit::Put {
@@ -368,14 +368,14 @@ where
     ))
 }
 
-pub async fn multipart_init<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn multipart_init<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let (caller, checked) = read_upload_request(app, req, SizeRule::Required).await?;
+    let (caller, checked) = read_upload_request(api, req, SizeRule::Required).await?;
     let key = new_key(&caller.project, checked.category, &checked.filename)?;
-    let upload_id = app
+    let upload_id = api
         .storage
         .create_multipart(&key, &checked.content_type)
         .await
@@ -386,7 +386,7 @@ where
                 "could not start the multipart upload",
             )
         })?;
-    let grant = issue(app, &caller, key, &checked, Some(upload_id.clone())).await?;
+    let grant = issue(api, &caller, key, &checked, Some(upload_id.clone())).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "uploadId": upload_id, "key": grant.key.as_str(), "filename": grant.filename }),
@@ -425,14 +425,14 @@ pub(crate) struct AbortRequest {
 
 /// The caller's multipart grant for `key` + `upload_id`, or 404/403.
 async fn multipart_grant(
-    app: &App,
+    api: &Api,
     caller: &Caller,
     key: &str,
     upload_id: &str,
 ) -> Result<UploadGrant, ApiError> {
     let key = ObjectKey::parse(key)
         .map_err(|e| ApiError::new(ApiCode::InvalidPath, format!("key: {e}")))?;
-    let grant = app
+    let grant = api
         .db
         .find_upload(&key)
         .await?
@@ -471,18 +471,18 @@ fn part_number(n: i64) -> Result<u32, ApiError> {
         })
 }
 
-pub async fn multipart_part_url<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn multipart_part_url<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     owner_of(&caller)?;
     let input: PartUrlRequest = body::json(req).await?;
     let part = part_number(input.part_number)?;
-    let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
+    let grant = multipart_grant(api, &caller, &input.key, &input.upload_id).await?;
     let expires = OffsetDateTime::now_utc() + UPLOAD_URL_TTL;
-    let url = app
+    let url = api
         .storage
         .presign(
             &Permit::Part {
@@ -500,24 +500,23 @@ where
     ))
 }
 
-pub async fn multipart_complete<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn multipart_complete<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     owner_of(&caller)?;
     let input: CompleteRequest = body::json(req).await?;
     let parts = check_parts(&input.parts)?;
-    let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
-    app.storage
+    let grant = multipart_grant(api, &caller, &input.key, &input.upload_id).await?;
+    api.storage
         .complete_multipart(&grant.key, &input.upload_id, &parts, grant.max_size)
         .await?;
-    app.db.mark_upload_completed(&grant.key).await?;
-    let base = app.config.cdn_base_url();
+    api.db.mark_upload_completed(&grant.key).await?;
     let location = super::view::CdnLinks {
-        base: &base,
-        signing: &app.signing,
+        base: &api.settings.cdn_base_url,
+        signing: &api.signing,
     }
     .to(&grant.key);
     Ok(json(
@@ -561,19 +560,19 @@ fn check_parts(parts: &[PartRef]) -> Result<Vec<(u32, String)>, ApiError> {
     Ok(out)
 }
 
-pub async fn multipart_abort<B>(app: &App, req: Request<B>) -> Result<Response<Body>, ApiError>
+pub async fn multipart_abort<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::fmt::Display,
 {
-    let caller = body::caller(app, &req)?;
+    let caller = body::caller(api, &req)?;
     owner_of(&caller)?;
     let input: AbortRequest = body::json(req).await?;
-    let grant = multipart_grant(app, &caller, &input.key, &input.upload_id).await?;
-    app.storage
+    let grant = multipart_grant(api, &caller, &input.key, &input.upload_id).await?;
+    api.storage
         .abort_multipart(&grant.key, &input.upload_id)
         .await?;
-    app.db.delete_upload(&grant.key).await?;
+    api.db.delete_upload(&grant.key).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "success": true, "key": grant.key.as_str() }),

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
-use super::auth::Caller;
+use crate::auth::Caller;
 use crate::db::{FileRecord, OwnerType, Visibility};
 use crate::edge::access::Signing;
 
@@ -100,7 +100,7 @@ pub struct CdnLinks<'a> {
 impl CdnLinks<'_> {
     /// The CDN URL of the untransformed image (key percent-encoded where needed), signed
     /// when the edge requires signatures.
-    pub fn to(&self, key: &crate::edge::url::ObjectKey) -> String {
+    pub fn to(&self, key: &crate::key::ObjectKey) -> String {
         let path =
             crate::edge::url::canonical(&crate::imaging::recipe::Recipe::default(), false, key);
         format!("{}/{}", self.base, self.signing.link_path(&path))

@@ -8,8 +8,8 @@
 use time::OffsetDateTime;
 
 use super::{Db, DbError, Derivatives, format_time, on_pool, stored_key};
-use crate::edge::url::ObjectKey;
 use crate::imaging::Pyramid;
+use crate::key::ObjectKey;
 
 /// The `derivatives` value of an entry that only guards a build's copies (see
 /// `Db::guard_copies`).

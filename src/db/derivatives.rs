@@ -10,8 +10,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{Announce, Db, DbError, Visibility, format_time, on_pool, parse_enum};
-use crate::edge::url::ObjectKey;
 use crate::imaging::Pyramid;
+use crate::key::ObjectKey;
 
 /// The column's value of a file that gets no derivatives.
 const NO_DERIVATIVES: &str = "none";

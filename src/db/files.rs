@@ -7,7 +7,7 @@ use super::{
     Announce, Db, DbError, FileExtras, FileRecord, NewFile, OwnerType, PendingDeletion, Visibility,
     format_time, now, on_pool, parse_enum, parse_time, stored_key,
 };
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 /// Whose eyes a listing is for (SPEC §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 pub use deletions::PendingDeletion;
 pub use derivatives::{Claim, Derivatives, EdgeFacts};

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::{Db, DbError, OwnerType, Visibility, format_time, on_pool, parse_enum, parse_time};
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UploadGrant {

@@ -6,6 +6,7 @@
 //! (originals cache) → render on the CPU pool → respond.
 
 pub mod access;
+mod context;
 pub mod hints;
 pub mod negotiate;
 pub mod respond;
@@ -17,36 +18,37 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::app::App;
 use crate::cache::Variant;
 use crate::db::{EdgeFacts, Visibility};
 use crate::error::EdgeError;
-use crate::imaging::{self, FormatChoice, Job, Pyramid, Reduced};
-use crate::server::{Body, empty, full};
-use url::{ObjectKey, ParsedUrl};
+use crate::http_body::{Body, empty, full};
+use crate::imaging::{self, FormatChoice, Job, Original, Pyramid};
+use crate::key::ObjectKey;
+pub use context::{Edge, Settings};
+use url::ParsedUrl;
 
 /// Answers one CDN request. Never panics on input; every failure becomes an `EdgeError`.
-pub async fn handle<B>(app: &App, req: Request<B>, request_id: &str) -> Response<Body> {
-    match serve(app, &req).await {
+pub async fn handle<B>(edge: &Edge, req: Request<B>, request_id: &str) -> Response<Body> {
+    match serve(edge, &req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(request_id),
     }
 }
 
-async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeError> {
+async fn serve<B>(edge: &Edge, req: &Request<B>) -> Result<Response<Body>, EdgeError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(EdgeError::MethodNotAllowed);
     }
     if req.uri().path() == "/" {
-        return Ok(landing_page(app, req.method()));
+        return Ok(landing_page(edge, req.method()));
     }
     let parsed = url::parse(req.uri().path())?;
-    access::authorize_url(&app.signing, &parsed)?;
-    serve_parsed(app, req, &parsed).await.map_err(|e| match e {
+    access::authorize_url(&edge.signing, &parsed)?;
+    serve_parsed(edge, req, &parsed).await.map_err(|e| match e {
         EdgeError::NotFound => EdgeError::KeyNotServed {
             key: parsed.key.to_string(),
             hint: url::misplaced_option_hint(&parsed.key),
@@ -57,16 +59,16 @@ async fn serve<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, EdgeErr
 
 /// `serve` once the URL is understood and allowed.
 async fn serve_parsed<B>(
-    app: &App,
+    edge: &Edge,
     req: &Request<B>,
     parsed: &ParsedUrl,
 ) -> Result<Response<Body>, EdgeError> {
-    let deadline = Instant::now() + app.config.request_deadline();
+    let deadline = Instant::now() + edge.settings.request_deadline;
     let hinted = hints::resolve(
         &parsed.recipe,
         req.headers(),
-        app.config.client_hints,
-        app.config.max_output_side,
+        edge.settings.client_hints,
+        edge.settings.max_output_side,
     );
     let resolved;
     let parsed = if hinted.recipe == parsed.recipe {
@@ -78,25 +80,25 @@ async fn serve_parsed<B>(
         };
         &resolved
     };
-    check_requested_size(app, parsed)?;
-    let facts = ensure_public(app, &parsed.key).await?;
+    check_requested_size(edge, parsed)?;
+    let facts = ensure_public(edge, &parsed.key).await?;
     let negotiated = negotiate::negotiate(
         &parsed.recipe,
         req.headers().get(header::ACCEPT),
-        app.negotiation,
+        edge.negotiation,
     );
     if parsed.meta {
-        return describe(app, parsed, &facts, negotiated.choice, deadline, &hinted).await;
+        return describe(edge, parsed, &facts, negotiated.choice, deadline, &hinted).await;
     }
     let cache_key = format!(
         "{}|{}",
         url::canonical(&parsed.recipe, false, &parsed.key),
         negotiated.cache_tag()
     );
-    let hit = app.caches.has_variant(&cache_key);
-    app.metrics.cache_lookup("variant", hit);
-    let render = render_variant(app, parsed, &facts, negotiated.choice, deadline);
-    let variant = tokio::time::timeout_at(deadline, app.caches.variant(cache_key, render))
+    let hit = edge.caches.has_variant(&cache_key);
+    edge.metrics.cache_lookup("variant", hit);
+    let render = render_variant(edge, parsed, &facts, negotiated.choice, deadline);
+    let variant = tokio::time::timeout_at(deadline, edge.caches.variant(cache_key, render))
         .await
         .map_err(|_| EdgeError::Deadline)?
         .map_err(unshare)?;
@@ -104,14 +106,14 @@ async fn serve_parsed<B>(
         .recipe
         .filters
         .max_age
-        .map_or(app.config.cache_max_age_secs, |m| {
-            m.min(app.config.cache_max_age_secs)
+        .map_or(edge.settings.cache_max_age_secs, |m| {
+            m.min(edge.settings.cache_max_age_secs)
         });
     let caching = respond::Caching {
         max_age,
         vary_accept: negotiated.vary,
         vary_hints: hinted.vary,
-        accept_hints: app.config.client_hints,
+        accept_hints: edge.settings.client_hints,
     };
     Ok(respond::image(
         req.method(),
@@ -123,14 +125,14 @@ async fn serve_parsed<B>(
 
 /// `GET /`: a person who opens the CDN's address in a browser gets a short text page that
 /// says what this listener answers and where to go next, not a JSON 400 about a missing key.
-fn landing_page(app: &App, method: &Method) -> Response<Body> {
-    let cdn = app.config.cdn_base_url();
-    let api = app.config.api_base_url();
-    let signing = match app.signing.requires_signature() {
+fn landing_page(edge: &Edge, method: &Method) -> Response<Body> {
+    let cdn = edge.settings.cdn_base_url.as_str();
+    let api = edge.settings.api_base_url.as_str();
+    let signing = match edge.signing.requires_signature() {
         true => "This server only serves signed URLs: `imgedge url <path>` prints one.",
         false => "`unsafe/` URLs are served; `imgedge url <path>` prints signed ones.",
     };
-    let playground = match app.config.playground {
+    let playground = match edge.settings.playground {
         true => format!("Try options in the playground: {api}/playground\n"),
         false => String::new(),
     };
@@ -159,7 +161,7 @@ fn landing_page(app: &App, method: &Method) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if app.config.client_hints {
+    if edge.settings.client_hints {
         // A browser that opens the CDN's address directly learns to send hints to it.
         h.insert(
             http::HeaderName::from_static("accept-ch"),
@@ -172,7 +174,7 @@ fn landing_page(app: &App, method: &Method) -> Response<Body> {
 /// Refuses explicit output sizes over the limit before any I/O. A `fit-in` box that may
 /// neither enlarge nor pad (`fit-in/99999x99999/`) is not an output size: the source's
 /// own size decides, and the plan checks that once the header is read.
-fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> {
+fn check_requested_size(edge: &Edge, parsed: &ParsedUrl) -> Result<(), EdgeError> {
     use crate::imaging::recipe::{Dim, Fit, Upscale};
     let filters = &parsed.recipe.filters;
     if matches!(parsed.recipe.fit, Fit::FitIn | Fit::AdaptiveFitIn)
@@ -181,7 +183,7 @@ fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> 
     {
         return Ok(());
     }
-    let limit = app.config.max_output_side;
+    let limit = edge.settings.max_output_side;
     let px = |d: Dim| match d {
         Dim::Px(n) => n,
         Dim::Auto | Dim::Orig => 0,
@@ -198,10 +200,10 @@ fn check_requested_size(app: &App, parsed: &ParsedUrl) -> Result<(), EdgeError> 
 }
 
 /// Only `public` files are served; everything else is indistinguishable from missing.
-async fn ensure_public(app: &App, key: &ObjectKey) -> Result<Arc<EdgeFacts>, EdgeError> {
-    let db = app.db.clone();
+async fn ensure_public(edge: &Edge, key: &ObjectKey) -> Result<Arc<EdgeFacts>, EdgeError> {
+    let db = edge.db.clone();
     let lookup_key = key.clone();
-    let facts = app
+    let facts = edge
         .caches
         .visibility(key, async move {
             db.edge_facts(&lookup_key)
@@ -217,11 +219,11 @@ async fn ensure_public(app: &App, key: &ObjectKey) -> Result<Arc<EdgeFacts>, Edg
 }
 
 /// Reads a stored object through the originals cache (one fetch for concurrent callers).
-async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
-    let storage = app.storage.clone();
-    let limit = app.config.max_source_bytes;
-    let timeout = app.config.storage_timeout();
-    let metrics = app.metrics.clone();
+async fn fetch(edge: &Edge, key: &ObjectKey) -> Result<Bytes, EdgeError> {
+    let storage = edge.storage.clone();
+    let limit = edge.settings.max_source_bytes;
+    let timeout = edge.settings.storage_timeout;
+    let metrics = edge.metrics.clone();
     let fetch_key = key.clone();
     let fetch = async move {
         metrics.storage_fetches.inc();
@@ -231,13 +233,16 @@ async fn fetch(app: &App, key: &ObjectKey) -> Result<Bytes, EdgeError> {
         }
         .map_err(EdgeError::from)
     };
-    app.caches.original(key, fetch).await.map_err(unshare)
+    edge.caches.original(key, fetch).await.map_err(unshare)
 }
 
 /// The overlays `watermark()` and `frame()` name: public files of the same store, read
 /// through the originals cache. One that is missing or not public is the URL's mistake
 /// (400 naming it), never a sign that a private file exists.
-async fn fetch_overlays(app: &App, parsed: &ParsedUrl) -> Result<Vec<(String, Bytes)>, EdgeError> {
+async fn fetch_overlays(
+    edge: &Edge,
+    parsed: &ParsedUrl,
+) -> Result<Vec<(String, Bytes)>, EdgeError> {
     let mut overlays: Vec<(String, Bytes)> = Vec::new();
     for (filter, raw) in parsed.recipe.filters.overlay_keys() {
         if overlays.iter().any(|(k, _)| k == raw) {
@@ -253,12 +258,12 @@ async fn fetch_overlays(app: &App, parsed: &ParsedUrl) -> Result<Vec<(String, By
             })
         };
         let key = ObjectKey::parse(raw).map_err(|_| missing())?;
-        match ensure_public(app, &key).await {
+        match ensure_public(edge, &key).await {
             Ok(_) => {}
             Err(EdgeError::NotFound) => return Err(missing()),
             Err(e) => return Err(e),
         }
-        let bytes = match fetch(app, &key).await {
+        let bytes = match fetch(edge, &key).await {
             Err(EdgeError::NotFound) => return Err(missing()),
             other => other?,
         };
@@ -272,34 +277,29 @@ async fn fetch_overlays(app: &App, parsed: &ParsedUrl) -> Result<Vec<(String, By
 /// to the original, which is always correct. Also gives the source's rank in the decode
 /// share: the copy's long edge, `u32::MAX` for the original.
 async fn fetch_source(
-    app: &App,
+    edge: &Edge,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
-) -> Result<(u32, Bytes, Option<Reduced>), EdgeError> {
+) -> Result<(u32, Bytes, Option<Original>), EdgeError> {
     let level = match &facts.pyramid {
-        Some(p) if app.config.derivatives_enabled() => p
-            .level_for(&parsed.recipe, app.config.max_output_side)
+        Some(p) if edge.settings.derivatives => p
+            .level_for(&parsed.recipe, edge.settings.max_output_side)
             .map(|level| (p, level)),
         _ => None,
     };
     if let Some((pyramid, level)) = level {
         let key = parsed.key.derivative(Pyramid::long_edge(level));
-        match fetch(app, &key).await {
+        match fetch(edge, &key).await {
             Ok(bytes) => {
-                let reduced = Reduced {
-                    width: pyramid.width,
-                    height: pyramid.height,
-                    format: pyramid.format,
-                };
-                return Ok((Pyramid::long_edge(level), bytes, Some(reduced)));
+                return Ok((Pyramid::long_edge(level), bytes, Some(pyramid.original())));
             }
-            Err(EdgeError::NotFound) => copy_missing(app, &parsed.key, pyramid).await,
+            Err(EdgeError::NotFound) => copy_missing(edge, &parsed.key, pyramid).await,
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "reduced copy unreadable; using the original");
             }
         }
     }
-    let bytes = fetch(app, &parsed.key).await?;
+    let bytes = fetch(edge, &parsed.key).await?;
     Ok((u32::MAX, bytes, None))
 }
 
@@ -307,12 +307,12 @@ async fn fetch_source(
 /// file goes back to the builder, and the edge renders from the original meanwhile. Only
 /// the one request (of any node) that sends it back says so; the others stay quiet instead
 /// of warning on every request.
-async fn copy_missing(app: &App, key: &ObjectKey, pyramid: &Pyramid) {
-    match app.db.rebuild_derivatives(key, &pyramid.to_string()).await {
+async fn copy_missing(edge: &Edge, key: &ObjectKey, pyramid: &Pyramid) {
+    match edge.db.rebuild_derivatives(key, &pyramid.to_string()).await {
         Ok(true) => {
             tracing::warn!(key = %key, "a reduced copy is missing; rebuilding them, serving from the original meanwhile");
-            app.caches.purge(key).await;
-            app.derivatives_wanted.notify_one();
+            edge.caches.purge(key).await;
+            edge.derivatives_wanted.notify_one();
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(key = %key, error = %e, "a reduced copy is missing"),
@@ -329,14 +329,14 @@ fn render_tagged(job: &Job) -> Result<(imaging::Encoded, String), imaging::Imagi
 }
 
 async fn render_variant(
-    app: &App,
+    edge: &Edge,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Arc<Variant>, EdgeError> {
-    let (encoded, etag) = run_imaging(app, parsed, facts, choice, deadline, render_tagged).await?;
-    let m = &app.metrics;
+    let (encoded, etag) = run_imaging(edge, parsed, facts, choice, deadline, render_tagged).await?;
+    let m = &edge.metrics;
     m.renders.inc();
     m.observe_stage("decode", encoded.timings.decode);
     m.observe_stage("transform", encoded.timings.transform);
@@ -361,7 +361,7 @@ const MEMORY_WAIT: Duration = Duration::from_secs(3);
 /// Fetches the source (original or reduced copy) and runs `work` (render or describe) on
 /// it on the CPU pool, sharing the decode with concurrent renders of the same bytes.
 async fn run_imaging<T: Send + 'static>(
-    app: &App,
+    edge: &Edge,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
     choice: FormatChoice,
@@ -372,29 +372,26 @@ async fn run_imaging<T: Send + 'static>(
     // first cost the served ones CPU (copies and page faults: ~2.7 ms per arrival on the
     // W1 overload test); then take a slot before reading. Otherwise read first, so a slot
     // never idles through a storage round trip.
-    let early = if app.cpu.overloaded() {
-        Some(app.cpu.reserve(deadline).await?)
+    let early = if edge.cpu.overloaded() {
+        Some(edge.cpu.reserve(deadline).await?)
     } else {
         None
     };
     // Memory for the source before it is read (its registered size; a reduced copy is
     // smaller), then for the whole render once it may run.
-    let memory = app
+    let memory = edge
         .memory
         .reserve_source(
-            facts.size.min(app.config.max_source_bytes),
+            facts.size.min(edge.settings.max_source_bytes),
             deadline.min(Instant::now() + MEMORY_WAIT),
         )
         .await?;
-    let (rank, bytes, reduced) = fetch_source(app, parsed, facts).await?;
-    let overlays = fetch_overlays(app, parsed).await?;
+    let (rank, bytes, reduced) = fetch_source(edge, parsed, facts).await?;
+    let overlays = fetch_overlays(edge, parsed).await?;
     let recipe = parsed.recipe.clone();
-    let limits = app.imaging_limits.clone();
-    let default_quality = app.config.default_quality;
-    let auto_quality_target = imaging::auto_quality::AutoTarget {
-        jpeg: app.config.auto_quality_target,
-        webp: app.config.auto_quality_target_webp,
-    };
+    let limits = edge.imaging_limits.clone();
+    let default_quality = edge.settings.default_quality;
+    let auto_quality_target = edge.settings.auto_quality_target;
     // Join before queueing for a CPU slot, so that every member of a burst is known by
     // the time the first one decodes. Header-only; a bad header fails in `work` instead.
     let probe = Job {
@@ -416,7 +413,7 @@ async fn run_imaging<T: Send + 'static>(
     // p99 went from 1x to 22x the unloaded one). A header that cannot be read fails in
     // `work` instead, with its own error, reserving only the bytes it has.
     let (need, decode) = imaging::needs(&probe).unwrap_or((3 * bytes.len() as u64, None));
-    app.memory.check(need)?;
+    edge.memory.check(need)?;
     let ticket = decode.map(|need| {
         let source = imaging::Source {
             bytes: bytes.clone(),
@@ -428,11 +425,11 @@ async fn run_imaging<T: Send + 'static>(
         // Keyed by the file's version too: a file replaced in the middle of a burst must not
         // mix old and new bytes in one decode.
         let file = format!("{}\n{}\n{}", parsed.key, facts.size, facts.updated_at);
-        app.decodes.join(file, source)
+        edge.decodes.join(file, source)
     });
     let reservation = match early {
         Some(reservation) => reservation,
-        None => app.cpu.reserve(deadline).await?,
+        None => edge.cpu.reserve(deadline).await?,
     };
     let memory = memory
         .grow_to(need, deadline.min(Instant::now() + MEMORY_WAIT))
@@ -459,37 +456,32 @@ async fn run_imaging<T: Send + 'static>(
         })
         .await??;
     if reduced.is_some() {
-        app.metrics.derivative_renders.inc();
+        edge.metrics.derivative_renders.inc();
     }
     Ok(result)
 }
 
 /// `meta/`: JSON describing the source, the operations and the output; never cached.
 async fn describe(
-    app: &App,
+    edge: &Edge,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
     choice: FormatChoice,
     deadline: Instant,
     hinted: &hints::Resolved,
 ) -> Result<Response<Body>, EdgeError> {
-    let mut doc = run_imaging(app, parsed, facts, choice, deadline, imaging::describe).await?;
+    let mut doc = run_imaging(edge, parsed, facts, choice, deadline, imaging::describe).await?;
     doc["key"] = serde_json::json!(parsed.key.as_str());
     doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
     // The ratio `dpr()` applied and the client hints it read (sizes above are after it).
     doc["dpr"] = serde_json::json!(hinted.dpr.as_f32());
     doc["client_hints_read"] = serde_json::json!(hinted.vary);
-    let mut resp = Response::new(full(doc.to_string()));
+    let mut resp = crate::http_body::json_no_store(StatusCode::OK, doc.to_string());
     let h = resp.headers_mut();
     if let Some(vary) = respond::header_list(hinted.vary) {
         h.insert(header::VARY, vary);
     }
-    crate::server::allow_any_origin(h);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    crate::http_body::allow_any_origin(h);
     Ok(resp)
 }
 

@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 
 use crate::cache::Variant;
-use crate::server::{Body, empty, full};
+use crate::http_body::{Body, empty, full};
 
 /// How the response may be cached and which request headers it depended on.
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +83,7 @@ pub fn image(
         HeaderName::from_static("server-timing"),
         HeaderValue::from_str(&timing).expect("invariant: digits are a valid header"),
     );
-    crate::server::allow_any_origin(h);
+    crate::http_body::allow_any_origin(h);
     resp
 }
 
@@ -107,8 +107,8 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::url::ObjectKey;
     use crate::imaging::Format;
+    use crate::key::ObjectKey;
     use bytes::Bytes;
 
     fn variant() -> Variant {

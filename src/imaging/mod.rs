@@ -47,9 +47,11 @@ use std::time::Duration;
 
 pub use decode::{Precision, SourceFormat, SourceInfo, probe};
 pub use geometry::Size;
-pub use pyramid::{Level, Pyramid, build as build_pyramid, memory_need as pyramid_memory_need};
+pub use pyramid::{
+    Level, Original, Pyramid, build as build_pyramid, memory_need as pyramid_memory_need,
+};
 pub use recipe::*;
-pub use render::{DecodeNeed, Job, Reduced, decode_need, describe, memory_need, needs, render};
+pub use render::{DecodeNeed, Job, decode_need, describe, memory_need, needs, render};
 pub use resize::forget_scratch;
 pub use share::{DecodeShare, Source, Ticket};
 

@@ -38,7 +38,25 @@ pub struct Pyramid {
     pub levels: Vec<Size>,
 }
 
+/// The original a reduced copy stands in for, as a render needs it: its upright size and
+/// its format (planning, crops and format negotiation follow the original).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Original {
+    pub width: u32,
+    pub height: u32,
+    pub format: SourceFormat,
+}
+
 impl Pyramid {
+    /// The original its levels were made from.
+    pub fn original(&self) -> Original {
+        Original {
+            width: self.width,
+            height: self.height,
+            format: self.format,
+        }
+    }
+
     /// The level to render `recipe` from: the smallest with `geometry::LEVEL_MARGIN` source
     /// pixels per output pixel; `None` means the original. Trims need the original's pixels.
     pub fn level_for(&self, recipe: &Recipe, max_side: u32) -> Option<Size> {

@@ -24,6 +24,7 @@ use moxcms::ColorProfile;
 use super::auto_quality::{self, AutoTarget, Chosen};
 use super::decode::{self, Decoded, Precision, SourceFormat, SourceInfo, probe};
 use super::geometry::{self, Anchor, Size};
+use super::pyramid::Original;
 use super::recipe::{Background, Color, Fill, Format, PixelFilter, Place, Quality, Recipe, Rect};
 use super::resize::{CropBox, resize};
 use super::share::{Source, Ticket};
@@ -48,19 +49,11 @@ pub struct Job<'a> {
     /// Set when `bytes` are a reduced copy of the original (a pyramid level): planning,
     /// crops and format negotiation then follow the original, as if the copy were a
     /// shrink-on-load decode of it.
-    pub reduced: Option<Reduced>,
+    pub reduced: Option<Original>,
     /// Shares the decode with concurrent renders of the same bytes.
     pub share: Option<&'a Ticket>,
     /// The files `watermark()` filters name, as `(key, bytes)`, read by the caller.
     pub overlays: &'a [(String, Bytes)],
-}
-
-/// The original a reduced copy stands in for: its upright size and its format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reduced {
-    pub width: u32,
-    pub height: u32,
-    pub format: SourceFormat,
 }
 
 /// What decode a render needs.

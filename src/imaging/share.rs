@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::ImagingError;
 use super::decode::{Decoded, Precision};
-use super::render::Reduced;
+use super::pyramid::Original;
 
 type Shared = Result<(Arc<Decoded>, Arc<Source>), ImagingError>;
 
@@ -33,7 +33,7 @@ const SCALE_TOLERANCE: f64 = 0.001;
 pub struct Source {
     pub bytes: Bytes,
     /// Set when `bytes` are a reduced copy of the original.
-    pub reduced: Option<Reduced>,
+    pub reduced: Option<Original>,
     /// Higher is better: a copy's long edge; `u32::MAX` for the original.
     pub rank: u32,
     /// Decoded pixels per original pixel (the smaller of the two axes) that the render

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{BodyPace, ObjectHead, StorageError};
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 #[derive(Debug, Clone)]
 pub struct FsStorage {

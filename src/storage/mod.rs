@@ -21,7 +21,7 @@ use presign::{LocalSigner, Permit};
 /// work against one node work against S3.
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use sha2::Sha256;
 use time::OffsetDateTime;
 
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
 
 type HmacSha256 = Hmac<Sha256>;
 

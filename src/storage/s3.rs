@@ -27,8 +27,8 @@ use time::OffsetDateTime;
 
 use super::presign::Permit;
 use super::{ObjectHead, StorageError};
-use crate::config::Secret;
-use crate::edge::url::ObjectKey;
+use crate::key::ObjectKey;
+use crate::secret::Secret;
 
 /// Attempts per call (the first and up to three retries).
 pub const MAX_ATTEMPTS: u32 = 4;

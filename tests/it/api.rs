@@ -3,7 +3,7 @@
 
 use http::Method;
 use imgedge::db::Visibility;
-use imgedge::edge::url::ObjectKey;
+use imgedge::key::ObjectKey;
 use serde_json::{Value, json};
 
 use crate::support::{OTHER_PK, PK, SK, TestServer, fixture};

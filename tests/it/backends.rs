@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 use imgedge::db::Visibility;
-use imgedge::edge::url::ObjectKey;
+use imgedge::key::ObjectKey;
 use imgedge::storage::presign::Permit;
 use serde_json::json;
 

@@ -174,7 +174,7 @@ fn invalid_configuration_fails_with_a_clear_message() {
 
 #[test]
 fn keys_new_prints_the_key_once_and_appends_its_hash() {
-    use imgedge::api::auth::{KeyKind, KeyRing};
+    use imgedge::auth::{KeyKind, KeyRing};
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("imgedge.toml");
@@ -230,7 +230,7 @@ fn keys_new_prints_the_key_once_and_appends_its_hash() {
 
 #[test]
 fn token_needs_an_hs256_secret() {
-    use imgedge::api::auth::JwtVerifier;
+    use imgedge::auth::JwtVerifier;
 
     let out = imgedge()
         .args(["token", "--sub", "user-1"])

@@ -5,7 +5,7 @@
 //! `scripts/test.sh` runs them on local store + SQLite, S3 + SQLite and S3 + PostgreSQL.
 
 use http::Method;
-use imgedge::edge::url::ObjectKey;
+use imgedge::key::ObjectKey;
 use serde_json::{Value, json};
 
 use crate::api::upload_with;

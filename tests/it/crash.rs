@@ -43,7 +43,7 @@ impl Node {
     ) -> Node {
         cmd.env(
             "IMGEDGE_API_KEYS",
-            format!("default:{}", imgedge::api::auth::sha256_hex(PK)),
+            format!("default:{}", imgedge::auth::sha256_hex(PK)),
         )
         .env("IMGEDGE_JWT_SECRET", JWT_SECRET)
         .env("RUST_LOG", "warn")
@@ -52,7 +52,7 @@ impl Node {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let token = imgedge::api::auth::JwtVerifier::from_settings(JWT_SECRET, "")
+        let token = imgedge::auth::JwtVerifier::from_settings(JWT_SECRET, "")
             .unwrap()
             .unwrap()
             .mint("alice", Duration::from_secs(3600))

@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicBool;
 
 use http::Method;
 use image::{DynamicImage, GenericImageView};
-use imgedge::edge::url::{ObjectKey, parse};
+use imgedge::edge::url::parse;
 use imgedge::imaging::{self, FormatChoice, Job, Limits, Size};
+use imgedge::key::ObjectKey;
 use imgedge::storage::StorageError;
 
 use crate::api::upload;
@@ -214,7 +215,7 @@ async fn a_srcset_burst_of_one_source_decodes_once() {
     assert_eq!(m.decodes.get(), 1, "one decode for the burst");
     assert_eq!(m.decodes_shared.get(), 2);
     assert_eq!(
-        s.app.decodes.active(),
+        s.app.edge.decodes.active(),
         0,
         "decoded pixels are dropped after the burst"
     );
@@ -305,11 +306,7 @@ async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
         let (pyramid, levels) = imaging::build_pyramid(&bytes, &sizes, &limits, &never)
             .unwrap()
             .unwrap();
-        let reduced = Some(imaging::Reduced {
-            width: pyramid.width,
-            height: pyramid.height,
-            format: pyramid.format,
-        });
+        let reduced = Some(pyramid.original());
         for path in [
             "/fit-in/300x200/filters:quality(80)/k",
             "/fit-in/800x0/filters:quality(85)/k",
@@ -418,7 +415,7 @@ async fn a_replaced_file_keeps_no_stale_larger_copies() {
         })
         .await
         .unwrap();
-    s.app.derivatives_wanted.notify_one();
+    s.app.builder.wanted.notify_one();
     eventually(|| m.derivatives_built.get() == 2).await;
     let facts = s.app.db.edge_facts(&key).await.unwrap().unwrap();
     let pyramid = facts.pyramid.expect("rebuilt");

@@ -713,7 +713,7 @@ async fn visibility_change_applies_to_cached_variants_at_once() {
 async fn signatures_are_checked() {
     let s = TestServer::start_with(|c| c.security_key = "MY_SECURE_KEY".into()).await;
     s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
-    let signed = s.app.signing.sign_path("fit-in/60x60/a.jpg");
+    let signed = s.app.edge.signing.sign_path("fit-in/60x60/a.jpg");
     assert_eq!(s.get(&format!("/{signed}")).await.status, 200);
     let (sig, rest) = signed.split_once('/').unwrap();
     let tampered = format!("/{sig}/fit-in/61x60/a.jpg");
@@ -736,7 +736,7 @@ async fn signatures_are_checked() {
     s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
     assert_eq!(s.get("/unsafe/fit-in/60x60/a.jpg").await.status, 403);
     assert_eq!(s.get("/fit-in/60x60/a.jpg").await.status, 403);
-    let signed = s.app.signing.sign_path("fit-in/60x60/a.jpg");
+    let signed = s.app.edge.signing.sign_path("fit-in/60x60/a.jpg");
     assert_eq!(s.get(&format!("/{signed}")).await.status, 200);
     s.stop().await;
 }

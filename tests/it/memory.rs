@@ -38,7 +38,7 @@ async fn budget_server() -> TestServer {
         c.derivative_sizes = String::new();
     })
     .await;
-    assert_eq!(s.app.memory.total(), BUDGET);
+    assert_eq!(s.app.edge.memory.total(), BUDGET);
     s
 }
 
@@ -69,7 +69,7 @@ async fn a_render_over_the_whole_budget_is_refused_from_the_header_with_422() {
     let ok = s.get("/fit-in/100x100/small.jpg").await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.image().width(), 100);
-    eventually(|| s.app.memory.reserved() == 0).await;
+    eventually(|| s.app.edge.memory.reserved() == 0).await;
     let metrics = String::from_utf8_lossy(&s.api_get("/metrics").await.body).into_owned();
     assert!(
         metrics.contains("imgedge_memory_refused_total 3"),
@@ -86,7 +86,7 @@ async fn a_render_waits_for_memory_to_come_back_or_is_shed_with_503() {
     let s = budget_server().await;
     s.add("a.jpg", "landscape.jpg", Visibility::Public).await;
     // Everything but 1 MiB held elsewhere: a 640x427 render needs more than that.
-    let held = s.app.memory.try_reserve(BUDGET - (1 << 20)).unwrap();
+    let held = s.app.edge.memory.try_reserve(BUDGET - (1 << 20)).unwrap();
     let shed = s.get("/fit-in/300x300/a.jpg").await;
     assert_eq!(shed.status, 503, "{}", String::from_utf8_lossy(&shed.body));
     assert_eq!(shed.header("retry-after"), "1");
@@ -99,5 +99,5 @@ async fn a_render_waits_for_memory_to_come_back_or_is_shed_with_503() {
     });
     assert_eq!(waited.status, 200);
     assert_eq!(waited.image().width(), 301);
-    eventually(|| s.app.memory.reserved() == 0).await;
+    eventually(|| s.app.edge.memory.reserved() == 0).await;
 }

@@ -168,7 +168,7 @@ async fn a_trickled_upload_is_cut_off_with_408_and_leaves_nothing_behind() {
     assert!(text.contains("1000 bytes/s"), "{text}");
 
     // Nothing stored, nothing left in the work directory.
-    let key = imgedge::edge::url::ObjectKey::parse(presigned["key"].as_str().unwrap()).unwrap();
+    let key = imgedge::key::ObjectKey::parse(presigned["key"].as_str().unwrap()).unwrap();
     assert!(s.app.storage.head(&key).await.is_err());
     let data_dir = s.app.config.data_dir.clone();
     crate::support::eventually(|| crate::support::temporary_files(&data_dir).is_empty()).await;

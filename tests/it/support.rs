@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use imgedge::db::{NewFile, OwnerType, Visibility};
-use imgedge::edge::url::ObjectKey;
+use imgedge::key::ObjectKey;
 use imgedge::{App, Config, Listeners};
 
 pub fn fixture_path(name: &str) -> PathBuf {
@@ -99,7 +99,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.data_dir = dir.to_owned();
     config.transform_concurrency = 2;
     config.shutdown_grace_ms = 5_000;
-    let hash = imgedge::api::auth::sha256_hex;
+    let hash = imgedge::auth::sha256_hex;
     config.api_keys = format!(
         "default:{},default:{},other:{}",
         hash(PK),
@@ -238,6 +238,7 @@ impl TestServer {
     /// A development token for `user`, as `imgedge token` mints it.
     pub fn token(&self, user: &str) -> String {
         self.app
+            .api
             .jwt
             .as_ref()
             .expect("tests configure a JWT secret")
@@ -325,7 +326,7 @@ pub async fn occupy_cpu(app: &App, slots: usize) -> std::sync::mpsc::Sender<()> 
     let far = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     for _ in 0..slots {
         let (started_tx, started_rx) = oneshot::channel();
-        let cpu = app.cpu.clone();
+        let cpu = app.edge.cpu.clone();
         let rx = release_rx.clone();
         tokio::spawn(async move {
             let _ = cpu

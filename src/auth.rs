@@ -1,6 +1,10 @@
-//! Who is calling the storage API (SPEC §2.1): `X-API-Key` checked against configured
+//! Credentials of the storage API (SPEC §2.1): `X-API-Key` checked against configured
 //! SHA-256 hashes, and an optional `Authorization: Bearer <JWT>` verified with a
-//! configured HS256 secret and/or an RS256/ES256 public key.
+//! configured HS256 secret and/or an RS256/ES256 public key; the [`Caller`] they prove.
+//!
+//! Below `config` and `app`, which hold the key ring and verifier built once at start;
+//! the API only asks it who is calling (`api::body::caller`), and the `keys` command
+//! mints keys with it. It uses nothing else of the crate.
 //!
 //! This module owns the credential formats and their checks. It does no network I/O
 //! and picks no HTTP status codes (that is `error.rs`'s job); the only file it reads is
