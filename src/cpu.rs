@@ -10,7 +10,8 @@
 //!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
 //!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
 //!   first until the queue has drained; a waiter that has waited longer than one average
-//!   job by then gets `Overloaded` instead of the slot. Under sustained overload the
+//!   job gets `Overloaded` at the next arrival or freed slot, whichever comes first,
+//!   instead of waiting for a slot it would no longer get. Under sustained overload the
 //!   requests that are served are the fresh ones, so their latency stays near the unloaded
 //!   one, and the ones refused are refused after at most a queue's worth of arrivals or
 //!   one job's time, instead of every request waiting out a full queue (the "adaptive
@@ -229,10 +230,34 @@ impl Inner {
         }
     }
 
+    /// While overloaded, refuses every waiter that has already waited longer than one
+    /// average job: it would not be served any more (see `release`), so it is told now
+    /// instead of when the queue next overflows. Waiters are queued in arrival order, so
+    /// the stale ones are at the front. Runs on every arrival and every freed slot, so a
+    /// refused request waits at most about one job plus the gap to the next such event.
+    fn shed_stale(&self, state: &mut State) {
+        let Some(max_wait) = self.max_overloaded_wait() else {
+            return;
+        };
+        if !state.overloaded {
+            return;
+        }
+        while let Some(oldest) = state.waiting.front() {
+            if oldest.since.elapsed() <= max_wait {
+                break;
+            }
+            let oldest = state.waiting.pop_front().expect("a front was just seen");
+            if oldest.tell.send(Grant::Evicted).is_ok() {
+                self.metrics.shed.inc();
+            }
+        }
+    }
+
     /// A slot came free: the next live waiter gets it (newest first while overloaded,
     /// and only if it has not waited too long).
     fn release(self: &Arc<Self>) {
         let mut state = self.lock();
+        self.shed_stale(&mut state);
         let max_wait = self.max_overloaded_wait();
         loop {
             let next = if state.overloaded {
@@ -307,6 +332,7 @@ impl CpuPool {
             return Err(CpuError::Overloaded);
         }
         state.waiting.retain(|w| !w.tell.is_closed());
+        inner.shed_stale(&mut state);
         if state.waiting.len() >= inner.queue_length {
             state.overloaded = true;
             if let Some(oldest) = state.waiting.pop_front() {
@@ -618,6 +644,38 @@ mod tests {
                 .await,
             Ok(4)
         );
+    }
+
+    #[tokio::test]
+    async fn while_overloaded_a_stale_waiter_is_refused_at_the_next_arrival() {
+        // Before, such a waiter was told only when the queue next overflowed or a slot came
+        // free: at twice the sustainable rate its 503 took a full queue's worth of arrivals.
+        let p = pool(1, 3);
+        p.inner.record_job(Duration::from_millis(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let busy = occupy(&p).await;
+        let a = queue(&p, 1, &order).await;
+        let b = queue(&p, 2, &order).await;
+        let c = queue(&p, 3, &order).await;
+        // The queue overflows: a goes, the pool is overloaded.
+        let d = spawn_job(&p, 4, &order);
+        assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
+        assert!(p.overloaded());
+        // b, c and d have now waited longer than the average job; the slot is still busy
+        // and the queue is not full, yet the next arrival has them refused at once.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let e = spawn_job(&p, 5, &order);
+        assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
+        assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
+        assert_eq!(d.await.unwrap(), Err(CpuError::Overloaded));
+        assert_eq!(p.inner.metrics.shed.get(), 4);
+        // The fresh arrival still waits for the slot and is served when it frees (jobs
+        // now "take an hour", so however slow this machine is, e is not stale by then).
+        p.inner.job_micros.store(3_600_000_000, Ordering::Relaxed);
+        busy.free().await;
+        assert_eq!(e.await.unwrap(), Ok(5));
+        assert_eq!(*order.lock().unwrap(), [5]);
+        assert!(!p.overloaded(), "the queue drained");
     }
 
     #[tokio::test]

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub remote_purges: Counter,
     pub storage_errors: Family<KindLabel, Counter>,
     pub shed: Counter,
+    /// How long the edge took to answer a request it refused as overloaded (503).
+    pub shed_seconds: Histogram,
     /// Image decodes run by renders (a srcset burst shares one).
     pub decodes: Counter,
     /// Renders that used a decode run by another render of the same source.
@@ -152,6 +154,7 @@ impl Metrics {
         let remote_purges = Counter::default();
         let storage_errors = Family::<KindLabel, Counter>::default();
         let shed = Counter::default();
+        let shed_seconds = latency_histogram();
         let decodes = Counter::default();
         let decodes_shared = Counter::default();
         let derivative_renders = Counter::default();
@@ -219,6 +222,11 @@ impl Metrics {
             shed.clone(),
         );
         registry.register(
+            "shed_answer_seconds",
+            "Time the edge took to answer a request refused with 503 server/overloaded, from its headers to the answer",
+            shed_seconds.clone(),
+        );
+        registry.register(
             "decodes",
             "Image decodes run for renders (concurrent renders of one source share one)",
             decodes.clone(),
@@ -282,6 +290,7 @@ impl Metrics {
             remote_purges,
             storage_errors,
             shed,
+            shed_seconds,
             decodes,
             decodes_shared,
             derivative_renders,
@@ -311,6 +320,10 @@ impl Metrics {
         self.latency
             .get_or_create(&ListenerLabel { listener })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_shed_answer(&self, elapsed: Duration) {
+        self.shed_seconds.observe(elapsed.as_secs_f64());
     }
 
     pub fn cache_lookup(&self, cache: &'static str, hit: bool) {

@@ -33,9 +33,15 @@ use url::ParsedUrl;
 
 /// Answers one CDN request. Never panics on input; every failure becomes an `EdgeError`.
 pub async fn handle<B>(edge: &Edge, req: Request<B>, request_id: &str) -> Response<Body> {
+    let started = Instant::now();
     match serve(edge, &req).await {
         Ok(resp) => resp,
-        Err(e) => e.into_response(request_id),
+        Err(e) => {
+            if matches!(e, EdgeError::Overloaded) {
+                edge.metrics.observe_shed_answer(started.elapsed());
+            }
+            e.into_response(request_id)
+        }
     }
 }
 

@@ -54,6 +54,13 @@ async fn full_queue_sheds_with_503_and_retry_after() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), "1");
     assert_eq!(r.json()["error"]["code"], "server/overloaded");
+    // The server timed its 503, for operators to see that refusals stay fast.
+    let m = s.api_get("/metrics").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("imgedge_shed_answer_seconds_count 1"),
+        "no timed 503 in\n{text}"
+    );
     drop(release);
     // Once the slot frees, the same request succeeds.
     eventually(|| s.app.metrics.transforms_running.get() == 0).await;
