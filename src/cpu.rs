@@ -9,12 +9,13 @@
 //! - at most `queue_length` more wait for a slot. Waiters are served oldest first, until
 //!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
 //!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
-//!   first until the queue has drained; a waiter that has waited longer than one average
-//!   job gets `Overloaded` at the next arrival or freed slot, whichever comes first,
-//!   instead of waiting for a slot it would no longer get. Under sustained overload the
-//!   requests that are served are the fresh ones, so their latency stays near the unloaded
-//!   one, and the ones refused are refused after at most a queue's worth of arrivals or
-//!   one job's time, instead of every request waiting out a full queue (the "adaptive
+//!   first until the queue has drained; a waiter that has waited longer than the average
+//!   time between two freed slots (one job over the slots) gets `Overloaded` at the next
+//!   arrival or freed slot, whichever comes first, instead of waiting for a slot it would
+//!   no longer get (the newest waiter is still served when a slot frees). Under sustained
+//!   overload the requests that are served are the fresh ones, so their latency stays near
+//!   the unloaded one, and the ones refused are refused after about the time between two
+//!   freed slots, instead of every request waiting out a full queue (the "adaptive
 //!   LIFO" of Facebook's and others' RPC servers, with CoDel's bound on queueing time). A
 //!   closed-loop client that never overflows the queue sees plain FIFO;
 //! - a job's slot is held until the job really ends, even when its caller has gone, so the
@@ -170,7 +171,17 @@ struct State {
     waiting: VecDeque<Waiter>,
     /// The queue overflowed and has not drained since: serve the newest waiter first.
     overloaded: bool,
+    /// When a waiter was last refused. The overload ends only with a drain that comes
+    /// `OVERLOAD_HOLD` after it: a queue emptied by refusing stale waiters has not drained.
+    last_shed: Option<Instant>,
 }
+
+/// How long after the last refusal a drained queue still counts as overloaded. Refusing
+/// stale waiters keeps the queue short, so it empties often while arrivals still outrun
+/// the slots; going back to first-come-first-served then would let the queue fill again
+/// in arrival order, and its oldest would be refused only after a whole queue's worth of
+/// waiting.
+const OVERLOAD_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Waiter {
@@ -222,43 +233,54 @@ impl Inner {
         self.job_micros.store(new, Ordering::Relaxed);
     }
 
-    /// How long a waiter may have waited and still be served while overloaded.
+    /// How long a waiter may have waited and still be served while overloaded: the average
+    /// time between two slots coming free (one job over the number of slots). Newest first,
+    /// a waiter that old has seen a slot go to a newer arrival and will see the next go the
+    /// same way, so it is told at once instead of waiting for a slot it will not get.
     fn max_overloaded_wait(&self) -> Option<Duration> {
         match self.job_micros.load(Ordering::Relaxed) {
             0 => None,
-            micros => Some(Duration::from_micros(micros)),
+            micros => Some(Duration::from_micros(
+                (micros / self.concurrency as u64).max(1),
+            )),
         }
     }
 
-    /// While overloaded, refuses every waiter that has already waited longer than one
-    /// average job: it would not be served any more (see `release`), so it is told now
-    /// instead of when the queue next overflows. Waiters are queued in arrival order, so
-    /// the stale ones are at the front. Runs on every arrival and every freed slot, so a
-    /// refused request waits at most about one job plus the gap to the next such event.
-    fn shed_stale(&self, state: &mut State) {
+    /// While overloaded, refuses every waiter that has already waited longer than
+    /// `max_overloaded_wait`, except the newest `keep`: served newest first, such a waiter
+    /// would not get a slot any more, so it is told now instead of when the queue next
+    /// overflows. Waiters are queued in arrival order, so the stale ones are at the front.
+    /// Runs on every arrival and every freed slot, so a refused request waits about the
+    /// time between two freed slots plus the gap to the next such event.
+    fn shed_stale(&self, state: &mut State, keep: usize) {
         let Some(max_wait) = self.max_overloaded_wait() else {
             return;
         };
         if !state.overloaded {
             return;
         }
-        while let Some(oldest) = state.waiting.front() {
+        while state.waiting.len() > keep {
+            let Some(oldest) = state.waiting.front() else {
+                break;
+            };
             if oldest.since.elapsed() <= max_wait {
                 break;
             }
             let oldest = state.waiting.pop_front().expect("a front was just seen");
             if oldest.tell.send(Grant::Evicted).is_ok() {
                 self.metrics.shed.inc();
+                state.last_shed = Some(Instant::now());
             }
         }
     }
 
-    /// A slot came free: the next live waiter gets it (newest first while overloaded,
-    /// and only if it has not waited too long).
+    /// A slot came free: the next live waiter gets it (newest first while overloaded:
+    /// the stale ones are refused first, but the newest is served however long it has
+    /// waited, rather than leave the slot idle).
     fn release(self: &Arc<Self>) {
         let mut state = self.lock();
-        self.shed_stale(&mut state);
-        let max_wait = self.max_overloaded_wait();
+        state.waiting.retain(|w| !w.tell.is_closed());
+        self.shed_stale(&mut state, 1);
         loop {
             let next = if state.overloaded {
                 state.waiting.pop_back()
@@ -267,15 +289,14 @@ impl Inner {
             };
             let Some(waiter) = next else {
                 state.running -= 1;
-                state.overloaded = false;
+                if state
+                    .last_shed
+                    .is_none_or(|at| at.elapsed() > OVERLOAD_HOLD)
+                {
+                    state.overloaded = false;
+                }
                 break;
             };
-            if state.overloaded && max_wait.is_some_and(|max| waiter.since.elapsed() > max) {
-                if waiter.tell.send(Grant::Evicted).is_ok() {
-                    self.metrics.shed.inc();
-                }
-                continue;
-            }
             let slot = Slot {
                 inner: self.clone(),
                 armed: true,
@@ -332,13 +353,14 @@ impl CpuPool {
             return Err(CpuError::Overloaded);
         }
         state.waiting.retain(|w| !w.tell.is_closed());
-        inner.shed_stale(&mut state);
+        inner.shed_stale(&mut state, 0);
         if state.waiting.len() >= inner.queue_length {
             state.overloaded = true;
             if let Some(oldest) = state.waiting.pop_front() {
                 // Its receiver may be gone meanwhile; then nobody needs telling.
                 let _ = oldest.tell.send(Grant::Evicted);
                 inner.metrics.shed.inc();
+                state.last_shed = Some(Instant::now());
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -607,6 +629,12 @@ mod tests {
         assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
         // Newest first while overloaded.
         assert_eq!(*order.lock().unwrap(), [3, 2]);
+        // Drained, but right after a refusal: still overloaded (arrivals may well still
+        // outrun the slots).
+        assert!(p.overloaded());
+        // With no refusal for longer than OVERLOAD_HOLD, the next drain ends it.
+        p.inner.lock().last_shed = Some(Instant::now() - 2 * OVERLOAD_HOLD);
+        occupy(&p).await.free().await;
         assert!(!p.overloaded(), "the queue drained");
 
         // Drained: back to arrival order.
@@ -621,7 +649,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn while_overloaded_a_waiter_older_than_one_job_is_shed_not_served() {
+    async fn while_overloaded_a_freed_slot_sheds_the_stale_and_serves_the_newest() {
         let p = pool(1, 2);
         p.inner.record_job(Duration::from_millis(1));
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -630,20 +658,28 @@ mod tests {
         let b = queue(&p, 2, &order).await;
         let c = spawn_job(&p, 3, &order);
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
-        // b and c have now waited far longer than the average job.
+        // b and c have now waited far longer than the average job. The slot frees: b, the
+        // older, is refused; c, the newest, gets the slot rather than leave it idle.
         tokio::time::sleep(Duration::from_millis(20)).await;
         busy.free().await;
-        assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
-        assert!(order.lock().unwrap().is_empty());
-        assert_eq!(p.inner.metrics.shed.get(), 3);
-        assert_eq!(p.inner.lock().running, 0);
+        assert_eq!(c.await.unwrap(), Ok(3));
+        assert_eq!(*order.lock().unwrap(), [3]);
+        assert_eq!(p.inner.metrics.shed.get(), 2);
+        eventually_idle(&p).await;
         // Not overloaded any more: the next job runs.
         assert_eq!(
             p.submit(deadline_after(Duration::from_secs(30)), |_| 4)
                 .await,
             Ok(4)
         );
+    }
+
+    /// Waits until no job holds a slot.
+    async fn eventually_idle(p: &CpuPool) {
+        while p.inner.lock().running > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
@@ -675,7 +711,7 @@ mod tests {
         busy.free().await;
         assert_eq!(e.await.unwrap(), Ok(5));
         assert_eq!(*order.lock().unwrap(), [5]);
-        assert!(!p.overloaded(), "the queue drained");
+        assert!(p.overloaded(), "refusals a moment ago: still overloaded");
     }
 
     #[tokio::test]
