@@ -4,11 +4,14 @@
 //! exactly what is wrong), the origin storage (502/504), overload (503 + Retry-After), or
 //! us (500, body says only "internal error"; the cause is logged once, here).
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::budget::BudgetError;
 use crate::cpu::CpuError;
+use crate::db::DbError;
 use crate::edge::url::UrlError;
 use crate::http_body::{Body, json_no_store};
 use crate::imaging::ImagingError;
@@ -48,10 +51,11 @@ pub enum EdgeError {
     Overloaded,
     #[error("storage did not answer in time")]
     StorageTimeout,
+    /// The cause is kept (`source()`), shared: coalesced waiters all receive the error.
     #[error("storage failed: {0}")]
-    Storage(String),
+    Storage(#[source] Arc<StorageError>),
     #[error("the metadata store is unavailable")]
-    MetadataUnavailable(String),
+    MetadataUnavailable(#[source] Arc<DbError>),
     #[error("the transform did not finish before the deadline")]
     Deadline,
     #[error("internal: {0}")]
@@ -101,15 +105,15 @@ impl From<StorageError> for EdgeError {
             StorageError::NotFound => EdgeError::NotFound,
             StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge { size, limit },
             StorageError::Timeout => EdgeError::StorageTimeout,
-            StorageError::Io(io) => EdgeError::Storage(io.to_string()),
-            e @ StorageError::Full => EdgeError::Storage(e.to_string()),
-            StorageError::Unavailable(why) => EdgeError::Storage(why),
-            e @ StorageError::BucketMissing(_) => EdgeError::Storage(e.to_string()),
-            other @ (StorageError::Incomplete(_)
+            other @ (StorageError::Io(_)
+            | StorageError::Full
+            | StorageError::Unavailable(_)
+            | StorageError::BucketMissing(_)
+            | StorageError::Incomplete(_)
             | StorageError::TooSlow { .. }
             | StorageError::PartMismatch { .. }
             | StorageError::PartTooSmall { .. }
-            | StorageError::Empty) => EdgeError::Storage(other.to_string()),
+            | StorageError::Empty) => EdgeError::Storage(Arc::new(other)),
         }
     }
 }
@@ -173,8 +177,8 @@ impl EdgeError {
     /// The response, logging server-side faults once with their cause.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let status = self.status();
-        if let EdgeError::MetadataUnavailable(why) = &self {
-            tracing::warn!(request_id, error = %why, "metadata store unavailable");
+        if let EdgeError::MetadataUnavailable(cause) = &self {
+            tracing::warn!(request_id, error = %cause, "metadata store unavailable");
         }
         let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(request_id, error = %self, "request failed");
@@ -246,8 +250,14 @@ mod tests {
             ),
             (EdgeError::from(BudgetError::Busy), 503),
             (EdgeError::Overloaded, 503),
-            (EdgeError::Storage("x".into()), 502),
-            (EdgeError::MetadataUnavailable("x".into()), 503),
+            (
+                EdgeError::Storage(Arc::new(StorageError::Unavailable("x".into()))),
+                502,
+            ),
+            (
+                EdgeError::MetadataUnavailable(Arc::new(DbError::Corrupt("x".into()))),
+                503,
+            ),
             (EdgeError::StorageTimeout, 504),
             (EdgeError::Deadline, 504),
             (EdgeError::from(ImagingError::Cancelled), 504),
@@ -365,12 +375,16 @@ impl ApiCode {
     }
 }
 
-/// A failed API call: a stable code and a message saying exactly what was wrong.
+/// A failed API call: a stable code and a message saying exactly what was wrong, and for a
+/// server-side fault its cause, which the client never sees and which is logged once, when
+/// the response is made (`into_response`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ApiCode,
     pub message: String,
+    #[source]
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ApiError {
@@ -378,13 +392,19 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            cause: None,
         }
     }
 
-    /// A server-side fault: logged once here with its cause, reported as "internal error".
+    /// Keeps `cause` for the log (never for the body).
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// A server-side fault, reported as "internal error"; its cause is logged at the response.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %cause, "API request failed");
-        ApiError::new(ApiCode::Internal, "internal error")
+        ApiError::new(ApiCode::Internal, "internal error").caused_by(Cause(cause.to_string()))
     }
 
     /// 507: the server has no room to store what was sent.
@@ -395,8 +415,19 @@ impl ApiError {
         )
     }
 
-    /// `{"success": false, "error": {"code", "message"}}` with the code's status.
-    pub fn into_response(self) -> Response<Body> {
+    /// `{"success": false, "error": {"code", "message"}}` with the code's status. A
+    /// server-side fault is logged here, once, with its cause and the request id.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        if self.code.status().is_server_error() {
+            match &self.cause {
+                Some(cause) => {
+                    tracing::error!(request_id, code = self.code.as_str(), error = %cause, "API request failed")
+                }
+                None => {
+                    tracing::error!(request_id, code = self.code.as_str(), message = %self.message, "API request failed")
+                }
+            }
+        }
         let body = json!({
             "success": false,
             "error": { "code": self.code.as_str(), "message": self.message },
@@ -414,23 +445,32 @@ impl From<crate::db::DbError> for ApiError {
             ),
             crate::db::DbError::Sqlx(
                 e @ (sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed),
-            ) => {
-                tracing::error!(error = %e, "metadata store unavailable");
-                ApiError::new(
-                    ApiCode::Unavailable,
-                    "the metadata store is unavailable; retry shortly",
-                )
-            }
+            ) => ApiError::new(
+                ApiCode::Unavailable,
+                "the metadata store is unavailable; retry shortly",
+            )
+            .caused_by(e),
             crate::db::DbError::Sqlx(sqlx::Error::Database(e))
                 if disk_full(e.code().as_deref()) =>
             {
-                tracing::error!(error = %e, "metadata store out of space");
-                ApiError::full()
+                ApiError::full().caused_by(crate::db::DbError::Sqlx(sqlx::Error::Database(e)))
             }
             other => ApiError::internal(other),
         }
     }
 }
+
+/// A cause known only by its text (`ApiError::internal`).
+#[derive(Debug)]
+struct Cause(String);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Cause {}
 
 /// SQLite's `SQLITE_FULL` (13) or PostgreSQL's `disk_full` (53100).
 fn disk_full(code: Option<&str>) -> bool {
@@ -455,10 +495,7 @@ impl From<StorageError> for ApiError {
                 ApiError::new(ApiCode::InvalidPartsArray, e.to_string())
             }
             StorageError::Empty => ApiError::new(ApiCode::FileTooSmall, "the upload is empty"),
-            StorageError::Full => {
-                tracing::error!("the local store's disk is full");
-                ApiError::full()
-            }
+            e @ StorageError::Full => ApiError::full().caused_by(e),
             e @ StorageError::TooSlow { .. } => {
                 ApiError::new(ApiCode::RequestTimeout, e.to_string())
             }
@@ -466,20 +503,16 @@ impl From<StorageError> for ApiError {
                 ApiCode::InvalidParameters,
                 format!("the upload broke off before the end: {why}"),
             ),
-            e @ StorageError::BucketMissing(_) => {
-                tracing::error!(error = %e, "object storage is misconfigured");
-                ApiError::new(
-                    ApiCode::BucketNotConfigured,
-                    "this server's object storage is not configured (its bucket is missing)",
-                )
-            }
-            other @ (StorageError::Unavailable(_) | StorageError::Timeout) => {
-                tracing::error!(error = %other, "object storage failed");
-                ApiError::new(
-                    ApiCode::Unavailable,
-                    "object storage is unavailable; retry shortly",
-                )
-            }
+            e @ StorageError::BucketMissing(_) => ApiError::new(
+                ApiCode::BucketNotConfigured,
+                "this server's object storage is not configured (its bucket is missing)",
+            )
+            .caused_by(e),
+            other @ (StorageError::Unavailable(_) | StorageError::Timeout) => ApiError::new(
+                ApiCode::Unavailable,
+                "object storage is unavailable; retry shortly",
+            )
+            .caused_by(other),
             other => ApiError::internal(other),
         }
     }

@@ -15,6 +15,7 @@ use super::{body, json};
 use crate::auth::Caller;
 use crate::db::{
     Direction, FileExtras, FileFilter, FilePatch, FileRecord, NewFile, OwnerType, Reader, SortBy,
+    UploadGrant, Visibility,
 };
 use crate::error::{ApiCode, ApiError};
 use crate::http_body::Body;
@@ -48,6 +49,10 @@ pub(crate) struct RegisterRequest {
     shared_with: Option<Vec<String>>,
 }
 
+/// `POST /v1/files`: registers an uploaded object as a file. Three steps: the request is
+/// checked on its own (`Registration::parse`), then against who may register the key
+/// (`grant_for`), then against what storage holds (`check_object`); only then is the row
+/// written.
 pub async fn register<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -61,36 +66,97 @@ where
         ));
     };
     let input: RegisterRequest = body::json(req).await?;
-    if input.s3_key.len() > MAX_KEY {
-        return Err(bad(
-            ApiCode::S3KeyTooLong,
-            "s3Key must be at most 1024 bytes",
-        ));
-    }
-    let key = ObjectKey::parse(&input.s3_key)
-        .map_err(|e| bad(ApiCode::InvalidPath, format!("s3Key: {e}")))?;
-    if input.original_name.chars().count() > MAX_NAME {
-        return Err(bad(
-            ApiCode::OriginalNameTooLong,
-            "originalName must be at most 255 characters",
-        ));
-    }
-    let original_name = check_filename("originalName", &input.original_name)?;
-    let mime_type = check_content_type("mimeType", &input.mime_type)?;
-    if input.size < 0 {
-        return Err(bad(ApiCode::SizeNegative, "size must not be negative"));
-    }
-    let size = input.size.unsigned_abs();
-    let visibility = input
-        .visibility
-        .as_deref()
-        .map(parse_visibility)
-        .transpose()?;
-    let bucket = check_bucket(api, input.bucket.as_deref())?;
-    let metadata = input.metadata.map(check_metadata).transpose()?;
-    let shared_with = check_shared_with(input.shared_with.unwrap_or_default())?;
+    let reg = Registration::parse(api, input)?;
+    let grant = grant_for(api, &caller, &user, &reg.key).await?;
+    check_object(api, &grant, &reg.key, reg.size).await?;
+    let (width, height) = match reg.dimensions {
+        Some((w, h)) => (Some(w), Some(h)),
+        None => probe_dimensions(api, &reg.key, &reg.mime_type).await,
+    };
+    let key = reg.key;
+    let new = NewFile {
+        project: caller.project.clone(),
+        key: key.clone(),
+        original_name: reg.original_name,
+        mime_type: reg.mime_type,
+        size: reg.size,
+        width,
+        height,
+        // The visibility given at registration, else the one given when presigning.
+        visibility: reg.visibility.unwrap_or(grant.visibility),
+        owner_id: grant.owner_id,
+        owner_type: grant.owner_type,
+    };
+    let rec = api.db.register_file(new, reg.extras, true).await?;
+    api.caches.purge(&key).await;
+    api.builder.wanted.notify_one();
+    Ok(json(StatusCode::CREATED, &view(api, &rec, &caller)))
+}
 
-    if api.db.find_by_key(&key).await?.is_some() {
+/// A registration request, every field checked on its own.
+struct Registration {
+    key: ObjectKey,
+    original_name: String,
+    mime_type: String,
+    size: u64,
+    /// Both given by the caller; otherwise read from the image's header.
+    dimensions: Option<(u32, u32)>,
+    visibility: Option<Visibility>,
+    extras: FileExtras,
+}
+
+impl Registration {
+    fn parse(api: &Api, input: RegisterRequest) -> Result<Registration, ApiError> {
+        if input.s3_key.len() > MAX_KEY {
+            return Err(bad(
+                ApiCode::S3KeyTooLong,
+                "s3Key must be at most 1024 bytes",
+            ));
+        }
+        let key = ObjectKey::parse(&input.s3_key)
+            .map_err(|e| bad(ApiCode::InvalidPath, format!("s3Key: {e}")))?;
+        if input.original_name.chars().count() > MAX_NAME {
+            return Err(bad(
+                ApiCode::OriginalNameTooLong,
+                "originalName must be at most 255 characters",
+            ));
+        }
+        let original_name = check_filename("originalName", &input.original_name)?;
+        let mime_type = check_content_type("mimeType", &input.mime_type)?;
+        if input.size < 0 {
+            return Err(bad(ApiCode::SizeNegative, "size must not be negative"));
+        }
+        let visibility = input
+            .visibility
+            .as_deref()
+            .map(parse_visibility)
+            .transpose()?;
+        let extras = FileExtras {
+            bucket: check_bucket(api, input.bucket.as_deref())?,
+            metadata: input.metadata.map(check_metadata).transpose()?,
+            shared_with: check_shared_with(input.shared_with.unwrap_or_default())?,
+        };
+        Ok(Registration {
+            key,
+            original_name,
+            mime_type,
+            size: input.size.unsigned_abs(),
+            dimensions: input.width.zip(input.height),
+            visibility,
+            extras,
+        })
+    }
+}
+
+/// The upload grant that lets `caller` register `key`: the key is not registered yet, was
+/// issued to the caller's project, and to this user (a secret key may register any).
+async fn grant_for(
+    api: &Api,
+    caller: &Caller,
+    user: &str,
+    key: &ObjectKey,
+) -> Result<UploadGrant, ApiError> {
+    if api.db.find_by_key(key).await?.is_some() {
         return Err(bad(
             ApiCode::S3KeyAlreadyExists,
             format!("a file is already registered for key {key}"),
@@ -98,7 +164,7 @@ where
     }
     let grant = api
         .db
-        .find_upload(&key)
+        .find_upload(key)
         .await?
         .filter(|g| g.project == caller.project)
         .ok_or_else(|| bad(ApiCode::AccessDenied, "this key was not issued to you"))?;
@@ -106,7 +172,17 @@ where
     if !owned && !caller.is_secret() {
         return Err(bad(ApiCode::AccessDenied, "this key was not issued to you"));
     }
-    let head = match api.storage.head(&key).await {
+    Ok(grant)
+}
+
+/// The stored object is complete, within the grant's limit, and of the declared `size`.
+async fn check_object(
+    api: &Api,
+    grant: &UploadGrant,
+    key: &ObjectKey,
+    size: u64,
+) -> Result<(), ApiError> {
+    let head = match api.storage.head(key).await {
         Ok(head) => head,
         Err(crate::storage::StorageError::NotFound)
             if grant.multipart_id.is_some() && !grant.completed =>
@@ -129,13 +205,13 @@ where
         // renames the joined file into place; S3 shows it after CompleteMultipartUpload),
         // so it being there means the upload is complete: the node that completed it died
         // before recording that.
-        api.db.mark_upload_completed(&key).await?;
+        api.db.mark_upload_completed(key).await?;
     }
     if head.size > grant.max_size {
         // The stores refuse such bodies themselves (S3 signs the declared length, the
         // local store caps the stream); this is the last line for objects written some
         // other way: the object goes, and the key cannot be registered.
-        if let Err(e) = api.storage.delete(&key).await {
+        if let Err(e) = api.storage.delete(key).await {
             tracing::warn!(key = %key, error = %e, "could not remove an oversize upload");
         }
         return Err(bad(
@@ -155,32 +231,7 @@ where
             ),
         ));
     }
-    let (width, height) = match (input.width, input.height) {
-        (Some(w), Some(h)) => (Some(w), Some(h)),
-        _ => probe_dimensions(api, &key, &mime_type).await,
-    };
-    let new = NewFile {
-        project: caller.project.clone(),
-        key: key.clone(),
-        original_name,
-        mime_type,
-        size,
-        width,
-        height,
-        // The visibility given at registration, else the one given when presigning.
-        visibility: visibility.unwrap_or(grant.visibility),
-        owner_id: grant.owner_id,
-        owner_type: grant.owner_type,
-    };
-    let extras = FileExtras {
-        bucket,
-        metadata,
-        shared_with,
-    };
-    let rec = api.db.register_file(new, extras, true).await?;
-    api.caches.purge(&key).await;
-    api.builder.wanted.notify_one();
-    Ok(json(StatusCode::CREATED, &view(api, &rec, &caller)))
+    Ok(())
 }
 
 /// Width and height from the image header, when the object is an image we can read.

@@ -138,7 +138,7 @@ fn route(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
     }
 }
 
-pub async fn handle<B>(api: &Api, req: Request<B>, _request_id: &str) -> Response<Body>
+pub async fn handle<B>(api: &Api, req: Request<B>, request_id: &str) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::fmt::Display,
@@ -149,10 +149,10 @@ where
         {
             let path = req.uri().path();
             let off = format!("no route for {path} (the playground is off: playground = false)");
-            return ApiError::new(ApiCode::RouteNotFound, off).into_response();
+            return ApiError::new(ApiCode::RouteNotFound, off).into_response(request_id);
         }
         Ok(e) => e,
-        Err(e) => return e.into_response(),
+        Err(e) => return e.into_response(request_id),
     };
     let result = match endpoint {
         Endpoint::Health => Ok(text(StatusCode::OK, "ok\n")),
@@ -177,7 +177,7 @@ where
         Endpoint::PlaygroundImages => playground::images(api, req).await,
         Endpoint::PlaygroundUrl => playground::url(api, req).await,
     };
-    result.unwrap_or_else(ApiError::into_response)
+    result.unwrap_or_else(|e| e.into_response(request_id))
 }
 
 fn metrics(api: &Api) -> Response<Body> {

@@ -380,11 +380,11 @@ where
         .create_multipart(&key, &checked.content_type)
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "multipart init failed");
             ApiError::new(
                 ApiCode::UploadInitFailed,
                 "could not start the multipart upload",
             )
+            .caused_by(e)
         })?;
     let grant = issue(api, &caller, key, &checked, Some(upload_id.clone())).await?;
     Ok(json(

@@ -217,7 +217,7 @@ async fn ensure_public(edge: &Edge, key: &ObjectKey) -> Result<Arc<EdgeFacts>, E
                 .map(|found| found.map(Arc::new))
         })
         .await
-        .map_err(|e| EdgeError::MetadataUnavailable(e.to_string()))?;
+        .map_err(EdgeError::MetadataUnavailable)?;
     match facts {
         Some(facts) if facts.visibility == Visibility::Public => Ok(facts),
         _ => Err(EdgeError::NotFound),

@@ -15,7 +15,8 @@ use image::codecs::gif::GifDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::{AnimationDecoder, DynamicImage, Frame, Frames};
 
-use super::decode::{SourceFormat, SourceInfo, normalize};
+use super::decode::normalize;
+use super::probe::{SourceFormat, SourceInfo};
 use super::recipe::Format;
 use super::webp_anim::AnimatedWebp;
 use super::{ImagingError, encode};
@@ -215,7 +216,7 @@ fn gif_encoder(width: u16, height: u16, plays: u16) -> Result<gif::Encoder<Vec<u
 mod tests {
     use super::*;
     use crate::imaging::conformance_image;
-    use crate::imaging::decode::probe;
+    use crate::imaging::probe::probe;
     use image::{Rgba, RgbaImage};
 
     fn read_all(bytes: &[u8]) -> Vec<Still> {

@@ -230,7 +230,7 @@ fn gif(image: &DynamicImage) -> Result<Vec<u8>, ImagingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imaging::decode::{SourceFormat, sniff};
+    use crate::imaging::probe::{SourceFormat, sniff};
     use image::{Rgb, RgbImage, Rgba, RgbaImage};
 
     fn noisy(w: u32, h: u32) -> DynamicImage {

@@ -25,6 +25,7 @@ mod encode;
 mod filters;
 mod geometry;
 mod placeholder;
+mod probe;
 mod pyramid;
 pub mod recipe;
 mod render;
@@ -45,8 +46,9 @@ pub(crate) fn conformance_image(name: &str) -> Vec<u8> {
 
 use std::time::Duration;
 
-pub use decode::{Precision, SourceFormat, SourceInfo, probe};
+pub use decode::Precision;
 pub use geometry::Size;
+pub use probe::{SourceFormat, SourceInfo, probe};
 pub use pyramid::{
     Level, Original, Pyramid, build as build_pyramid, memory_need as pyramid_memory_need,
 };

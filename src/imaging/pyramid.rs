@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::DynamicImage;
 
-use super::decode::{self, SourceFormat, probe};
+use super::decode;
 use super::geometry::{self, Size};
+use super::probe::{SourceFormat, SourceInfo, probe};
 use super::recipe::Recipe;
 use super::resize::{CropBox, resize};
 use super::{ImagingError, Limits, encode};
@@ -137,7 +138,7 @@ pub struct Level {
 /// What a build of `bytes` needs: the source's headers, its upright size, the levels wanted
 /// (ascending) and the JPEG shrink-on-load factor. `None` for an animation (no levels).
 struct Plan {
-    info: decode::SourceInfo,
+    info: SourceInfo,
     full: Size,
     wanted: Vec<Size>,
     shrink: u32,

@@ -22,8 +22,9 @@ use serde_json::json;
 use moxcms::ColorProfile;
 
 use super::auto_quality::{self, AutoTarget, Chosen};
-use super::decode::{self, Decoded, Precision, SourceFormat, SourceInfo, probe};
+use super::decode::{self, Decoded, Precision};
 use super::geometry::{self, Anchor, Size};
+use super::probe::{SourceFormat, SourceInfo, probe};
 use super::pyramid::Original;
 use super::recipe::{Background, Color, Fill, Format, PixelFilter, Place, Quality, Recipe, Rect};
 use super::resize::{CropBox, resize};
@@ -481,14 +482,16 @@ fn memory_need_of(job: &Job, f: &Front) -> u64 {
         .saturating_add(source + RENDER_SLACK)
 }
 
+/// Everything before encoding, in named stages: `front` (headers: limits, plan,
+/// shrink-on-load, animate or not) → decode (`decode_still`, or `first_frame` of an
+/// animation) → `place` (orient, trim, crop, plan, focal/smart) → the frame budget →
+/// `transform` (resize, pixel filters, overlays, flatten). Encoding follows in `render`.
 fn prepare<'a>(
     job: &Job<'a>,
     timings: &mut Timings,
     log: &mut Log,
 ) -> Result<Prepared<'a>, ImagingError> {
-    let recipe = job.recipe;
     let started = Instant::now();
-    let front = front(job)?;
     let Front {
         info,
         format,
@@ -497,7 +500,7 @@ fn prepare<'a>(
         precision,
         animate,
         ..
-    } = front;
+    } = front(job)?;
     if let Some(r) = job.reduced {
         log.step(|| {
             format!(
@@ -509,102 +512,26 @@ fn prepare<'a>(
     checkpoint(job)?;
 
     let max_alloc = max_alloc(job);
-    let (decoded, used, mut frames) = if animate {
-        // The first frame now (it decides trim, smart placement and the frame budget), the
-        // others one by one while encoding.
-        let mut reader = animation::Reader::new(job.bytes, &info, max_alloc)?;
-        let first = reader
-            .next_frame()
-            .unwrap_or_else(|| Err(ImagingError::Undecodable("no frames".to_owned())))?;
-        let mut image = first.image;
-        if info.orientation > 1 {
-            decode::orient(&mut image, info.orientation);
-        }
-        let decoded = Decoded {
-            source_size: (image.width(), image.height()),
-            image,
-            icc: None,
-            shrink: 1,
-            precision: Precision::Full,
-        };
-        let frames = Frames {
-            reader,
-            first_delay: first.delay_ms,
-        };
-        (Arc::new(decoded), None, Some(frames))
+    let (decoded, used, frames) = if animate {
+        let (decoded, frames) = first_frame(job, &info, max_alloc)?;
+        (decoded, None, Some(frames))
     } else {
         let (decoded, used) = decode_still(job, &info, full, shrink, precision, max_alloc)?;
         (decoded, used, None)
     };
-    let image = &decoded.image;
-    if let Some(used) = &used {
-        log.step(|| match used.reduced {
-            Some(_) => format!(
-                "shared decode: a concurrent render's larger reduced copy ({}x{})",
-                decoded.source_size.0, decoded.source_size.1
-            ),
-            None => "shared decode: a concurrent render's original".to_owned(),
-        });
-    }
-    log.step(|| {
-        let mut scale = if decoded.shrink > 1 {
-            format!(" at 1/{} (DCT scaling)", decoded.shrink)
-        } else {
-            String::new()
-        };
-        if decoded.precision == Precision::Visible {
-            scale.push_str(" without the last-bit refinement scans");
-        }
-        let which = if frames.is_some() {
-            format!("the first of {} frames of ", info.frames)
-        } else {
-            String::new()
-        };
-        format!(
-            "decode {which}{} {}x{}{scale} → {}x{}",
-            info.format.name(),
-            decoded.source_size.0,
-            decoded.source_size.1,
-            image.width(),
-            image.height()
-        )
-    });
-    if info.orientation > 1 && used.is_none() {
-        log.step(|| {
-            format!(
-                "orient: EXIF orientation {} → {}x{}",
-                info.orientation,
-                image.width(),
-                image.height()
-            )
-        });
-    }
+    log_decode(log, &info, &decoded, used.as_deref(), frames.is_some());
     timings.decode = started.elapsed();
     checkpoint(job)?;
     let started = Instant::now();
 
     let shape = place(job, &decoded, full, log)?;
     let overlays = decode_overlays(job)?;
-    if frames.is_some() {
-        let out = shape.plan.output_size(recipe);
-        let pixels = u64::from(info.frames) * u64::from(out.width) * u64::from(out.height);
-        let budget = job.limits.max_animation_pixels;
-        if pixels > budget {
-            frames = None;
-            log.step(|| {
-                format!(
-                    "animation: {} frames of {}x{} are {pixels} pixels, over the frame budget \
-                     of {budget}: only the first frame is served",
-                    info.frames, out.width, out.height
-                )
-            });
-        }
-    }
+    let frames = frames.filter(|_| within_frame_budget(job, &info, &shape, log));
     let image = transform(
         job,
         &shape,
         format,
-        image,
+        &decoded.image,
         decoded.icc.as_ref(),
         &overlays,
         log,
@@ -632,6 +559,107 @@ fn prepare<'a>(
         frames,
         overlays,
     })
+}
+
+/// An animation's first frame, upright (it decides trim, smart placement and the frame
+/// budget), and the reader that yields the others one by one while encoding.
+fn first_frame<'a>(
+    job: &Job<'a>,
+    info: &SourceInfo,
+    max_alloc: u64,
+) -> Result<(Arc<Decoded>, Frames<'a>), ImagingError> {
+    let mut reader = animation::Reader::new(job.bytes, info, max_alloc)?;
+    let first = reader
+        .next_frame()
+        .unwrap_or_else(|| Err(ImagingError::Undecodable("no frames".to_owned())))?;
+    let mut image = first.image;
+    if info.orientation > 1 {
+        decode::orient(&mut image, info.orientation);
+    }
+    let decoded = Decoded {
+        source_size: (image.width(), image.height()),
+        image,
+        icc: None,
+        shrink: 1,
+        precision: Precision::Full,
+    };
+    let frames = Frames {
+        reader,
+        first_delay: first.delay_ms,
+    };
+    Ok((Arc::new(decoded), frames))
+}
+
+/// The `meta/` lines of the decode stage: which source, at which scale, turned upright.
+fn log_decode(
+    log: &mut Log,
+    info: &SourceInfo,
+    decoded: &Decoded,
+    used: Option<&Source>,
+    animated: bool,
+) {
+    let image = &decoded.image;
+    if let Some(used) = used {
+        log.step(|| match used.reduced {
+            Some(_) => format!(
+                "shared decode: a concurrent render's larger reduced copy ({}x{})",
+                decoded.source_size.0, decoded.source_size.1
+            ),
+            None => "shared decode: a concurrent render's original".to_owned(),
+        });
+    }
+    log.step(|| {
+        let mut scale = if decoded.shrink > 1 {
+            format!(" at 1/{} (DCT scaling)", decoded.shrink)
+        } else {
+            String::new()
+        };
+        if decoded.precision == Precision::Visible {
+            scale.push_str(" without the last-bit refinement scans");
+        }
+        let which = if animated {
+            format!("the first of {} frames of ", info.frames)
+        } else {
+            String::new()
+        };
+        format!(
+            "decode {which}{} {}x{}{scale} → {}x{}",
+            info.format.name(),
+            decoded.source_size.0,
+            decoded.source_size.1,
+            image.width(),
+            image.height()
+        )
+    });
+    if info.orientation > 1 && used.is_none() {
+        log.step(|| {
+            format!(
+                "orient: EXIF orientation {} → {}x{}",
+                info.orientation,
+                image.width(),
+                image.height()
+            )
+        });
+    }
+}
+
+/// Whether all of an animation's frames at the planned output size fit the frame budget;
+/// over it, only the first frame is served (and `meta/` says so).
+fn within_frame_budget(job: &Job, info: &SourceInfo, shape: &Shape, log: &mut Log) -> bool {
+    let out = shape.plan.output_size(job.recipe);
+    let pixels = u64::from(info.frames) * u64::from(out.width) * u64::from(out.height);
+    let budget = job.limits.max_animation_pixels;
+    if pixels <= budget {
+        return true;
+    }
+    log.step(|| {
+        format!(
+            "animation: {} frames of {}x{} are {pixels} pixels, over the frame budget \
+             of {budget}: only the first frame is served",
+            info.frames, out.width, out.height
+        )
+    });
+    false
 }
 
 /// The `watermark()` and `frame()` overlays, decoded once per render (every frame of an animation uses
@@ -1084,7 +1112,7 @@ fn show_filter(filter: &PixelFilter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imaging::decode::sniff;
+    use crate::imaging::probe::sniff;
     use crate::imaging::recipe::{Dim, Fit, Milli, Rotation, Trim, TrimCorner, Upscale};
 
     fn fixture(name: &str) -> Vec<u8> {
