@@ -166,7 +166,8 @@ pub struct Config {
     #[serde(deserialize_with = "flex")]
     pub transform_concurrency: usize,
     /// Transforms allowed to wait for a CPU slot. When one more arrives, the oldest waiter
-    /// gets 503 and, until the queue drains, the newest are served first (see `cpu.rs`).
+    /// gets 503 and, while requests arrive faster than slots free, the newest are served
+    /// first and stale waiters refused (see `cpu.rs`).
     #[serde(deserialize_with = "flex")]
     pub queue_length: usize,
     /// Whole-request deadline for a transform, in milliseconds (504 beyond).

@@ -8,11 +8,11 @@
 //!   of freed decode buffers; with a fixed set the next job reuses them;
 //! - at most `queue_length` more wait for a slot. Waiters are served oldest first, until
 //!   the queue overflows: then the pool is overloaded, the oldest waiter gets `Overloaded`
-//!   (the edge answers 503 + Retry-After) to make room, and slots go to the newest waiter
-//!   first until the queue has drained; a waiter that has waited longer than the average
-//!   time between two freed slots (one job over the slots) gets `Overloaded` at the next
-//!   arrival or freed slot, whichever comes first, instead of waiting for a slot it would
-//!   no longer get (the newest waiter is still served when a slot frees). Under sustained
+//!   (the edge answers 503 + Retry-After) to make room, and while requests keep arriving
+//!   faster than slots free (moving averages) slots go to the newest waiter first; a
+//!   waiter that has waited longer than the average time between two freed slots (one
+//!   job over the slots) gets `Overloaded` at the next arrival or freed slot, whichever
+//!   comes first, instead of waiting for a slot it would no longer get (the newest waiter is still served when a slot frees). Under sustained
 //!   overload the requests that are served are the fresh ones, so their latency stays near
 //!   the unloaded one, and the ones refused are refused after about the time between two
 //!   freed slots, instead of every request waiting out a full queue (the "adaptive
@@ -169,19 +169,19 @@ struct Inner {
 struct State {
     running: usize,
     waiting: VecDeque<Waiter>,
-    /// The queue overflowed and has not drained since: serve the newest waiter first.
+    /// The queue overflowed, and arrivals have outrun the slots since: serve the newest
+    /// waiter first and refuse stale ones.
     overloaded: bool,
-    /// When a waiter was last refused. The overload ends only with a drain that comes
-    /// `OVERLOAD_HOLD` after it: a queue emptied by refusing stale waiters has not drained.
-    last_shed: Option<Instant>,
+    /// When the last request asked for a slot.
+    last_arrival: Option<Instant>,
+    /// Moving average of the time between two requests asking for a slot, in
+    /// microseconds (weight 1/8). The overload ends only when this is longer than the
+    /// time between two freed slots: refusing stale waiters keeps the queue short, so it
+    /// empties often while arrivals still outrun the slots, and going back to arrival
+    /// order then would let it fill again and refuse its oldest only after a whole
+    /// queue's worth of waiting.
+    arrival_gap_micros: u64,
 }
-
-/// How long after the last refusal a drained queue still counts as overloaded. Refusing
-/// stale waiters keeps the queue short, so it empties often while arrivals still outrun
-/// the slots; going back to first-come-first-served then would let the queue fill again
-/// in arrival order, and its oldest would be refused only after a whole queue's worth of
-/// waiting.
-const OVERLOAD_HOLD: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Waiter {
@@ -246,6 +246,28 @@ impl Inner {
         }
     }
 
+    /// Folds one arrival into the arrival gap's moving average, and ends an overload
+    /// that arrivals no longer sustain (also after a long quiet: the first request of a
+    /// burst hours later finds the pool back in arrival order).
+    fn note_arrival(&self, state: &mut State) {
+        let now = Instant::now();
+        if let Some(last) = state.last_arrival {
+            let gap = u64::try_from(now.duration_since(last).as_micros()).unwrap_or(u64::MAX);
+            let old = state.arrival_gap_micros;
+            state.arrival_gap_micros = old - old / 8 + gap / 8;
+        }
+        state.last_arrival = Some(now);
+        if state.overloaded && !self.arrivals_outrun_slots(state) {
+            state.overloaded = false;
+        }
+    }
+
+    /// Whether requests arrive more often, on average, than slots come free.
+    fn arrivals_outrun_slots(&self, state: &State) -> bool {
+        self.max_overloaded_wait()
+            .is_some_and(|slot_gap| state.arrival_gap_micros < slot_gap.as_micros() as u64)
+    }
+
     /// While overloaded, refuses every waiter that has already waited longer than
     /// `max_overloaded_wait`, except the newest `keep`: served newest first, such a waiter
     /// would not get a slot any more, so it is told now instead of when the queue next
@@ -269,7 +291,6 @@ impl Inner {
             let oldest = state.waiting.pop_front().expect("a front was just seen");
             if oldest.tell.send(Grant::Evicted).is_ok() {
                 self.metrics.shed.inc();
-                state.last_shed = Some(Instant::now());
             }
         }
     }
@@ -289,10 +310,7 @@ impl Inner {
             };
             let Some(waiter) = next else {
                 state.running -= 1;
-                if state
-                    .last_shed
-                    .is_none_or(|at| at.elapsed() > OVERLOAD_HOLD)
-                {
+                if !self.arrivals_outrun_slots(&state) {
                     state.overloaded = false;
                 }
                 break;
@@ -341,6 +359,7 @@ impl CpuPool {
     fn admit(&self) -> Result<Result<Slot, oneshot::Receiver<Grant>>, CpuError> {
         let inner = &self.inner;
         let mut state = inner.lock();
+        inner.note_arrival(&mut state);
         if state.running < inner.concurrency {
             state.running += 1;
             return Ok(Ok(Slot {
@@ -360,7 +379,6 @@ impl CpuPool {
                 // Its receiver may be gone meanwhile; then nobody needs telling.
                 let _ = oldest.tell.send(Grant::Evicted);
                 inner.metrics.shed.inc();
-                state.last_shed = Some(Instant::now());
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -372,7 +390,8 @@ impl CpuPool {
         Ok(Err(rx))
     }
 
-    /// Whether the queue has overflowed and not drained since. Callers use it to put off
+    /// Whether the queue has overflowed and requests still arrive faster than slots free
+    /// (`State::overloaded`). Callers use it to put off
     /// work they would otherwise do before queueing (reading the source), since most
     /// arrivals are refused while it lasts.
     pub fn overloaded(&self) -> bool {
@@ -629,22 +648,23 @@ mod tests {
         assert_eq!((c.await.unwrap(), b.await.unwrap()), (Ok(3), Ok(2)));
         // Newest first while overloaded.
         assert_eq!(*order.lock().unwrap(), [3, 2]);
-        // Drained, but right after a refusal: still overloaded (arrivals may well still
-        // outrun the slots).
+        // Drained, but requests came faster than slots free: still overloaded.
         assert!(p.overloaded());
-        // With no refusal for longer than OVERLOAD_HOLD, the next drain ends it.
-        p.inner.lock().last_shed = Some(Instant::now() - 2 * OVERLOAD_HOLD);
-        occupy(&p).await.free().await;
-        assert!(!p.overloaded(), "the queue drained");
 
-        // Drained: back to arrival order.
+        // Jobs now take a millisecond, and the next request comes after ten quiet seconds:
+        // it finds the pool back in arrival order, and a burst that fits the queue is
+        // served first come, first served, nobody refused.
+        p.inner.job_micros.store(1_000, Ordering::Relaxed);
+        p.inner.lock().last_arrival = Some(Instant::now() - Duration::from_secs(10));
         order.lock().unwrap().clear();
         let busy = occupy(&p).await;
+        assert!(!p.overloaded(), "arrivals no longer outrun the slots");
         let d = queue(&p, 4, &order).await;
         let e = queue(&p, 5, &order).await;
         busy.free().await;
         assert_eq!((d.await.unwrap(), e.await.unwrap()), (Ok(4), Ok(5)));
         assert_eq!(*order.lock().unwrap(), [4, 5]);
+        assert_eq!(p.inner.metrics.shed.get(), 1);
         assert_eq!(p.inner.metrics.queue_depth.get(), 0);
     }
 
@@ -667,7 +687,7 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), [3]);
         assert_eq!(p.inner.metrics.shed.get(), 2);
         eventually_idle(&p).await;
-        // Not overloaded any more: the next job runs.
+        // A slot is free: the next job runs at once.
         assert_eq!(
             p.submit(deadline_after(Duration::from_secs(30)), |_| 4)
                 .await,
@@ -687,7 +707,8 @@ mod tests {
         // Before, such a waiter was told only when the queue next overflowed or a slot came
         // free: at twice the sustainable rate its 503 took a full queue's worth of arrivals.
         let p = pool(1, 3);
-        p.inner.record_job(Duration::from_millis(1));
+        // Jobs take 20 ms; requests come at once, far faster than that.
+        p.inner.record_job(Duration::from_millis(20));
         let order = Arc::new(Mutex::new(Vec::new()));
         let busy = occupy(&p).await;
         let a = queue(&p, 1, &order).await;
@@ -698,8 +719,9 @@ mod tests {
         assert_eq!(a.await.unwrap(), Err(CpuError::Overloaded));
         assert!(p.overloaded());
         // b, c and d have now waited longer than the average job; the slot is still busy
-        // and the queue is not full, yet the next arrival has them refused at once.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // and the queue is not full, yet the next arrival (requests still come faster than
+        // slots free, on average) has them refused at once.
+        tokio::time::sleep(Duration::from_millis(60)).await;
         let e = spawn_job(&p, 5, &order);
         assert_eq!(b.await.unwrap(), Err(CpuError::Overloaded));
         assert_eq!(c.await.unwrap(), Err(CpuError::Overloaded));
@@ -711,7 +733,7 @@ mod tests {
         busy.free().await;
         assert_eq!(e.await.unwrap(), Ok(5));
         assert_eq!(*order.lock().unwrap(), [5]);
-        assert!(p.overloaded(), "refusals a moment ago: still overloaded");
+        assert!(p.overloaded(), "requests still come faster than slots free");
     }
 
     #[tokio::test]

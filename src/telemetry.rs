@@ -218,7 +218,7 @@ impl Metrics {
         );
         registry.register(
             "load_shed",
-            "Transforms refused with 503 because the queue was full",
+            "Transforms refused with 503: the queue overflowed, or a waiter went stale while overloaded",
             shed.clone(),
         );
         registry.register(

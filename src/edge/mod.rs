@@ -410,7 +410,7 @@ async fn run_imaging<T: Send + 'static>(
         cancel: &AtomicBool::new(false),
         reduced,
         share: None,
-        overlays: &[],
+        overlays: &overlays,
     };
     // Admission by memory, from the headers: a bomb is refused (422) here, before it
     // queues; the rest of its memory is reserved once it has a CPU slot, so that waiting

@@ -1,4 +1,4 @@
-//! Decoding of source images (their headers are read by `probe`, re-exported here).
+//! Decoding of source images (their headers are read first, by `probe`).
 //!
 //! Invariants: decoding always yields RGB8 (opaque) or RGBA8, after `probe` has refused
 //! what is too large from the headers alone.
@@ -12,8 +12,8 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use moxcms::{ColorProfile, DataColorSpace, Layout, TransformOptions};
 use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 
-use super::ImagingError;
 use super::probe::{SourceFormat, SourceInfo, jpeg_header};
+use super::{ImagingError, undecodable};
 
 /// How much of a progressive JPEG's coefficient precision a decode keeps. Ordered: a
 /// `Full` decode serves whoever asks for `Visible`.
@@ -183,10 +183,6 @@ fn needs_conversion(profile: &ColorProfile) -> bool {
     let has_luts =
         profile.lut_a_to_b_perceptual.is_some() || profile.lut_a_to_b_colorimetric.is_some();
     has_luts || !srgb_primaries
-}
-
-pub(super) fn undecodable(msg: impl Into<String>) -> ImagingError {
-    ImagingError::Undecodable(msg.into())
 }
 
 /// Any decoder output → RGB8 when opaque, RGBA8 when some pixel is not.

@@ -169,3 +169,8 @@ pub enum ImagingError {
     #[error("encoding failed: {0}")]
     Encode(String),
 }
+
+/// A corrupt or truncated source, saying what was found wrong.
+pub(crate) fn undecodable(msg: impl Into<String>) -> ImagingError {
+    ImagingError::Undecodable(msg.into())
+}

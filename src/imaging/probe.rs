@@ -6,8 +6,7 @@
 
 use image::metadata::Orientation;
 
-use super::ImagingError;
-use super::decode::undecodable;
+use super::{ImagingError, undecodable};
 
 /// A decodable source format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

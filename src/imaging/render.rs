@@ -477,9 +477,31 @@ fn memory_need_of(job: &Job, f: &Front) -> u64 {
     } else {
         0
     };
+    let overlays = job
+        .overlays
+        .iter()
+        .map(|(_, bytes)| overlay_need(bytes))
+        .fold(0, u64::saturating_add);
     pixels
         .saturating_add(scoring)
+        .saturating_add(overlays)
         .saturating_add(source + RENDER_SLACK)
+}
+
+/// An overlay's share of a render's memory (`watermark()`, `frame()`), held for the whole
+/// render: its bytes, its full-size decode, and its upright RGBA copy plus the conversion
+/// to it. An overlay whose header cannot be read fails in `decode_overlays`, holding only
+/// its bytes.
+fn overlay_need(bytes: &[u8]) -> u64 {
+    let len = bytes.len() as u64;
+    match probe(bytes) {
+        Ok(info) => {
+            let pixels = u64::from(info.width).saturating_mul(u64::from(info.height));
+            len.saturating_add(info.decode_bytes(1))
+                .saturating_add(pixels.saturating_mul(8))
+        }
+        Err(_) => len,
+    }
 }
 
 /// Everything before encoding, in named stages: `front` (headers: limits, plan,
@@ -1232,6 +1254,31 @@ mod tests {
             FormatChoice::Explicit(Format::Gif),
         );
         assert!(anim >= 5 * 4000 * 4000 * 4, "{anim}");
+
+        // A watermark's image is decoded whole and kept for the render: it counts too.
+        let mark = fixture("landscape.jpg");
+        let limits = Limits {
+            max_source_pixels: 100_000_000,
+            max_output_side: 8192,
+            max_animation_pixels: 50_000_000,
+        };
+        let with_mark = memory_need(&Job {
+            bytes: &photo,
+            recipe: &sized(Fit::FitIn, 640, 640),
+            output: JPEG,
+            default_quality: Quality::Fixed(80),
+            auto_quality_target: auto_quality::AutoTarget::default(),
+            limits: &limits,
+            cancel: &AtomicBool::new(false),
+            reduced: None,
+            share: None,
+            overlays: &[("mark.jpg".to_owned(), Bytes::from(mark.clone()))],
+        })
+        .unwrap();
+        assert!(
+            with_mark >= full + 640 * 427 * (3 + 4) + mark.len() as u64,
+            "{full} {with_mark}"
+        );
         // As a still (2000 frames are over the animation limit) it is still the screen.
         let still = need(
             &gif_with_screen(4000, 2000),

@@ -64,6 +64,17 @@ async fn a_render_over_the_whole_budget_is_refused_from_the_header_with_422() {
     // crop of it too: the decode is what costs, not the output.
     assert_eq!(s.get("/meta/fit-in/100x100/screen.gif").await.status, 422);
     assert_eq!(s.get("/0x0:1x1/screen.gif").await.status, 422);
+    // As a watermark over a small photo it is decoded whole as well: refused the same way.
+    let marked = s
+        .get("/fit-in/100x100/filters:watermark(screen.gif,0,0,0)/small.jpg")
+        .await;
+    assert_eq!(
+        marked.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&marked.body)
+    );
+    assert_eq!(marked.json()["error"]["code"], "image/over-memory-budget");
 
     // Small images still render beside it, and nothing stays reserved.
     let ok = s.get("/fit-in/100x100/small.jpg").await;
@@ -72,7 +83,7 @@ async fn a_render_over_the_whole_budget_is_refused_from_the_header_with_422() {
     eventually(|| s.app.edge.memory.reserved() == 0).await;
     let metrics = String::from_utf8_lossy(&s.api_get("/metrics").await.body).into_owned();
     assert!(
-        metrics.contains("imgedge_memory_refused_total 3"),
+        metrics.contains("imgedge_memory_refused_total 4"),
         "{metrics}"
     );
     assert!(
