@@ -1180,6 +1180,16 @@ mod tests {
     }
 
     fn need(bytes: &[u8], recipe: &Recipe, output: FormatChoice) -> u64 {
+        need_with(bytes, recipe, output, &[])
+    }
+
+    /// `need`, with `watermark()`/`frame()` images already read.
+    fn need_with(
+        bytes: &[u8],
+        recipe: &Recipe,
+        output: FormatChoice,
+        overlays: &[(String, Bytes)],
+    ) -> u64 {
         let limits = Limits {
             max_source_pixels: 100_000_000,
             max_output_side: 8192,
@@ -1195,7 +1205,7 @@ mod tests {
             cancel: &AtomicBool::new(false),
             reduced: None,
             share: None,
-            overlays: &[],
+            overlays,
         })
         .unwrap()
     }
@@ -1257,24 +1267,12 @@ mod tests {
 
         // A watermark's image is decoded whole and kept for the render: it counts too.
         let mark = fixture("landscape.jpg");
-        let limits = Limits {
-            max_source_pixels: 100_000_000,
-            max_output_side: 8192,
-            max_animation_pixels: 50_000_000,
-        };
-        let with_mark = memory_need(&Job {
-            bytes: &photo,
-            recipe: &sized(Fit::FitIn, 640, 640),
-            output: JPEG,
-            default_quality: Quality::Fixed(80),
-            auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &AtomicBool::new(false),
-            reduced: None,
-            share: None,
-            overlays: &[("mark.jpg".to_owned(), Bytes::from(mark.clone()))],
-        })
-        .unwrap();
+        let with_mark = need_with(
+            &photo,
+            &sized(Fit::FitIn, 640, 640),
+            JPEG,
+            &[("mark.jpg".to_owned(), Bytes::from(mark.clone()))],
+        );
         assert!(
             with_mark >= full + 640 * 427 * (3 + 4) + mark.len() as u64,
             "{full} {with_mark}"
