@@ -11,10 +11,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::api::Api;
-use crate::auth::{JwtVerifier, KeyRing};
 use crate::budget::MemoryBudget;
 use crate::cache::{CacheSizes, Caches};
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, Credentials, StorageKind};
 use crate::cpu::CpuPool;
 use crate::db::{Db, DbError};
 use crate::derivatives::Builder;
@@ -118,9 +117,9 @@ impl App {
             max_output_side: config.max_output_side,
             max_animation_pixels: config.max_animation_pixels,
         };
-        let keys = KeyRing::parse(&config.api_keys).map_err(StartError::Auth)?;
-        let jwt = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
-            .map_err(StartError::Auth)?;
+        let Credentials { keys, jwt } = config
+            .credentials()
+            .map_err(|e| StartError::Auth(e.to_string()))?;
         let decodes = Arc::new(DecodeShare::new(
             metrics.decodes.clone(),
             metrics.decodes_shared.clone(),

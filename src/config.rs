@@ -275,6 +275,27 @@ pub struct Config {
     /// RS256/ES256 public key for bearer tokens: PEM text, or the path of a PEM file.
     /// An RSA key means RS256, an EC P-256 key ES256. Empty disables them.
     pub jwt_public_key: String,
+    /// `api_keys`, `jwt_secret` and `jwt_public_key` parsed (and the PEM file read) once,
+    /// when the configuration is loaded; see [`Config::credentials`].
+    #[serde(skip)]
+    parsed_credentials: Option<ParsedCredentials>,
+}
+
+/// The API keys and the bearer-token verifier, from `api_keys`, `jwt_secret` and
+/// `jwt_public_key`.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub keys: KeyRing,
+    /// `None` when neither a secret nor a public key is configured.
+    pub jwt: Option<JwtVerifier>,
+}
+
+/// Credentials with a digest of the settings they were parsed from, so that a setting
+/// changed after loading (as tests do) is never answered with stale keys.
+#[derive(Debug, Clone)]
+struct ParsedCredentials {
+    from: [u8; 32],
+    credentials: Credentials,
 }
 
 impl Default for Config {
@@ -338,6 +359,7 @@ impl Default for Config {
             api_keys: String::new(),
             jwt_secret: Secret::default(),
             jwt_public_key: String::new(),
+            parsed_credentials: None,
         }
     }
 }
@@ -372,7 +394,14 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
         config.validate()?;
-        Ok(config)
+        let credentials = config.parse_credentials()?;
+        Ok(Config {
+            parsed_credentials: Some(ParsedCredentials {
+                from: config.credential_digest(),
+                credentials,
+            }),
+            ..config
+        })
     }
 
     /// Reads the real process environment. The binary calls this; tests call `load`.
@@ -461,11 +490,41 @@ impl Config {
             }
         }
         parse_derivative_sizes(&self.derivative_sizes).map_err(ConfigError::Invalid)?;
-        KeyRing::parse(&self.api_keys)
-            .map_err(|e| ConfigError::Invalid(format!("api_keys (IMGEDGE_API_KEYS): {e}")))?;
-        JwtVerifier::from_settings(&self.jwt_secret, &self.jwt_public_key)
-            .map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The API keys and the token verifier: those parsed when the configuration was
+    /// loaded, or parsed now when a credential setting was changed since (or the value was
+    /// built without `load`).
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        match &self.parsed_credentials {
+            Some(parsed) if parsed.from == self.credential_digest() => {
+                Ok(parsed.credentials.clone())
+            }
+            _ => self.parse_credentials(),
+        }
+    }
+
+    fn parse_credentials(&self) -> Result<Credentials, ConfigError> {
+        let keys = KeyRing::parse(&self.api_keys)
+            .map_err(|e| ConfigError::Invalid(format!("api_keys (IMGEDGE_API_KEYS): {e}")))?;
+        let jwt = JwtVerifier::from_settings(&self.jwt_secret, &self.jwt_public_key)
+            .map_err(ConfigError::Invalid)?;
+        Ok(Credentials { keys, jwt })
+    }
+
+    fn credential_digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [
+            self.api_keys.as_str(),
+            &self.jwt_secret,
+            self.jwt_public_key.as_str(),
+        ] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.finalize().into()
     }
 
     /// The metadata store URL, defaulting to SQLite inside the data directory.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use imgedge::auth::{JwtVerifier, KeyKind};
+use imgedge::auth::KeyKind;
 use imgedge::config::Config;
 use imgedge::db::Visibility;
 use imgedge::import::{ImportOptions, ImportSource, import};
@@ -310,8 +310,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { sub, ttl, common } => {
             let config = load(&common, Vec::new())?;
-            let verifier = JwtVerifier::from_settings(&config.jwt_secret, &config.jwt_public_key)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let verifier = config.credentials()?.jwt;
             let Some(verifier) = verifier.filter(|v| v.can_mint()) else {
                 anyhow::bail!(
                     "no HS256 secret is configured: set IMGEDGE_JWT_SECRET (at least 32 bytes, \

@@ -175,7 +175,7 @@ where
         Endpoint::PartPut => objects::put_part(api, req).await,
         Endpoint::Playground => Ok(playground::page(api)),
         Endpoint::PlaygroundImages => playground::images(api, req).await,
-        Endpoint::PlaygroundUrl => playground::url(api, req).await,
+        Endpoint::PlaygroundUrl => playground::url(api, req, request_id).await,
     };
     result.unwrap_or_else(|e| e.into_response(request_id))
 }

@@ -76,7 +76,11 @@ pub async fn images<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, Api
 /// printed in its canonical form, as a bare and (when enabled) a signed CDN URL, with the
 /// untransformed and `meta/` URLs and the srcset attributes. A malformed URL answers 400
 /// with the CDN's own error body (`segment`, `reason`), so the page can show it in place.
-pub async fn url<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiError> {
+pub async fn url<B>(
+    api: &Api,
+    req: Request<B>,
+    request_id: &str,
+) -> Result<Response<Body>, ApiError> {
     let mut path = None;
     let mut widths = None;
     for (name, value) in query_pairs(req.uri().query())? {
@@ -94,7 +98,7 @@ pub async fn url<B>(api: &Api, req: Request<B>) -> Result<Response<Body>, ApiErr
     let path = path.ok_or_else(|| invalid("path", "is required"))?;
     let parsed = match url::parse(strip_origin(&path)) {
         Ok(parsed) => parsed,
-        Err(e) => return Ok(EdgeError::Url(e).into_response("playground")),
+        Err(e) => return Ok(EdgeError::Url(e).into_response(request_id)),
     };
     let canonical = url::canonical(&parsed.recipe, false, &parsed.key);
     let cdn = &api.settings.cdn_base_url;
