@@ -39,8 +39,18 @@ pub enum EdgeError {
     OutputTooLarge { width: u32, height: u32, limit: u32 },
     #[error("source image is {size} bytes, over the limit of {limit}")]
     SourceTooLarge { size: u64, limit: u64 },
-    #[error("{0}")]
-    Imaging(ImagingError),
+    /// Not JPEG, PNG, WebP, GIF, TIFF or BMP (sniffed from the bytes).
+    #[error("unsupported source format (expected JPEG, PNG, WebP, GIF, TIFF or BMP)")]
+    UnsupportedFormat,
+    /// The header declares more pixels than allowed; nothing was decoded.
+    #[error("source is {width}x{height}, more than the limit of {limit} pixels")]
+    TooManyPixels { width: u32, height: u32, limit: u64 },
+    /// Corrupt or truncated source.
+    #[error("source image cannot be decoded: {0}")]
+    Undecodable(String),
+    /// An encoder failed: our fault.
+    #[error("encoding failed: {0}")]
+    Encode(String),
     #[error(
         "rendering this image needs about {} MiB of memory, more than the server's budget of {} MiB (memory_budget_bytes)",
         need.div_ceil(1 << 20),
@@ -75,7 +85,18 @@ impl From<ImagingError> for EdgeError {
                 limit,
             },
             ImagingError::Cancelled => EdgeError::Deadline,
-            other => EdgeError::Imaging(other),
+            ImagingError::UnsupportedFormat => EdgeError::UnsupportedFormat,
+            ImagingError::TooManyPixels {
+                width,
+                height,
+                limit,
+            } => EdgeError::TooManyPixels {
+                width,
+                height,
+                limit,
+            },
+            ImagingError::Undecodable(why) => EdgeError::Undecodable(why),
+            ImagingError::Encode(why) => EdgeError::Encode(why),
         }
     }
 }
@@ -127,22 +148,16 @@ impl EdgeError {
             EdgeError::SignatureRequired | EdgeError::BadSignature => StatusCode::FORBIDDEN,
             EdgeError::NotFound | EdgeError::KeyNotServed { .. } => StatusCode::NOT_FOUND,
             EdgeError::SourceTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::OverMemoryBudget { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            EdgeError::Imaging(e) => match e {
-                ImagingError::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ImagingError::TooManyPixels { .. } | ImagingError::Undecodable(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                ImagingError::OutputTooLarge { .. } => StatusCode::BAD_REQUEST,
-                ImagingError::Cancelled => StatusCode::GATEWAY_TIMEOUT,
-                ImagingError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            EdgeError::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            EdgeError::OverMemoryBudget { .. }
+            | EdgeError::TooManyPixels { .. }
+            | EdgeError::Undecodable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EdgeError::Overloaded | EdgeError::MetadataUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             EdgeError::StorageTimeout | EdgeError::Deadline => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Storage(_) => StatusCode::BAD_GATEWAY,
-            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EdgeError::Encode(_) | EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -157,14 +172,10 @@ impl EdgeError {
             EdgeError::OutputTooLarge { .. } => "image/output-too-large",
             EdgeError::SourceTooLarge { .. } => "image/source-too-large",
             EdgeError::OverMemoryBudget { .. } => "image/over-memory-budget",
-            EdgeError::Imaging(e) => match e {
-                ImagingError::UnsupportedFormat => "image/unsupported-format",
-                ImagingError::TooManyPixels { .. } => "image/too-many-pixels",
-                ImagingError::Undecodable(_) => "image/undecodable",
-                ImagingError::OutputTooLarge { .. } => "image/output-too-large",
-                ImagingError::Cancelled => "image/deadline",
-                ImagingError::Encode(_) => "internal",
-            },
+            EdgeError::UnsupportedFormat => "image/unsupported-format",
+            EdgeError::TooManyPixels { .. } => "image/too-many-pixels",
+            EdgeError::Undecodable(_) => "image/undecodable",
+            EdgeError::Encode(_) => "internal",
             EdgeError::Overloaded => "server/overloaded",
             EdgeError::StorageTimeout => "storage/timeout",
             EdgeError::Storage(_) => "storage/failed",
@@ -228,19 +239,26 @@ mod tests {
             (EdgeError::BadSignature, 403),
             (EdgeError::NotFound, 404),
             (EdgeError::SourceTooLarge { size: 2, limit: 1 }, 413),
-            (EdgeError::Imaging(ImagingError::UnsupportedFormat), 415),
+            (EdgeError::from(ImagingError::UnsupportedFormat), 415),
             (
-                EdgeError::Imaging(ImagingError::TooManyPixels {
+                EdgeError::from(ImagingError::TooManyPixels {
                     width: 1,
                     height: 1,
                     limit: 0,
                 }),
                 422,
             ),
+            (EdgeError::from(ImagingError::Undecodable("x".into())), 422),
             (
-                EdgeError::Imaging(ImagingError::Undecodable("x".into())),
-                422,
+                EdgeError::from(ImagingError::OutputTooLarge {
+                    width: 9000,
+                    height: 1,
+                    limit: 8192,
+                }),
+                400,
             ),
+            (EdgeError::from(ImagingError::Cancelled), 504),
+            (EdgeError::from(ImagingError::Encode("x".into())), 500),
             (
                 EdgeError::from(BudgetError::TooLarge {
                     need: 300 << 20,
