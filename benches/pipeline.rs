@@ -7,13 +7,16 @@
 //!   our `resize` (which picks the filter by factor);
 //! - `encode`: an 800x533 photo per output format;
 //! - `render`: the full pipeline per workload (W1–W5 of issue 5, every file), from the
-//!   original, and W1/W2 from the reduced copies the derivative builder makes.
+//!   original, and W1/W2 from the reduced copies the derivative builder makes;
+//! - `auto`: what `quality(auto)` adds to the encode of a W1/W2 (JPEG) and W3 (WebP) output:
+//!   the fixed-quality encode against the search plus its final encode.
 //!
 //! Run: `cargo bench --bench pipeline` (add `-- render/w1` to run only matching ones).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -158,16 +161,10 @@ fn encoding(c: &mut Criterion) {
     group.finish();
 }
 
-fn job<'a>(
-    bytes: &'a [u8],
-    recipe: &'a imaging::Recipe,
-    reduced: Option<Original>,
-    limits: &'a Limits,
-    cancel: &'a AtomicBool,
-) -> Job<'a> {
+fn job(bytes: &[u8], recipe: &imaging::Recipe, reduced: Option<Original>, limits: &Limits) -> Job {
     Job {
-        bytes,
-        recipe,
+        bytes: Bytes::copy_from_slice(bytes),
+        recipe: recipe.clone(),
         // As the edge picks it for a client that sends no Accept.
         output: negotiate(
             recipe,
@@ -180,11 +177,9 @@ fn job<'a>(
         .choice,
         default_quality: imgedge::imaging::Quality::Fixed(80),
         auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
-        limits,
-        cancel,
+        limits: limits.clone(),
         reduced,
-        share: None,
-        overlays: &[],
+        overlays: Vec::new(),
     }
 }
 
@@ -211,8 +206,9 @@ fn render(c: &mut Criterion) {
         let recipe = url::parse(path).expect("benchmark URLs parse").recipe;
         for file in files {
             let Some(bytes) = read(file) else { continue };
+            let from_original = job(&bytes, &recipe, None, &limits);
             group.bench_function(BenchmarkId::new(name, file), |b| {
-                b.iter(|| imaging::render(&job(&bytes, &recipe, None, &limits, &cancel)).unwrap())
+                b.iter(|| imaging::render(&from_original).unwrap())
             });
             if name != "w1" && name != "w2" {
                 continue;
@@ -227,13 +223,55 @@ fn render(c: &mut Criterion) {
             let copy = &levels.iter().find(|l| l.size == level).unwrap().bytes;
             let reduced = Some(pyramid.original());
             let id = format!("{name}_from_d{}", Pyramid::long_edge(level));
+            let from_copy = job(copy, &recipe, reduced, &limits);
             group.bench_function(BenchmarkId::new(id, file), |b| {
-                b.iter(|| imaging::render(&job(copy, &recipe, reduced, &limits, &cancel)).unwrap())
+                b.iter(|| imaging::render(&from_copy).unwrap())
             });
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, parse, decoding, resizing, encoding, render);
+fn auto(c: &mut Criterion) {
+    use imgedge::imaging::auto_quality::{AutoTarget, choose};
+    let targets: [(&str, &[&str], u32, u32, Format); 3] = [
+        ("w1", &LARGE[..2], 300, 200, Format::Jpeg),
+        ("w2", &LARGE[..2], 800, 0, Format::Jpeg),
+        ("w3", &MEDIUM[..2], 400, 300, Format::Webp),
+    ];
+    let aim = AutoTarget::default();
+    let mut group = c.benchmark_group("auto");
+    group.sample_size(10);
+    for (name, files, w, h, format) in targets {
+        for file in files {
+            let Some(bytes) = read(file) else { continue };
+            let info = probe(&bytes).unwrap();
+            let src = decode(&bytes, &info, 1, Precision::Full, MAX_ALLOC)
+                .unwrap()
+                .image;
+            // The output size of `fit-in/WxH` (H 0: by width only).
+            let (sw, sh) = (src.width() as f64, src.height() as f64);
+            let scale = match h {
+                0 => w as f64 / sw,
+                _ => (w as f64 / sw).min(h as f64 / sh),
+            };
+            let size = Size::new((sw * scale).round() as u32, (sh * scale).round() as u32);
+            let image = resize(&src, CropBox::whole(&src), size).unwrap();
+            group.bench_function(BenchmarkId::new(format!("{name}_fixed"), file), |b| {
+                b.iter(|| encode(&image, format, 80).unwrap())
+            });
+            group.bench_function(BenchmarkId::new(format!("{name}_auto"), file), |b| {
+                b.iter(|| {
+                    let chosen = choose(&image, format, aim.for_format(format), None)
+                        .unwrap()
+                        .unwrap();
+                    encode(&image, format, chosen.quality).unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, decoding, resizing, encoding, render, auto);
 criterion_main!(benches);

@@ -1,8 +1,8 @@
 //! Admission by memory: every render and every derivative build reserves its estimated
-//! peak (`imaging::memory_need`, `imaging::pyramid_memory_need`, read from the headers)
+//! peak (`imaging::Preflight::memory_need`, `imaging::pyramid_memory_need`, read from the headers)
 //! from one process-wide budget before it may run, and gives it back when it really ends.
 //! A render reserves its source's size before reading it and the rest once it holds a CPU
-//! slot (`edge::run_imaging`), so renders waiting in the CPU queue hold only their sources.
+//! slot (`edge::run_job`), so renders waiting in the CPU queue hold only their sources.
 //!
 //! Invariants:
 //! - the reservations held never add up to more than the budget, so the pixel buffers of

@@ -71,7 +71,7 @@ where
     check_object(api, &grant, &reg.key, reg.size).await?;
     let (width, height) = match reg.dimensions {
         Some((w, h)) => (Some(w), Some(h)),
-        None => probe_dimensions(api, &reg.key, &reg.mime_type).await,
+        None => probe_dimensions(api, &reg.key, &reg.mime_type, reg.size).await,
     };
     let key = reg.key;
     let new = NewFile {
@@ -234,21 +234,34 @@ async fn check_object(
     Ok(())
 }
 
-/// Width and height from the image header, when the object is an image we can read.
-async fn probe_dimensions(api: &Api, key: &ObjectKey, mime: &str) -> (Option<u32>, Option<u32>) {
+/// How much of an object registration reads to find its size: the headers of nearly every
+/// image, without reading the pixels.
+const HEADER_PREFIX: u64 = 64 << 10;
+
+/// Upright width and height from the image header, when the object of `size` bytes is an
+/// image we can read. Reads the first `HEADER_PREFIX` bytes, and the whole object (up to
+/// the source limit) only when the header runs past them.
+async fn probe_dimensions(
+    api: &Api,
+    key: &ObjectKey,
+    mime: &str,
+    size: u64,
+) -> (Option<u32>, Option<u32>) {
     if !mime.starts_with("image/") {
         return (None, None);
     }
-    let Ok(bytes) = api.storage.get(key, api.settings.max_source_bytes).await else {
+    let Ok(prefix) = api.storage.get_prefix(key, HEADER_PREFIX).await else {
         return (None, None);
     };
-    match imaging::probe(&bytes) {
-        Ok(info) => {
-            let (w, h) = info.oriented_size();
-            (Some(w), Some(h))
-        }
-        Err(_) => (None, None),
-    }
+    let found = match imaging::oriented_size_from_prefix(&prefix, size) {
+        Ok(Some(upright)) => Some(upright),
+        Ok(None) => match api.storage.get(key, api.settings.max_source_bytes).await {
+            Ok(bytes) => imaging::probe(&bytes).ok().map(|i| i.oriented_size()),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    found.map_or((None, None), |(w, h)| (Some(w), Some(h)))
 }
 
 /// The file's `bucket` label: the app's own grouping, any valid name; absent, the

@@ -2,8 +2,9 @@
 //!
 //! `handle` is the data path, readable top to bottom:
 //! parse URL → check signature → check limits → visibility (per request, cache hits
-//! included) → negotiate format → variant cache (coalesced) → on miss: fetch original
-//! (originals cache) → render on the CPU pool → respond.
+//! included) → negotiate format → variant cache (coalesced) → on miss: `load` (the source
+//! and overlays, through the originals cache) → `run_job` (one job, one preflight of its
+//! headers, admission, then render and ETag hash on the CPU pool) → respond.
 
 pub mod access;
 mod context;
@@ -14,7 +15,6 @@ pub mod srcset;
 pub mod url;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use crate::cache::Variant;
 use crate::db::{EdgeFacts, Visibility};
 use crate::error::EdgeError;
 use crate::http_body::{Body, empty, full};
-use crate::imaging::{self, FormatChoice, Job, Original, Pyramid};
+use crate::imaging::{self, FormatChoice, Job, Original, Preflight, Pyramid, Run};
 use crate::key::ObjectKey;
 pub use context::{Edge, Settings};
 use url::ParsedUrl;
@@ -327,8 +327,12 @@ async fn copy_missing(edge: &Edge, key: &ObjectKey, pyramid: &Pyramid) {
 
 /// Renders and hashes the output for its ETag, both on the CPU pool (hashing a large
 /// output is CPU work too, kept off the async runtime).
-fn render_tagged(job: &Job) -> Result<(imaging::Encoded, String), imaging::ImagingError> {
-    let encoded = imaging::render(job)?;
+fn render_tagged(
+    job: &Job,
+    preflight: &Preflight,
+    run: Run,
+) -> Result<(imaging::Encoded, String), imaging::ImagingError> {
+    let encoded = imaging::render_planned(job, preflight, run)?;
     let digest = Sha256::digest(&encoded.bytes);
     let etag = format!("\"{}\"", hex::encode(&digest[..16]));
     Ok((encoded, etag))
@@ -341,7 +345,9 @@ async fn render_variant(
     choice: FormatChoice,
     deadline: Instant,
 ) -> Result<Arc<Variant>, EdgeError> {
-    let (encoded, etag) = run_imaging(edge, parsed, facts, choice, deadline, render_tagged).await?;
+    let loaded = load(edge, parsed, facts, deadline).await?;
+    let (encoded, etag) =
+        run_job(edge, parsed, facts, choice, deadline, loaded, render_tagged).await?;
     let m = &edge.metrics;
     m.renders.inc();
     m.observe_stage("decode", encoded.timings.decode);
@@ -364,16 +370,26 @@ async fn render_variant(
 /// connections and source bytes until the deadline.
 const MEMORY_WAIT: Duration = Duration::from_secs(3);
 
-/// Fetches the source (original or reduced copy) and runs `work` (render or describe) on
-/// it on the CPU pool, sharing the decode with concurrent renders of the same bytes.
-async fn run_imaging<T: Send + 'static>(
+/// What a render reads from storage, and what it holds while reading: the bytes to render
+/// from (a reduced copy or the original) with their rank in the decode share, the overlays,
+/// the source's memory, and the CPU slot taken first while the pool is overloaded.
+struct Loaded {
+    rank: u32,
+    bytes: Bytes,
+    reduced: Option<Original>,
+    overlays: Vec<(String, Bytes)>,
+    memory: crate::budget::Reservation,
+    early: Option<crate::cpu::Reservation>,
+}
+
+/// The storage stage of a miss: reserves memory for the source, then reads it and the
+/// overlays (through the originals cache).
+async fn load(
     edge: &Edge,
     parsed: &ParsedUrl,
     facts: &EdgeFacts,
-    choice: FormatChoice,
     deadline: Instant,
-    work: fn(&Job) -> Result<T, imaging::ImagingError>,
-) -> Result<T, EdgeError> {
+) -> Result<Loaded, EdgeError> {
     // While the pool is overloaded most arrivals are refused, and reading their sources
     // first cost the served ones CPU (copies and page faults: ~2.7 ms per arrival on the
     // W1 overload test); then take a slot before reading. Otherwise read first, so a slot
@@ -384,7 +400,7 @@ async fn run_imaging<T: Send + 'static>(
         None
     };
     // Memory for the source before it is read (its registered size; a reduced copy is
-    // smaller), then for the whole render once it may run.
+    // smaller); the rest of the render's is reserved once it may run.
     let memory = edge
         .memory
         .reserve_source(
@@ -394,35 +410,60 @@ async fn run_imaging<T: Send + 'static>(
         .await?;
     let (rank, bytes, reduced) = fetch_source(edge, parsed, facts).await?;
     let overlays = fetch_overlays(edge, parsed).await?;
-    let recipe = parsed.recipe.clone();
-    let limits = edge.imaging_limits.clone();
-    let default_quality = edge.settings.default_quality;
-    let auto_quality_target = edge.settings.auto_quality_target;
-    // Join before queueing for a CPU slot, so that every member of a burst is known by
-    // the time the first one decodes. Header-only; a bad header fails in `work` instead.
-    let probe = Job {
-        bytes: &bytes,
-        recipe: &recipe,
-        output: choice,
-        default_quality,
-        auto_quality_target,
-        limits: &limits,
-        cancel: &AtomicBool::new(false),
+    Ok(Loaded {
+        rank,
+        bytes,
         reduced,
-        share: None,
-        overlays: &overlays,
+        overlays,
+        memory,
+        early,
+    })
+}
+
+/// The CPU stage of a miss: one job, checked once from its headers (`imaging::preflight`),
+/// admitted by memory, joined to the decode share, then run by `work` (render or describe)
+/// on the CPU pool.
+async fn run_job<T: Send + 'static>(
+    edge: &Edge,
+    parsed: &ParsedUrl,
+    facts: &EdgeFacts,
+    choice: FormatChoice,
+    deadline: Instant,
+    loaded: Loaded,
+    work: fn(&Job, &Preflight, Run) -> Result<T, imaging::ImagingError>,
+) -> Result<T, EdgeError> {
+    let Loaded {
+        rank,
+        bytes,
+        reduced,
+        overlays,
+        memory,
+        early,
+    } = loaded;
+    let job = Job {
+        bytes,
+        recipe: parsed.recipe.clone(),
+        output: choice,
+        default_quality: edge.settings.default_quality,
+        auto_quality_target: edge.settings.auto_quality_target,
+        limits: edge.imaging_limits.clone(),
+        reduced,
+        overlays,
     };
-    // Admission by memory, from the headers: a bomb is refused (422) here, before it
-    // queues; the rest of its memory is reserved once it has a CPU slot, so that waiting
-    // renders hold only their source bytes and the CPU queue's shedding order decides who
-    // waits (reserving first made the memory wait a second queue: W1 overload accepted
-    // p99 went from 1x to 22x the unloaded one). A header that cannot be read fails in
-    // `work` instead, with its own error, reserving only the bytes it has.
-    let (need, decode) = imaging::needs(&probe).unwrap_or((3 * bytes.len() as u64, None));
+    // Headers only, on this thread (no pixel is decoded): a bomb or an oversized output
+    // is refused here, before it queues for a CPU slot.
+    let preflight = imaging::preflight(&job)?;
+    // Admission by memory, from the headers. The rest of the memory is reserved once the
+    // job has a CPU slot, so that waiting renders hold only their source bytes and the CPU
+    // queue's shedding order decides who waits (reserving first made the memory wait a
+    // second queue: W1 overload accepted p99 went from 1x to 22x the unloaded one).
+    let need = preflight.memory_need(&job);
     edge.memory.check(need)?;
-    let ticket = decode.map(|need| {
+    // Join before queueing for a CPU slot, so that every member of a burst is known by
+    // the time the first one decodes.
+    let ticket = preflight.decode_need().map(|need| {
         let source = imaging::Source {
-            bytes: bytes.clone(),
+            bytes: job.bytes.clone(),
             reduced,
             rank,
             need: need.scale,
@@ -442,19 +483,12 @@ async fn run_imaging<T: Send + 'static>(
         .await?;
     let result = reservation
         .run(deadline, move |cancel| {
-            let out = work(&Job {
-                bytes: &bytes,
-                recipe: &recipe,
-                output: choice,
-                default_quality,
-                auto_quality_target,
-                limits: &limits,
-                cancel,
-                reduced,
+            let run = Run {
+                cancel: Some(cancel),
                 share: ticket.as_ref(),
-                overlays: &overlays,
-            });
-            drop((bytes, ticket, overlays));
+            };
+            let out = work(&job, &preflight, run);
+            drop((job, ticket));
             // The reservation is held until the job really ends, also when its caller has
             // gone; a large job's buffers are handed back first (`budget::settle`).
             crate::budget::settle(memory);
@@ -476,7 +510,9 @@ async fn describe(
     deadline: Instant,
     hinted: &hints::Resolved,
 ) -> Result<Response<Body>, EdgeError> {
-    let mut doc = run_imaging(edge, parsed, facts, choice, deadline, imaging::describe).await?;
+    let loaded = load(edge, parsed, facts, deadline).await?;
+    let work = imaging::describe_planned;
+    let mut doc = run_job(edge, parsed, facts, choice, deadline, loaded, work).await?;
     doc["key"] = serde_json::json!(parsed.key.as_str());
     doc["canonical"] = serde_json::json!(url::canonical(&parsed.recipe, false, &parsed.key));
     // The ratio `dpr()` applied and the client hints it read (sizes above are after it).

@@ -122,7 +122,7 @@ pub fn choose(
     image: &DynamicImage,
     format: Format,
     target: f64,
-    cancel: &AtomicBool,
+    cancel: Option<&AtomicBool>,
 ) -> Result<Option<Chosen>, ImagingError> {
     match format {
         Format::Png | Format::Gif => return Ok(None),
@@ -143,7 +143,7 @@ pub fn choose(
     let mut tried: Vec<(u8, f64)> = Vec::with_capacity(TRIES);
     let mut quality = FIRST;
     while tried.len() < TRIES {
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(ImagingError::Cancelled);
         }
         let bytes = encode::encode(&sample, format, quality)?;
@@ -315,11 +315,10 @@ mod tests {
 
     #[test]
     fn auto_reaches_the_target_at_a_lower_quality_for_an_easier_target() {
-        let never = AtomicBool::new(false);
         let image = photo();
         for format in [Format::Jpeg, Format::Webp] {
-            let strict = choose(&image, format, 80.0, &never).unwrap().unwrap();
-            let loose = choose(&image, format, 65.0, &never).unwrap().unwrap();
+            let strict = choose(&image, format, 80.0, None).unwrap().unwrap();
+            let loose = choose(&image, format, 65.0, None).unwrap().unwrap();
             for (chosen, target) in [(strict, 80.0), (loose, 65.0)] {
                 assert!(chosen.tries <= TRIES, "{format:?} {chosen:?}");
                 assert!(chosen.score.unwrap() >= target, "{format:?} {chosen:?}");
@@ -337,18 +336,17 @@ mod tests {
 
     #[test]
     fn auto_is_deterministic_and_skips_what_it_cannot_measure() {
-        let never = AtomicBool::new(false);
         let image = photo();
-        let first = choose(&image, Format::Jpeg, DEFAULT_TARGET, &never).unwrap();
+        let first = choose(&image, Format::Jpeg, DEFAULT_TARGET, None).unwrap();
         for _ in 0..3 {
             assert_eq!(
-                choose(&image, Format::Jpeg, DEFAULT_TARGET, &never).unwrap(),
+                choose(&image, Format::Jpeg, DEFAULT_TARGET, None).unwrap(),
                 first
             );
         }
-        assert_eq!(choose(&image, Format::Png, 70.0, &never).unwrap(), None);
+        assert_eq!(choose(&image, Format::Png, 70.0, None).unwrap(), None);
         assert_eq!(
-            choose(&image, Format::Avif, 70.0, &never).unwrap(),
+            choose(&image, Format::Avif, 70.0, None).unwrap(),
             Some(Chosen {
                 quality: AVIF_FALLBACK,
                 score: None,
@@ -357,7 +355,7 @@ mod tests {
         );
         let cancelled = AtomicBool::new(true);
         assert!(matches!(
-            choose(&image, Format::Jpeg, 70.0, &cancelled),
+            choose(&image, Format::Jpeg, 70.0, Some(&cancelled)),
             Err(ImagingError::Cancelled)
         ));
     }

@@ -596,6 +596,67 @@ mod tests {
     }
 
     #[test]
+    fn the_upright_size_from_a_prefix_only_when_the_prefix_is_enough() {
+        use crate::imaging::probe::oriented_size_from_prefix as from_prefix;
+        let riff = |kind: &[u8], data: &[u8]| {
+            let mut c = kind.to_vec();
+            c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            c.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                c.push(0);
+            }
+            c
+        };
+        // An extended 30x20 WebP whose EXIF chunk (orientation 8: upright it is 20x30) comes
+        // after 100 KiB of image data, as encoders write it.
+        let webp = |flags: u8, exif: bool| {
+            let mut body = b"WEBP".to_vec();
+            body.extend(riff(b"VP8X", &[flags, 0, 0, 0, 29, 0, 0, 19, 0, 0]));
+            let mut pixels = vec![0x2F, 0, 0, 0, 0];
+            pixels.resize(100 << 10, 0);
+            body.extend(riff(b"VP8L", &pixels));
+            if exif {
+                let mut exif = b"Exif\0\0".to_vec();
+                exif.extend(exif_orientation(8));
+                body.extend(riff(b"EXIF", &exif));
+            }
+            let mut file = b"RIFF".to_vec();
+            file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            file.extend(body);
+            file
+        };
+        let prefix = 64 << 10;
+        let rotated = webp(0x08, true);
+        let total = rotated.len() as u64;
+        assert_eq!(
+            from_prefix(&rotated[..prefix], total),
+            Ok(None),
+            "EXIF comes later"
+        );
+        assert_eq!(from_prefix(&rotated, total), Ok(Some((20, 30))));
+        let plain = webp(0, false);
+        let total = plain.len() as u64;
+        assert_eq!(from_prefix(&plain[..prefix], total), Ok(Some((30, 20))));
+
+        // A JPEG is read up to its first scan: the EXIF orientation comes before it.
+        let jpeg = fixture("exif_rotated.jpg");
+        let upright = probe(&jpeg).unwrap().oriented_size();
+        let cut = &jpeg[..jpeg.len() - 200];
+        assert_eq!(from_prefix(cut, jpeg.len() as u64), Ok(Some(upright)));
+        // Unless a large segment (here a 60 KiB comment) runs past the prefix.
+        let mut padded = jpeg[..2].to_vec();
+        padded.extend_from_slice(&[0xFF, 0xFE, 0xF0, 0x02]);
+        padded.resize(padded.len() + 0xF000, b' ');
+        padded.extend_from_slice(&jpeg[2..]);
+        let total = padded.len() as u64;
+        assert_eq!(from_prefix(&padded[..4096], total), Ok(None));
+        assert_eq!(from_prefix(&padded, total), Ok(Some(upright)));
+
+        let text = fixture("not_an_image.txt");
+        assert!(from_prefix(&text, text.len() as u64).is_err());
+    }
+
+    #[test]
     fn cmyk_patches_come_out_red_and_blue() {
         let bytes = fixture("cmyk.jpg");
         let decoded = decode(&bytes, &probe(&bytes).unwrap(), 1, Precision::Full, 1 << 24).unwrap();

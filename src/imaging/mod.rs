@@ -48,12 +48,14 @@ use std::time::Duration;
 
 pub use decode::Precision;
 pub use geometry::Size;
-pub use probe::{SourceFormat, SourceInfo, probe};
+pub use probe::{SourceFormat, SourceInfo, oriented_size_from_prefix, probe};
 pub use pyramid::{
     Level, Original, Pyramid, build as build_pyramid, memory_need as pyramid_memory_need,
 };
 pub use recipe::*;
-pub use render::{DecodeNeed, Job, decode_need, describe, memory_need, needs, render};
+pub use render::{
+    DecodeNeed, Job, Preflight, Run, describe, describe_planned, preflight, render, render_planned,
+};
 pub use resize::forget_scratch;
 pub use share::{DecodeShare, Source, Ticket};
 

@@ -179,6 +179,34 @@ pub fn probe(bytes: &[u8]) -> Result<SourceInfo, ImagingError> {
     Ok(info)
 }
 
+/// The upright size of a file of `total` bytes from its first bytes alone, for callers that
+/// want only that (registration): `Ok(Some(..))` when `prefix` certainly holds everything
+/// [`probe`] reads for it, `Ok(None)` when more of the file is needed (JPEG segments or a
+/// TIFF directory that run past the prefix, or an extended WebP that announces EXIF, and
+/// with it the orientation, after the pixels), `Err` when the file is no image we read.
+pub fn oriented_size_from_prefix(
+    prefix: &[u8],
+    total: u64,
+) -> Result<Option<(u32, u32)>, ImagingError> {
+    let whole = prefix.len() as u64 >= total;
+    let info = match probe(prefix) {
+        Ok(info) => info,
+        Err(e) if whole => return Err(e),
+        Err(ImagingError::UnsupportedFormat) if prefix.len() >= 16 => {
+            return Err(ImagingError::UnsupportedFormat);
+        }
+        Err(_) => return Ok(None),
+    };
+    // VP8X flags: 0x08 says an EXIF chunk follows, usually after the image data.
+    let exif_announced = info.format == SourceFormat::Webp
+        && prefix.get(12..16) == Some(b"VP8X")
+        && prefix.get(20).is_some_and(|flags| flags & 0x08 != 0);
+    if !whole && exif_announced && info.orientation == 1 {
+        return Ok(None);
+    }
+    Ok(Some(info.oriented_size()))
+}
+
 /// What the JPEG marker segments before the first scan say.
 #[derive(Debug, Default)]
 pub(super) struct JpegHeader {

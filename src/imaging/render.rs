@@ -1,5 +1,6 @@
 //! The pipeline, top to bottom, in named stages:
-//! - `front`: probe → pixel limit → plan (for shrink-on-load) → animate or not;
+//! - `preflight` (once per job, before the CPU queue): probe → pixel limit → output format →
+//!   plan (for shrink-on-load) → animate or not → memory and decode needs;
 //! - decode (`decode_still`, or an animation's first frame) → orient;
 //! - `place`: trim → manual crop → plan → focal/smart placement;
 //! - `transform`: resize → ICC → flips → fill → background → pixel filters → flatten;
@@ -33,28 +34,35 @@ use super::{
     Encoded, FormatChoice, ImagingError, Limits, StageTimings, animation, encode, filters, smart,
 };
 
-/// One render request. Everything is borrowed: the caller owns the bytes and the recipe.
-#[derive(Debug)]
-pub struct Job<'a> {
+/// One render request, owned so that it can move to the CPU pool as it is: built once by
+/// the caller, checked once by [`preflight`], run once by [`render_planned`].
+#[derive(Debug, Clone)]
+pub struct Job {
     /// The source file.
-    pub bytes: &'a [u8],
-    pub recipe: &'a Recipe,
+    pub bytes: Bytes,
+    pub recipe: Recipe,
     pub output: FormatChoice,
     /// Used when the recipe has no `quality(...)`.
     pub default_quality: Quality,
     /// The SSIMULACRA2 scores `quality(auto)` aims for.
     pub auto_quality_target: AutoTarget,
-    pub limits: &'a Limits,
-    /// Set by the caller when the deadline passes or the client goes away.
-    pub cancel: &'a AtomicBool,
+    pub limits: Limits,
     /// Set when `bytes` are a reduced copy of the original (a pyramid level): planning,
     /// crops and format negotiation then follow the original, as if the copy were a
     /// shrink-on-load decode of it.
     pub reduced: Option<Original>,
+    /// The files `watermark()` and `frame()` filters name, as `(key, bytes)`, read by the
+    /// caller.
+    pub overlays: Vec<(String, Bytes)>,
+}
+
+/// How one run of a job goes: when to stop, and with whom it shares its decode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Run<'a> {
+    /// Set by the caller when the deadline passes or the client goes away.
+    pub cancel: Option<&'a AtomicBool>,
     /// Shares the decode with concurrent renders of the same bytes.
     pub share: Option<&'a Ticket>,
-    /// The files `watermark()` filters name, as `(key, bytes)`, read by the caller.
-    pub overlays: &'a [(String, Bytes)],
 }
 
 /// What decode a render needs.
@@ -66,25 +74,40 @@ pub struct DecodeNeed {
     pub precision: Precision,
 }
 
-/// How large and how precise a decode `render` needs for `job`; `None` for an animation,
-/// whose frames are decoded one by one and never shared. Reads headers only; the caller
-/// uses it to join a `DecodeShare`.
-pub fn decode_need(job: &Job) -> Result<Option<DecodeNeed>, ImagingError> {
-    guarded(|| front(job).map(|f| decode_need_of(&f)))
+/// What a job's headers say, read once before anything is decoded (see [`preflight`]): the
+/// caller asks it for the memory and the decode to reserve, then hands it to
+/// [`render_planned`] or [`describe_planned`] with the same job.
+#[derive(Debug, Clone, Copy)]
+pub struct Preflight {
+    info: SourceInfo,
+    format: Format,
+    /// The original's upright size (also when decoding a reduced copy).
+    full: Size,
+    shrink: u32,
+    precision: Precision,
+    /// Decode and encode every frame (the frame budget is checked once the output size is
+    /// known).
+    animate: bool,
+    /// The geometry, when it is known before decoding (not for `trim`, whose base size
+    /// needs pixels).
+    plan: Option<geometry::Plan>,
 }
 
-fn decode_need_of(f: &Front) -> Option<DecodeNeed> {
-    let (w, h) = f.info.oriented_size();
-    (!f.animate).then(|| DecodeNeed {
-        scale: scale_of((w, h), f.shrink, f.full),
-        precision: f.precision,
-    })
-}
+impl Preflight {
+    /// How large and how precise a decode the job needs; `None` for an animation, whose
+    /// frames are decoded one by one and never shared. Used to join a `DecodeShare`.
+    pub fn decode_need(&self) -> Option<DecodeNeed> {
+        let (w, h) = self.info.oriented_size();
+        (!self.animate).then(|| DecodeNeed {
+            scale: scale_of((w, h), self.shrink, self.full),
+            precision: self.precision,
+        })
+    }
 
-/// [`memory_need`] and [`decode_need`] from one reading of the headers (what the edge
-/// asks before queueing a render).
-pub fn needs(job: &Job) -> Result<(u64, Option<DecodeNeed>), ImagingError> {
-    guarded(|| front(job).map(|f| (memory_need_of(job, &f), decode_need_of(&f))))
+    /// The source facts from the headers.
+    pub fn info(&self) -> &SourceInfo {
+        &self.info
+    }
 }
 
 /// The highest output quality at which a decode may skip the last bit of a finely
@@ -118,19 +141,24 @@ fn scale_of(stored: (u32, u32), shrink: u32, full: Size) -> f64 {
         .min(f64::from(stored.1) / s / f64::from(full.height))
 }
 
-/// Decodes, transforms and encodes one image (every frame of an animation). Synchronous and
-/// CPU-bound.
+/// [`preflight`] and [`render_planned`], never cancelled, sharing nothing.
 pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
+    render_planned(job, &preflight(job)?, Run::default())
+}
+
+/// Decodes, transforms and encodes one image (every frame of an animation), as its
+/// preflight planned. Synchronous and CPU-bound.
+pub fn render_planned(job: &Job, preflight: &Preflight, run: Run) -> Result<Encoded, ImagingError> {
     guarded(|| {
         let mut timings = Timings::default();
-        let mut prepared = prepare(job, &mut timings, &mut Log::Off)?;
-        checkpoint(job)?;
+        let mut prepared = prepare(job, preflight, run, &mut timings, &mut Log::Off)?;
+        checkpoint(run)?;
         let started = Instant::now();
         let filters = &job.recipe.filters;
-        let (quality, _) = resolve_quality(job, &prepared)?;
+        let (quality, _) = resolve_quality(job, run, &prepared)?;
         let (width, height) = (prepared.image.width(), prepared.image.height());
         let bytes = match prepared.frames.take() {
-            Some(frames) => animate(job, &prepared, frames, quality, &mut timings)?,
+            Some(frames) => animate(job, run, &prepared, frames, quality, &mut timings)?,
             None => {
                 encode::encode_within(&prepared.image, prepared.format, quality, filters.max_bytes)?
             }
@@ -151,6 +179,7 @@ pub fn render(job: &Job) -> Result<Encoded, ImagingError> {
 /// cannot be traded against another's).
 fn animate(
     job: &Job,
+    run: Run,
     prepared: &Prepared,
     frames: Frames,
     quality: u8,
@@ -165,7 +194,7 @@ fn animate(
     let mut writer = animation::Writer::new(prepared.format, width, height, info.plays, quality)?;
     writer.add(&prepared.image, first_delay)?;
     while let Some(frame) = reader.next_frame() {
-        checkpoint(job)?;
+        checkpoint(run)?;
         let started = Instant::now();
         let animation::Still {
             mut image,
@@ -176,8 +205,8 @@ fn animate(
         }
         let image = transform(
             job,
+            run,
             &prepared.shape,
-            prepared.format,
             &image,
             None,
             &prepared.overlays,
@@ -189,15 +218,31 @@ fn animate(
     writer.finish()
 }
 
+/// [`preflight`] and [`describe_planned`], never cancelled, sharing nothing.
+pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
+    describe_planned(job, &preflight(job)?, Run::default())
+}
+
 /// For `meta/`: the source facts, the operations `render` would run (human-readable), and
 /// the output format, size and frame count, and a placeholder (BlurHash and dominant
-/// colour) of the output. Decodes and transforms the first frame only, and encodes nothing.
-pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
+/// colour) of the output. Decodes and transforms the first frame only, and encodes nothing
+/// (but the trial encodes of `quality(auto)`).
+pub fn describe_planned(
+    job: &Job,
+    preflight: &Preflight,
+    run: Run,
+) -> Result<serde_json::Value, ImagingError> {
     guarded(|| {
         let mut steps = Vec::new();
-        let prepared = prepare(job, &mut Timings::default(), &mut Log::On(&mut steps))?;
+        let prepared = prepare(
+            job,
+            preflight,
+            run,
+            &mut Timings::default(),
+            &mut Log::On(&mut steps),
+        )?;
         let info = prepared.info;
-        let (quality, chosen) = resolve_quality(job, &prepared)?;
+        let (quality, chosen) = resolve_quality(job, run, &prepared)?;
         let auto = chosen.map(|c| {
             json!({
                 "target": job.auto_quality_target.for_format(prepared.format),
@@ -255,7 +300,11 @@ pub fn describe(job: &Job) -> Result<serde_json::Value, ImagingError> {
 
 /// The quality to encode `prepared` at, and for `quality(auto)` what the search chose (on
 /// an animation's first frame, for all of them; lossless formats ignore the quality).
-fn resolve_quality(job: &Job, prepared: &Prepared) -> Result<(u8, Option<Chosen>), ImagingError> {
+fn resolve_quality(
+    job: &Job,
+    run: Run,
+    prepared: &Prepared,
+) -> Result<(u8, Option<Chosen>), ImagingError> {
     match job.recipe.filters.quality.unwrap_or(job.default_quality) {
         Quality::Fixed(q) => Ok((q, None)),
         Quality::Auto => {
@@ -263,7 +312,7 @@ fn resolve_quality(job: &Job, prepared: &Prepared) -> Result<(u8, Option<Chosen>
                 &prepared.image,
                 prepared.format,
                 job.auto_quality_target.for_format(prepared.format),
-                job.cancel,
+                run.cancel,
             )?;
             Ok((
                 chosen.map_or(auto_quality::AVIF_FALLBACK, |c| c.quality),
@@ -324,26 +373,16 @@ impl Log<'_> {
     }
 }
 
-/// What is known before decoding: the source facts, the output format, the full-size base
-/// and the shrink-on-load denominator.
-struct Front {
-    info: SourceInfo,
-    format: Format,
-    /// The original's upright size (also when decoding a reduced copy).
-    full: Size,
-    shrink: u32,
-    precision: Precision,
-    /// Decode and encode every frame (the frame budget is checked once the output size is
-    /// known).
-    animate: bool,
-    /// The size encoded, when it is known before decoding (not for `trim`).
-    output: Option<Size>,
+/// Reads the job's headers, once: refuses pixel bombs and oversized outputs before any
+/// pixel buffer exists, picks the output format, plans the geometry (for shrink-on-load)
+/// and decides whether the frames of an animation are kept. Cheap: no pixel is decoded.
+pub fn preflight(job: &Job) -> Result<Preflight, ImagingError> {
+    guarded(|| preflight_of(job))
 }
 
-fn front(job: &Job) -> Result<Front, ImagingError> {
-    let recipe = job.recipe;
-    // Headers only: refuse pixel bombs before any pixel buffer exists.
-    let info = probe(job.bytes)?;
+fn preflight_of(job: &Job) -> Result<Preflight, ImagingError> {
+    let recipe = &job.recipe;
+    let info = probe(&job.bytes)?;
     let limit = job.limits.max_source_pixels;
     if u64::from(info.width) * u64::from(info.height) > limit {
         return Err(ImagingError::TooManyPixels {
@@ -403,14 +442,14 @@ fn front(job: &Job) -> Result<Front, ImagingError> {
         && matches!(format, Format::Gif | Format::Webp)
         && job.reduced.is_none()
         && u64::from(info.frames) * u64::from(info.width) * u64::from(info.height) <= limit;
-    Ok(Front {
+    Ok(Preflight {
         info,
         format,
         full,
         shrink,
         precision: precision_for(job, format, shrink),
         animate,
-        output: early_plan.map(|p| p.output_size(recipe)),
+        plan: early_plan,
     })
 }
 
@@ -418,74 +457,76 @@ fn front(job: &Job) -> Result<Front, ImagingError> {
 /// the response.
 const RENDER_SLACK: u64 = 4 << 20;
 
-/// An estimate, on the high side, of the most memory `render` (or `describe`) holds at
-/// once for `job`, from the headers only: what the caller reserves from the memory budget
-/// before the job may start. Counts the source bytes and up to two edited copies of them,
-/// the decode (`SourceInfo::decode_bytes`), the upright or trimmed copy, the resizer's
-/// intermediate rows, and the output twice (resized, then filtered or encoded).
-/// An animation counts its canvas, never a frame's rectangle: the decoder composes every
-/// frame on a full canvas and keeps the previous one for disposal.
-pub fn memory_need(job: &Job) -> Result<u64, ImagingError> {
-    guarded(|| front(job).map(|f| memory_need_of(job, &f)))
-}
-
-fn memory_need_of(job: &Job, f: &Front) -> u64 {
-    let info = &f.info;
-    // `front` has checked the pixel limit, but the limit is configurable: saturate.
-    let source = 3 * job.bytes.len() as u64;
-    let canvas = u64::from(info.width).saturating_mul(u64::from(info.height));
-    let shrink = u64::from(f.shrink.max(1));
-    let (decoded_w, decoded_h) = {
-        let (w, h) = info.oriented_size();
-        (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
-    };
-    let decoded = decoded_w.saturating_mul(decoded_h);
-    let (out_w, output) = f.output.map_or((decoded_w, decoded), |s| {
-        (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
-    });
-    let pixels = if f.animate {
-        // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
-        // its YUV planes for lossy WebP), the copy it hands out and the one kept for
-        // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
-        // pixel. Each output frame is resized, encoded and dropped.
-        canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
-    } else {
-        // A copy of the decode when it is turned upright or trimmed, and the resizer's
-        // intermediate rows (output width by decoded height).
-        let bpp = if info.has_alpha { 4 } else { 3 };
-        let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
-            decoded.saturating_mul(bpp)
+impl Preflight {
+    /// An estimate, on the high side, of the most memory `render` (or `describe`) holds at
+    /// once for `job`, from the headers only: what the caller reserves from the memory budget
+    /// before the job may start. Counts the source bytes and up to two edited copies of them,
+    /// the decode (`SourceInfo::decode_bytes`), the upright or trimmed copy, the resizer's
+    /// intermediate rows, and the output twice (resized, then filtered or encoded).
+    /// An animation counts its canvas, never a frame's rectangle: the decoder composes every
+    /// frame on a full canvas and keeps the previous one for disposal.
+    pub fn memory_need(&self, job: &Job) -> u64 {
+        let f = self;
+        let info = &f.info;
+        // `preflight` has checked the pixel limit, but the limit is configurable: saturate.
+        let source = 3 * job.bytes.len() as u64;
+        let canvas = u64::from(info.width).saturating_mul(u64::from(info.height));
+        let shrink = u64::from(f.shrink.max(1));
+        let (decoded_w, decoded_h) = {
+            let (w, h) = info.oriented_size();
+            (u64::from(w).div_ceil(shrink), u64::from(h).div_ceil(shrink))
+        };
+        let decoded = decoded_w.saturating_mul(decoded_h);
+        let (out_w, output) = f
+            .plan
+            .map(|p| p.output_size(&job.recipe))
+            .map_or((decoded_w, decoded), |s| {
+                (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
+            });
+        let pixels = if f.animate {
+            // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
+            // its YUV planes for lossy WebP), the copy it hands out and the one kept for
+            // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
+            // pixel. Each output frame is resized, encoded and dropped.
+            canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
+        } else {
+            // A copy of the decode when it is turned upright or trimmed, and the resizer's
+            // intermediate rows (output width by decoded height).
+            let bpp = if info.has_alpha { 4 } else { 3 };
+            let copy = if info.orientation > 1 || job.recipe.trim.is_some() {
+                decoded.saturating_mul(bpp)
+            } else {
+                0
+            };
+            let rows = out_w
+                .min(decoded_w)
+                .saturating_mul(decoded_h)
+                .saturating_mul(bpp);
+            // The resized image and one more copy (a filter's, or the encoder's input);
+            // AVIF's encoder holds its planes and reference frames besides.
+            let encoder = if f.format == Format::Avif { 16 } else { 0 };
+            info.decode_bytes(f.shrink)
+                .saturating_add(copy.saturating_add(rows))
+                .saturating_add(output * (2 * bpp + encoder))
+        };
+        // `quality(auto)` scores trial encodes (the first frame's, for an animation).
+        let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
+            && matches!(f.format, Format::Jpeg | Format::Webp);
+        let scoring = if auto {
+            auto_quality::memory_need(output)
         } else {
             0
         };
-        let rows = out_w
-            .min(decoded_w)
-            .saturating_mul(decoded_h)
-            .saturating_mul(bpp);
-        // The resized image and one more copy (a filter's, or the encoder's input);
-        // AVIF's encoder holds its planes and reference frames besides.
-        let encoder = if f.format == Format::Avif { 16 } else { 0 };
-        info.decode_bytes(f.shrink)
-            .saturating_add(copy.saturating_add(rows))
-            .saturating_add(output * (2 * bpp + encoder))
-    };
-    // `quality(auto)` scores trial encodes (the first frame's, for an animation).
-    let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
-        && matches!(f.format, Format::Jpeg | Format::Webp);
-    let scoring = if auto {
-        auto_quality::memory_need(output)
-    } else {
-        0
-    };
-    let overlays = job
-        .overlays
-        .iter()
-        .map(|(_, bytes)| overlay_need(bytes))
-        .fold(0, u64::saturating_add);
-    pixels
-        .saturating_add(scoring)
-        .saturating_add(overlays)
-        .saturating_add(source + RENDER_SLACK)
+        let overlays = job
+            .overlays
+            .iter()
+            .map(|(_, bytes)| overlay_need(bytes))
+            .fold(0, u64::saturating_add);
+        pixels
+            .saturating_add(scoring)
+            .saturating_add(overlays)
+            .saturating_add(source + RENDER_SLACK)
+    }
 }
 
 /// An overlay's share of a render's memory (`watermark()`, `frame()`), held for the whole
@@ -504,25 +545,27 @@ fn overlay_need(bytes: &[u8]) -> u64 {
     }
 }
 
-/// Everything before encoding, in named stages: `front` (headers: limits, plan,
+/// Everything before encoding, in named stages: the preflight (headers: limits, plan,
 /// shrink-on-load, animate or not) → decode (`decode_still`, or `first_frame` of an
 /// animation) → `place` (orient, trim, crop, plan, focal/smart) → the frame budget →
 /// `transform` (resize, pixel filters, overlays, flatten). Encoding follows in `render`.
 fn prepare<'a>(
-    job: &Job<'a>,
+    job: &'a Job,
+    preflight: &Preflight,
+    run: Run,
     timings: &mut Timings,
     log: &mut Log,
 ) -> Result<Prepared<'a>, ImagingError> {
     let started = Instant::now();
-    let Front {
+    let Preflight {
         info,
         format,
         full,
         shrink,
         precision,
         animate,
-        ..
-    } = front(job)?;
+        plan,
+    } = *preflight;
     if let Some(r) = job.reduced {
         log.step(|| {
             format!(
@@ -531,28 +574,29 @@ fn prepare<'a>(
             )
         });
     }
-    checkpoint(job)?;
+    checkpoint(run)?;
 
     let max_alloc = max_alloc(job);
     let (decoded, used, frames) = if animate {
         let (decoded, frames) = first_frame(job, &info, max_alloc)?;
         (decoded, None, Some(frames))
     } else {
-        let (decoded, used) = decode_still(job, &info, full, shrink, precision, max_alloc)?;
+        let (decoded, used) =
+            decode_still(job, run.share, &info, full, shrink, precision, max_alloc)?;
         (decoded, used, None)
     };
     log_decode(log, &info, &decoded, used.as_deref(), frames.is_some());
     timings.decode = started.elapsed();
-    checkpoint(job)?;
+    checkpoint(run)?;
     let started = Instant::now();
 
-    let shape = place(job, &decoded, full, log)?;
+    let shape = place(job, &decoded, full, plan, format, log)?;
     let overlays = decode_overlays(job)?;
     let frames = frames.filter(|_| within_frame_budget(job, &info, &shape, log));
     let image = transform(
         job,
+        run,
         &shape,
-        format,
         &decoded.image,
         decoded.icc.as_ref(),
         &overlays,
@@ -586,11 +630,11 @@ fn prepare<'a>(
 /// An animation's first frame, upright (it decides trim, smart placement and the frame
 /// budget), and the reader that yields the others one by one while encoding.
 fn first_frame<'a>(
-    job: &Job<'a>,
+    job: &'a Job,
     info: &SourceInfo,
     max_alloc: u64,
 ) -> Result<(Arc<Decoded>, Frames<'a>), ImagingError> {
-    let mut reader = animation::Reader::new(job.bytes, info, max_alloc)?;
+    let mut reader = animation::Reader::new(&job.bytes, info, max_alloc)?;
     let first = reader
         .next_frame()
         .unwrap_or_else(|| Err(ImagingError::Undecodable("no frames".to_owned())))?;
@@ -668,7 +712,7 @@ fn log_decode(
 /// Whether all of an animation's frames at the planned output size fit the frame budget;
 /// over it, only the first frame is served (and `meta/` says so).
 fn within_frame_budget(job: &Job, info: &SourceInfo, shape: &Shape, log: &mut Log) -> bool {
-    let out = shape.plan.output_size(job.recipe);
+    let out = shape.plan.output_size(&job.recipe);
     let pixels = u64::from(info.frames) * u64::from(out.width) * u64::from(out.height);
     let budget = job.limits.max_animation_pixels;
     if pixels <= budget {
@@ -750,6 +794,7 @@ fn max_alloc(job: &Job) -> u64 {
 /// source was decoded when it was another member's.
 fn decode_still(
     job: &Job,
+    share: Option<&Ticket>,
     info: &SourceInfo,
     full: Size,
     shrink: u32,
@@ -763,7 +808,7 @@ fn decode_still(
         }
         Ok::<_, ImagingError>(decoded)
     };
-    match job.share {
+    match share {
         // Possibly another member's source (a larger copy, or the original).
         Some(ticket) => {
             let (decoded, used) = ticket.decoded(|source, scale, precision| {
@@ -784,23 +829,32 @@ fn decode_still(
             Ok((decoded, (!own).then_some(used)))
         }
         None => Ok((
-            Arc::new(decode_now(job.bytes, info, shrink, precision)?),
+            Arc::new(decode_now(&job.bytes, info, shrink, precision)?),
             None,
         )),
     }
 }
 
-/// Where the output comes from and how large it is: the same for every frame.
+/// Where the output comes from, how large it is and its format: the same for every frame.
 struct Shape {
     plan: geometry::Plan,
+    format: Format,
     /// The resize window, in the decoded image's pixels.
     crop: CropBox,
 }
 
 /// Trim, manual crop, the plan and the crop window's placement (focal regions, smart), from
-/// the decoded image (an animation's first frame).
-fn place(job: &Job, decoded: &Decoded, full: Size, log: &mut Log) -> Result<Shape, ImagingError> {
-    let recipe = job.recipe;
+/// the decoded image (an animation's first frame). `planned` is the preflight's plan, made
+/// from the same base when nothing is trimmed.
+fn place(
+    job: &Job,
+    decoded: &Decoded,
+    full: Size,
+    planned: Option<geometry::Plan>,
+    format: Format,
+    log: &mut Log,
+) -> Result<Shape, ImagingError> {
+    let recipe = &job.recipe;
     let image = &decoded.image;
     let (ow, oh) = (full.width, full.height);
     // Working pixels per full-resolution pixel (1 unless shrink-on-load happened or the
@@ -846,7 +900,10 @@ fn place(job: &Job, decoded: &Decoded, full: Size, log: &mut Log) -> Result<Shap
     }
 
     let base_size = size_of(base);
-    let plan = geometry::plan(base_size, recipe, job.limits.max_output_side)?;
+    let plan = match planned {
+        Some(plan) => plan,
+        None => geometry::plan(base_size, recipe, job.limits.max_output_side)?,
+    };
     let window_size = size_of(plan.window);
     let to_working = |r: Rect| CropBox {
         left: f64::from(base.left + r.left) * scale.0,
@@ -906,24 +963,25 @@ fn place(job: &Job, decoded: &Decoded, full: Size, log: &mut Log) -> Result<Shap
             plan.resize.height
         )
     });
-    Ok(Shape { plan, crop })
+    Ok(Shape { plan, format, crop })
 }
 
 /// Resize, colour conversion, flips, fill, background, pixel filters and flattening: what
 /// turns one decoded picture (a still, or any frame of an animation) into the output.
 fn transform(
     job: &Job,
+    run: Run,
     shape: &Shape,
-    format: Format,
     image: &DynamicImage,
     icc: Option<&ColorProfile>,
     overlays: &[(String, RgbaImage)],
     log: &mut Log,
 ) -> Result<DynamicImage, ImagingError> {
-    let recipe = job.recipe;
+    let recipe = &job.recipe;
     let plan = &shape.plan;
+    let format = shape.format;
     let mut image = resize(image, shape.crop, plan.resize)?;
-    checkpoint(job)?;
+    checkpoint(run)?;
 
     if let Some(profile) = icc {
         if decode::to_srgb(&mut image, profile) {
@@ -972,7 +1030,7 @@ fn transform(
             other => filters::apply(image, other),
         };
         log.step(|| format!("filter {}", show_filter(filter)));
-        checkpoint(job)?;
+        checkpoint(run)?;
     }
     if !format.has_alpha() && image.color().has_alpha() {
         let background = match recipe.filters.background {
@@ -986,8 +1044,8 @@ fn transform(
     Ok(image)
 }
 
-fn checkpoint(job: &Job) -> Result<(), ImagingError> {
-    if job.cancel.load(Ordering::Relaxed) {
+fn checkpoint(run: Run) -> Result<(), ImagingError> {
+    if run.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
         Err(ImagingError::Cancelled)
     } else {
         Ok(())
@@ -1149,18 +1207,15 @@ mod tests {
             max_output_side: 4096,
             max_animation_pixels: 50_000_000,
         };
-        let cancel = AtomicBool::new(false);
         render(&Job {
-            bytes: &bytes,
-            recipe,
+            bytes: Bytes::copy_from_slice(&bytes),
+            recipe: recipe.clone(),
             output,
             default_quality: Quality::Fixed(85),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &cancel,
+            limits: limits.clone(),
             reduced: None,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         })
     }
 
@@ -1195,19 +1250,17 @@ mod tests {
             max_output_side: 8192,
             max_animation_pixels: 50_000_000,
         };
-        memory_need(&Job {
-            bytes,
-            recipe,
+        let job = Job {
+            bytes: Bytes::copy_from_slice(bytes),
+            recipe: recipe.clone(),
             output,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &AtomicBool::new(false),
+            limits,
             reduced: None,
-            share: None,
-            overlays,
-        })
-        .unwrap()
+            overlays: overlays.to_vec(),
+        };
+        preflight(&job).unwrap().memory_need(&job)
     }
 
     /// A GIF with a `side` x `side` screen and `frames` frames of one pixel each.
@@ -1557,18 +1610,24 @@ mod tests {
         let cancel = AtomicBool::new(true);
         let recipe = Recipe::default();
         let job = Job {
-            bytes: &bytes,
-            recipe: &recipe,
+            bytes: Bytes::copy_from_slice(&bytes),
+            recipe: recipe.clone(),
             output: AUTO,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &cancel,
+            limits: limits.clone(),
             reduced: None,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         };
-        assert!(matches!(render(&job), Err(ImagingError::Cancelled)));
+        let run = Run {
+            cancel: Some(&cancel),
+            share: None,
+        };
+        let planned = preflight(&job).unwrap();
+        assert!(matches!(
+            render_planned(&job, &planned, run),
+            Err(ImagingError::Cancelled)
+        ));
     }
 
     #[test]
@@ -1593,18 +1652,15 @@ mod tests {
             })
         });
         let limits = Limits::default();
-        let cancel = AtomicBool::new(false);
         let job = Job {
-            bytes: &bytes,
-            recipe: &recipe,
+            bytes: Bytes::copy_from_slice(&bytes),
+            recipe: recipe.clone(),
             output: AUTO,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &cancel,
+            limits: limits.clone(),
             reduced: None,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         };
         let out = render(&job).unwrap();
         assert_eq!((out.width, out.height), (640, 427));
@@ -1614,22 +1670,19 @@ mod tests {
     fn describe_lists_operations() {
         let bytes = fixture("exif_rotated.jpg");
         let limits = Limits::default();
-        let cancel = AtomicBool::new(false);
         let recipe = with(sized(Fit::FitIn, 100, 100), |r| {
             r.filters.upscale = Upscale::Never;
             r.filters.pixel = vec![PixelFilter::Grayscale];
         });
         let job = Job {
-            bytes: &bytes,
-            recipe: &recipe,
+            bytes: Bytes::copy_from_slice(&bytes),
+            recipe: recipe.clone(),
             output: AUTO_WEBP,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &cancel,
+            limits: limits.clone(),
             reduced: None,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         };
         let meta = describe(&job).unwrap();
         assert_eq!(meta["source"]["format"], "jpeg");
@@ -1663,28 +1716,25 @@ mod tests {
             .unwrap();
         let baseline = fixture("demo/sunset.jpg");
         let limits = Limits::default();
-        let cancel = AtomicBool::new(false);
         // Whether the decode skipped the last bit; the render's own answer to the share
         // (`decode_need`) must agree with what it did.
         let skips = |bytes: &[u8], recipe: &Recipe, output, quality| {
             let job = Job {
-                bytes,
-                recipe,
+                bytes: Bytes::copy_from_slice(bytes),
+                recipe: recipe.clone(),
                 output,
                 default_quality: Quality::Fixed(quality),
                 auto_quality_target: auto_quality::AutoTarget::default(),
-                limits: &limits,
-                cancel: &cancel,
+                limits: limits.clone(),
                 reduced: None,
-                share: None,
-                overlays: &[],
+                overlays: Vec::new(),
             };
             let ops: Vec<String> =
                 serde_json::from_value(describe(&job).unwrap()["operations"].clone()).unwrap();
             let skipped = ops.iter().any(|o| o.contains("without the last-bit"));
             if skipped {
                 assert_eq!(
-                    decode_need(&job).unwrap().unwrap().precision,
+                    preflight(&job).unwrap().decode_need().unwrap().precision,
                     Precision::Visible
                 );
                 let out = render(&job).unwrap();
@@ -1778,18 +1828,15 @@ mod tests {
     fn over_the_frame_budget_the_first_frame_is_served_and_meta_says_so() {
         let bytes = fixture("animated.gif");
         let recipe = sized(Fit::FitIn, 16, 16);
-        let cancel = AtomicBool::new(false);
-        let job = |limits| Job {
-            bytes: &bytes,
-            recipe: &recipe,
+        let job = |limits: &Limits| Job {
+            bytes: Bytes::copy_from_slice(&bytes),
+            recipe: recipe.clone(),
             output: AUTO,
             default_quality: Quality::Fixed(85),
             auto_quality_target: auto_quality::AutoTarget::default(),
-            limits,
-            cancel: &cancel,
+            limits: limits.clone(),
             reduced: None,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         };
         // 3 frames of 16x16 are 768 pixels.
         let at = |budget| Limits {
@@ -1815,7 +1862,7 @@ mod tests {
         let steps = meta["operations"].to_string();
         assert!(steps.contains("over the frame budget of 767"), "{steps}");
         // An animation is never shared with other renders' decodes.
-        assert_eq!(decode_need(&job(&fits)).unwrap(), None);
+        assert_eq!(preflight(&job(&fits)).unwrap().decode_need(), None);
     }
 
     #[test]
@@ -1890,23 +1937,20 @@ mod tests {
             ),
         ];
         let limits = Limits::default();
-        let cancel = AtomicBool::new(false);
         for (file, recipe, output) in cases {
             let Ok(bytes) = std::fs::read(format!("{dir}/{file}")) else {
                 continue;
             };
             for _ in 0..2 {
                 let job = Job {
-                    bytes: &bytes,
-                    recipe: &recipe,
+                    bytes: Bytes::copy_from_slice(&bytes),
+                    recipe: recipe.clone(),
                     output,
                     default_quality: Quality::Fixed(80),
                     auto_quality_target: auto_quality::AutoTarget::default(),
-                    limits: &limits,
-                    cancel: &cancel,
+                    limits: limits.clone(),
                     reduced: None,
-                    share: None,
-                    overlays: &[],
+                    overlays: Vec::new(),
                 };
                 let out = render(&job).unwrap();
                 let t = out.timings;

@@ -206,6 +206,23 @@ impl FsStorage {
         Ok(Bytes::from(buf))
     }
 
+    pub async fn get_prefix(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        let file = tokio::fs::File::open(self.path_of(key))
+            .await
+            .map_err(not_found)?;
+        if !file.metadata().await?.is_file() {
+            return Err(StorageError::NotFound);
+        }
+        let file = file.into_std().await;
+        let buf = super::blocking_io(move || {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            file.take(len).read_to_end(&mut buf).map(|_| buf)
+        })
+        .await??;
+        Ok(Bytes::from(buf))
+    }
+
     pub async fn head(&self, key: &ObjectKey) -> Result<ObjectHead, StorageError> {
         let meta = tokio::fs::metadata(self.path_of(key))
             .await

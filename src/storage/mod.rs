@@ -115,6 +115,14 @@ impl Storage {
         }
     }
 
+    /// Reads at most the first `len` bytes of an object (all of it when it is shorter).
+    pub async fn get_prefix(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        match self {
+            Storage::Fs(fs, _) => fs.get_prefix(key, len).await,
+            Storage::S3(s3) => s3.get_prefix(key, len).await,
+        }
+    }
+
     pub async fn head(&self, key: &ObjectKey) -> Result<ObjectHead, StorageError> {
         match self {
             Storage::Fs(fs, _) => fs.head(key).await,

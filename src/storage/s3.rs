@@ -181,6 +181,43 @@ impl S3Storage {
         Ok(buf.freeze())
     }
 
+    /// A ranged GetObject; the body is still cut at `len` should a store ignore the range.
+    pub async fn get_prefix(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(format!("bytes=0-{}", len - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // An empty object has no byte 0: the range cannot be satisfied.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(Bytes::new());
+            }
+            Err(e) => return Err(self.error("GetObject", e)),
+        };
+        let mut buf = BytesMut::new();
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("reading the object body: {e}")))?
+        {
+            let room = (len as usize).saturating_sub(buf.len());
+            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if buf.len() as u64 >= len {
+                break;
+            }
+        }
+        Ok(buf.freeze())
+    }
+
     pub async fn head(&self, key: &ObjectKey) -> Result<ObjectHead, StorageError> {
         let out = self
             .client

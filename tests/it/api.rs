@@ -20,7 +20,18 @@ pub(crate) async fn upload_with(
     visibility: &str,
     extra: Value,
 ) -> Value {
-    let bytes = fixture(name);
+    upload_bytes(s, user, name, fixture(name), visibility, extra).await
+}
+
+/// `upload_with`, of bytes made by the test (`name` gives the file name and type).
+pub(crate) async fn upload_bytes(
+    s: &TestServer,
+    user: &str,
+    name: &str,
+    bytes: Vec<u8>,
+    visibility: &str,
+    extra: Value,
+) -> Value {
     let ct = content_type(name);
     let r = s
         .api(
@@ -83,6 +94,102 @@ fn code(r: &crate::support::Resp) -> String {
     let body = r.json();
     assert_eq!(body["success"], false, "{body}");
     body["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+/// A 400x300 noisy WebP of over 128 KiB, lossless, in the extended format with
+/// an EXIF orientation of 6 (upright it is 300x400) after the pixels, where encoders put
+/// it; without `exif`, the same pixels in the simple format.
+fn big_webp(exif: bool) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_u32;
+    let noise = image::RgbImage::from_fn(400, 300, |x, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        // Red on the left half, so that the upright picture can be checked.
+        let base = if x < 200 {
+            [180, 20, 20]
+        } else {
+            [20, 20, 180]
+        };
+        let mut noise = state;
+        image::Rgb(base.map(|c: u8| {
+            noise >>= 6;
+            c + (noise & 63) as u8
+        }))
+    });
+    let simple = webp::Encoder::from_rgb(noise.as_raw(), 400, 300)
+        .encode_lossless()
+        .to_vec();
+    if !exif {
+        return simple;
+    }
+    let riff = |kind: &[u8], data: &[u8]| {
+        let mut c = kind.to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    };
+    // The VP8L chunk of the simple file, then the EXIF chunk; VP8X flags 0x08 = EXIF.
+    let vp8l = &simple[12..];
+    let (w, h) = (399u32.to_le_bytes(), 299u32.to_le_bytes());
+    let mut body = b"WEBP".to_vec();
+    body.extend(riff(
+        b"VP8X",
+        &[0x08, 0, 0, 0, w[0], w[1], w[2], h[0], h[1], h[2]],
+    ));
+    body.extend_from_slice(vp8l);
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+    exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+    body.extend(riff(b"EXIF", &exif));
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend(body);
+    file
+}
+
+#[tokio::test]
+async fn registration_reads_the_header_and_finds_an_orientation_stored_after_the_pixels() {
+    let s = TestServer::start().await;
+    let rotated = big_webp(true);
+    assert!(
+        rotated.len() > 128 << 10,
+        "{} bytes: larger than the header prefix read",
+        rotated.len()
+    );
+    let file = upload_bytes(&s, "alice", "turned.webp", rotated, "public", json!({})).await;
+    assert_eq!(
+        (&file["width"], &file["height"]),
+        (&json!(300), &json!(400))
+    );
+    // The edge turns it upright the same way: the red half is now on top.
+    let key = file["s3Key"].as_str().unwrap();
+    let img = s
+        .get(&format!("/unsafe/filters:format(png)/{key}"))
+        .await
+        .image()
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (300, 400));
+    let (top, bottom) = (img.get_pixel(150, 20).0, img.get_pixel(150, 380).0);
+    assert!(top[0] > 170 && top[2] < 90, "top {top:?}");
+    assert!(bottom[2] > 170 && bottom[0] < 90, "bottom {bottom:?}");
+
+    let plain = upload_bytes(
+        &s,
+        "alice",
+        "plain.webp",
+        big_webp(false),
+        "public",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (&plain["width"], &plain["height"]),
+        (&json!(400), &json!(300))
+    );
+    s.stop().await;
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::AtomicBool;
 
+use bytes::Bytes;
 use http::Method;
 use image::{DynamicImage, GenericImageView};
 use imgedge::edge::url::parse;
@@ -33,8 +34,8 @@ fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
 fn render_original(bytes: &[u8], path: &str) -> imaging::Encoded {
     let recipe = parse(path).unwrap().recipe;
     imaging::render(&Job {
-        bytes,
-        recipe: &recipe,
+        bytes: Bytes::copy_from_slice(bytes),
+        recipe: recipe.clone(),
         output: match recipe.filters.format {
             Some(format) => FormatChoice::Explicit(format),
             None => FormatChoice::Auto {
@@ -44,11 +45,9 @@ fn render_original(bytes: &[u8], path: &str) -> imaging::Encoded {
         },
         default_quality: imaging::Quality::Fixed(80),
         auto_quality_target: imaging::auto_quality::AutoTarget::default(),
-        limits: &Limits::default(),
-        cancel: &AtomicBool::new(false),
+        limits: Limits::default(),
         reduced: None,
-        share: None,
-        overlays: &[],
+        overlays: Vec::new(),
     })
     .unwrap()
 }
@@ -270,19 +269,17 @@ async fn reduced_copies_look_like_the_original_on_the_bench_photos() {
     let render = |bytes: &[u8], path: &str, reduced| {
         let recipe = parse(path).unwrap().recipe;
         let out = imaging::render(&Job {
-            bytes,
-            recipe: &recipe,
+            bytes: Bytes::copy_from_slice(bytes),
+            recipe: recipe.clone(),
             output: FormatChoice::Auto {
                 webp: false,
                 avif: false,
             },
             default_quality: imgedge::imaging::Quality::Fixed(80),
             auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
-            limits: &limits,
-            cancel: &never,
+            limits: limits.clone(),
             reduced,
-            share: None,
-            overlays: &[],
+            overlays: Vec::new(),
         })
         .unwrap();
         image::load_from_memory(&out.bytes).unwrap()
