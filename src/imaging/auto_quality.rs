@@ -124,13 +124,37 @@ pub fn choose(
     target: f64,
     cancel: Option<&AtomicBool>,
 ) -> Result<Option<Chosen>, ImagingError> {
+    Ok(choose_encoded(image, format, target, cancel)?.map(|found| found.chosen))
+}
+
+/// What [`choose_encoded`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub chosen: Chosen,
+    /// The output encoded at the chosen quality, when the search's sample was the output.
+    pub encoded: Option<Vec<u8>>,
+}
+
+/// [`choose`], and the encode of the chosen try when it is the output itself (the sample
+/// was the whole image, without alpha): exactly the bytes `encode::encode` gives `image`
+/// at the chosen quality, so the caller need not encode it again.
+pub fn choose_encoded(
+    image: &DynamicImage,
+    format: Format,
+    target: f64,
+    cancel: Option<&AtomicBool>,
+) -> Result<Option<Found>, ImagingError> {
     match format {
         Format::Png | Format::Gif => return Ok(None),
         Format::Avif => {
-            return Ok(Some(Chosen {
+            let chosen = Chosen {
                 quality: AVIF_FALLBACK,
                 score: None,
                 tries: 0,
+            };
+            return Ok(Some(Found {
+                chosen,
+                encoded: None,
             }));
         }
         Format::Jpeg | Format::Webp => {}
@@ -138,9 +162,12 @@ pub fn choose(
     let whole = image.width() * image.height() <= WHOLE_PIXELS;
     let target = if whole { target } else { target + MOSAIC_AIM };
     let sample = DynamicImage::ImageRgb8(sample(image));
+    // The sample's encodes are the output's when the sample is the image, pixel for pixel.
+    let is_output = whole && matches!(image, DynamicImage::ImageRgb8(_));
     let rgb = sample.as_rgb8().expect("the sample is RGB8");
     let reference = Ssimulacra2Reference::new(&slice(rgb)?).map_err(scoring)?;
     let mut tried: Vec<(u8, f64)> = Vec::with_capacity(TRIES);
+    let mut encodes: Vec<Vec<u8>> = Vec::with_capacity(TRIES);
     let mut quality = FIRST;
     while tried.len() < TRIES {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -150,6 +177,7 @@ pub fn choose(
         let decoded = decode(&bytes, format)?;
         let score = reference.compare(&slice(&decoded)?).map_err(scoring)?;
         tried.push((quality, score));
+        encodes.push(bytes);
         match next(&tried, target) {
             Some(q) => quality = q,
             None => break,
@@ -157,15 +185,21 @@ pub fn choose(
     }
     let reaching = tried
         .iter()
-        .filter(|(_, s)| *s >= target)
-        .min_by_key(|(q, _)| *q);
-    let best = tried.iter().max_by(|a, b| a.1.total_cmp(&b.1));
-    let &(quality, score) = reaching.or(best).expect("at least one try");
-    Ok(Some(Chosen {
+        .enumerate()
+        .filter(|(_, (_, s))| *s >= target)
+        .min_by_key(|(_, (q, _))| *q);
+    let best = tried
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.1.total_cmp(&b.1.1));
+    let (at, &(quality, score)) = reaching.or(best).expect("at least one try");
+    let chosen = Chosen {
         quality,
         score: Some(score),
         tries: tried.len(),
-    }))
+    };
+    let encoded = is_output.then(|| encodes.swap_remove(at));
+    Ok(Some(Found { chosen, encoded }))
 }
 
 /// The next quality to try, or `None` when the answer is known: predicted from the last
@@ -239,12 +273,24 @@ fn sample(image: &DynamicImage) -> RgbImage {
 }
 
 /// SSIMULACRA2 of `distorted` against `reference`, both encoded images (JPEG, PNG or WebP)
-/// of the same size; alpha is ignored. For `imgedge score` and the quality benchmark.
+/// of the same size; alpha is ignored. JPEG and WebP are decoded as the search decodes its
+/// trials (libjpeg-turbo, libwebp), so a score of the served bytes is the score `meta/`
+/// reports. For `imgedge score` and the quality benchmark.
 pub fn score(reference: &[u8], distorted: &[u8]) -> Result<f64, ImagingError> {
     let read = |bytes: &[u8]| {
-        image::load_from_memory(bytes)
-            .map(|image| image.to_rgb8())
-            .map_err(|e| ImagingError::Undecodable(e.to_string()))
+        let format = match image::guess_format(bytes) {
+            Ok(image::ImageFormat::Jpeg) => Some(Format::Jpeg),
+            Ok(image::ImageFormat::WebP) => Some(Format::Webp),
+            _ => None,
+        };
+        match format {
+            Some(format) => decode(bytes, format).map_err(|_| {
+                ImagingError::Undecodable(format!("not a readable {}", format.name()))
+            }),
+            None => image::load_from_memory(bytes)
+                .map(|image| image.to_rgb8())
+                .map_err(|e| ImagingError::Undecodable(e.to_string())),
+        }
     };
     score_pixels(&read(reference)?, &read(distorted)?)
 }
@@ -262,14 +308,34 @@ pub fn score_pixels(a: &RgbImage, b: &RgbImage) -> Result<f64, ImagingError> {
     reference.compare(&slice(b)?).map_err(scoring)
 }
 
+/// Decodes a trial encode as browsers do: libjpeg-turbo for JPEG, libwebp for WebP.
 fn decode(bytes: &[u8], format: Format) -> Result<RgbImage, ImagingError> {
-    let format = match format {
-        Format::Jpeg => image::ImageFormat::Jpeg,
-        _ => image::ImageFormat::WebP,
+    let failed =
+        |e: String| ImagingError::Encode(format!("decoding its own output to score it: {e}"));
+    let (width, height, pixels) = match format {
+        Format::Jpeg => {
+            let image = turbojpeg::decompress(bytes, turbojpeg::PixelFormat::RGB)
+                .map_err(|e| failed(e.to_string()))?;
+            if image.pitch != image.width * 3 {
+                return Err(failed("unexpected row padding".to_owned()));
+            }
+            (image.width as u32, image.height as u32, image.pixels)
+        }
+        _ => {
+            let image = webp::Decoder::new(bytes)
+                .decode()
+                .ok_or_else(|| failed("libwebp could not decode it".to_owned()))?;
+            let pixels = match image.is_alpha() {
+                true => image
+                    .chunks_exact(4)
+                    .flat_map(|p| [p[0], p[1], p[2]])
+                    .collect(),
+                false => image.to_vec(),
+            };
+            (image.width(), image.height(), pixels)
+        }
     };
-    image::load_from_memory_with_format(bytes, format)
-        .map(|image| image.to_rgb8())
-        .map_err(|e| ImagingError::Encode(format!("decoding its own output to score it: {e}")))
+    RgbImage::from_raw(width, height, pixels).ok_or_else(|| failed("short pixel buffer".to_owned()))
 }
 
 fn slice(image: &RgbImage) -> Result<PixelSlice<'_>, ImagingError> {

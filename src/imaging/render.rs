@@ -22,7 +22,7 @@ use serde_json::json;
 
 use moxcms::ColorProfile;
 
-use super::auto_quality::{self, AutoTarget, Chosen};
+use super::auto_quality::{self, AutoTarget, Chosen, Found};
 use super::decode::{self, Decoded, Precision};
 use super::geometry::{self, Anchor, Size};
 use super::probe::{SourceFormat, SourceInfo, probe};
@@ -103,11 +103,6 @@ impl Preflight {
             precision: self.precision,
         })
     }
-
-    /// The source facts from the headers.
-    pub fn info(&self) -> &SourceInfo {
-        &self.info
-    }
 }
 
 /// The highest output quality at which a decode may skip the last bit of a finely
@@ -155,13 +150,15 @@ pub fn render_planned(job: &Job, preflight: &Preflight, run: Run) -> Result<Enco
         checkpoint(run)?;
         let started = Instant::now();
         let filters = &job.recipe.filters;
-        let (quality, _) = resolve_quality(job, run, &prepared)?;
+        let (quality, found) = resolve_quality(job, run, &prepared)?;
+        let searched = found.and_then(|f| f.encoded);
         let (width, height) = (prepared.image.width(), prepared.image.height());
-        let bytes = match prepared.frames.take() {
-            Some(frames) => animate(job, run, &prepared, frames, quality, &mut timings)?,
-            None => {
-                encode::encode_within(&prepared.image, prepared.format, quality, filters.max_bytes)?
-            }
+        let (image, format, max_bytes) = (&prepared.image, prepared.format, filters.max_bytes);
+        let bytes = match (prepared.frames.take(), searched) {
+            (Some(frames), _) => animate(job, run, &prepared, frames, quality, &mut timings)?,
+            // `quality(auto)` already encoded the output at the quality it chose.
+            (None, Some(first)) => encode::fit_within(image, format, quality, max_bytes, first)?,
+            (None, None) => encode::encode_within(image, format, quality, max_bytes)?,
         };
         timings.encode += started.elapsed().saturating_sub(timings.transform_frames);
         Ok(Encoded {
@@ -242,7 +239,8 @@ pub fn describe_planned(
             &mut Log::On(&mut steps),
         )?;
         let info = prepared.info;
-        let (quality, chosen) = resolve_quality(job, run, &prepared)?;
+        let (quality, found) = resolve_quality(job, run, &prepared)?;
+        let chosen = found.map(|f| f.chosen);
         let auto = chosen.map(|c| {
             json!({
                 "target": job.auto_quality_target.for_format(prepared.format),
@@ -299,25 +297,26 @@ pub fn describe_planned(
 }
 
 /// The quality to encode `prepared` at, and for `quality(auto)` what the search chose (on
-/// an animation's first frame, for all of them; lossless formats ignore the quality).
+/// an animation's first frame, for all of them; lossless formats ignore the quality) and,
+/// when the search encoded the output itself, those bytes.
 fn resolve_quality(
     job: &Job,
     run: Run,
     prepared: &Prepared,
-) -> Result<(u8, Option<Chosen>), ImagingError> {
+) -> Result<(u8, Option<Found>), ImagingError> {
     match job.recipe.filters.quality.unwrap_or(job.default_quality) {
         Quality::Fixed(q) => Ok((q, None)),
         Quality::Auto => {
-            let chosen = auto_quality::choose(
+            let found = auto_quality::choose_encoded(
                 &prepared.image,
                 prepared.format,
                 job.auto_quality_target.for_format(prepared.format),
                 run.cancel,
             )?;
-            Ok((
-                chosen.map_or(auto_quality::AVIF_FALLBACK, |c| c.quality),
-                chosen,
-            ))
+            let quality = found
+                .as_ref()
+                .map_or(auto_quality::AVIF_FALLBACK, |f| f.chosen.quality);
+            Ok((quality, found))
         }
     }
 }
@@ -419,8 +418,11 @@ fn preflight_of(job: &Job) -> Result<Preflight, ImagingError> {
         }
         Some(_) => None,
     };
+    // A reduced copy is decoded whole: it already has only a few pixels per output pixel
+    // (`geometry::LEVEL_MARGIN`), and a DCT-scaled decode of it followed by a second
+    // resampling lost about a point of SSIMULACRA2 against a render from the original.
     let shrink = match early_plan {
-        Some(plan) if info.format == SourceFormat::Jpeg => {
+        Some(plan) if info.format == SourceFormat::Jpeg && job.reduced.is_none() => {
             // The window in pixels of the bytes at hand (a reduced copy has fewer).
             let window = size_of(plan.window);
             let in_source = |v: u32, have: u32, full: u32| {
