@@ -554,6 +554,17 @@ mod tests {
         t
     }
 
+    /// A RIFF chunk (WebP): kind, little-endian length, data, padding to an even length.
+    fn riff(kind: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut c = kind.to_vec();
+        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        c.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            c.push(0);
+        }
+        c
+    }
+
     #[test]
     fn orientation_from_png_and_webp_exif() {
         let chunk = |kind: &[u8], data: &[u8]| {
@@ -570,15 +581,6 @@ mod tests {
         assert_eq!(probe(&png).unwrap().orientation, 6);
         assert_eq!(probe(&png).unwrap().oriented_size(), (20, 30));
 
-        let riff = |kind: &[u8], data: &[u8]| {
-            let mut c = kind.to_vec();
-            c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            c.extend_from_slice(data);
-            if data.len() % 2 == 1 {
-                c.push(0);
-            }
-            c
-        };
         let mut body = b"WEBP".to_vec();
         body.extend(riff(b"VP8X", &[0x08 | 0x10, 0, 0, 0, 29, 0, 0, 19, 0, 0]));
         body.extend(riff(b"VP8L", &[0x2F, 0, 0, 0, 0]));
@@ -598,15 +600,6 @@ mod tests {
     #[test]
     fn the_upright_size_from_a_prefix_only_when_the_prefix_is_enough() {
         use crate::imaging::probe::oriented_size_from_prefix as from_prefix;
-        let riff = |kind: &[u8], data: &[u8]| {
-            let mut c = kind.to_vec();
-            c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            c.extend_from_slice(data);
-            if data.len() % 2 == 1 {
-                c.push(0);
-            }
-            c
-        };
         // An extended 30x20 WebP whose EXIF chunk (orientation 8: upright it is 20x30) comes
         // after 100 KiB of image data, as encoders write it.
         let webp = |flags: u8, exif: bool| {

@@ -114,15 +114,12 @@ const PROGRESSIVE_MIN_PIXELS: u32 = 256 * 256;
 /// See `PROGRESSIVE_MIN_PIXELS`.
 const PROGRESSIVE_MAX_PIXELS: u32 = 320 * 1000;
 
-/// Output JPEGs: jpegli, 4:4:4, optimised Huffman tables, progressive from
-/// `PROGRESSIVE_MIN_PIXELS` up to `PROGRESSIVE_MAX_PIXELS`. Measured on the W1/W2 photos at equal SSIMULACRA2 (the bytes
-/// needed to reach libjpeg-turbo q80's score; `loadtest/jpeg-routes`, README "Smaller
-/// images"), relative to libjpeg-turbo 4:2:0 with optimised tables, at 300x200 / 800 wide:
-/// jpegli progressive 4:4:4 0.88x / 0.91x (1.3 / 7.3 ms per encode, against 0.4 / 2.2 ms);
-/// jpegli sequential 4:4:4 0.88x / 0.93x (0.6 / 3.4 ms); jpegli 4:2:0 1.08x / 0.96x (its
-/// adaptive quantisation wants full chroma); mozjpeg's tables 0.91x / 0.97x, with trellis
-/// 0.90x / 0.95x at 5x the time, at most 0.89x / 0.93x (max compression, 25x). At 800 wide
-/// progressive buys 2.5% for twice the encode time, which W2's CPU target cannot spare.
+/// Output JPEGs: jpegli (adaptive quantisation), 4:4:4, optimised Huffman tables,
+/// progressive from `PROGRESSIVE_MIN_PIXELS` up to `PROGRESSIVE_MAX_PIXELS`. Chosen from the
+/// routes measured at equal SSIMULACRA2 on the W1/W2 photos (README, "Smaller images": about
+/// 0.88x / 0.91-0.93x libjpeg-turbo 4:2:0's bytes; jpegli 4:2:0 and mozjpeg do worse); at
+/// 800 wide progressive would buy 2.5% for twice the encode time, which W2's CPU target
+/// cannot spare.
 fn jpeg(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     let rgb = rgb8(image);
     let pixels = rgb.width() * rgb.height();
