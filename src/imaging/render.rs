@@ -485,12 +485,24 @@ impl Preflight {
             .map_or((decoded_w, decoded), |s| {
                 (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
             });
+        // `quality(auto)` scores trial encodes (the first frame's, for an animation).
+        let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
+            && matches!(f.format, Format::Jpeg | Format::Webp);
+        let scoring = if auto {
+            auto_quality::memory_need(output)
+        } else {
+            0
+        };
         let pixels = if f.animate {
             // Five canvases of RGBA: the decoder's canvas, the frame it decodes into (and
             // its YUV planes for lossy WebP), the copy it hands out and the one kept for
             // disposal. Measured: a 4000x4000 animated WebP took about 20 bytes per canvas
-            // pixel. Each output frame is resized, encoded and dropped.
-            canvas.saturating_mul(5 * 4).saturating_add(output * 4 * 4)
+            // pixel. Each output frame is resized, encoded and dropped. The decoder is alive
+            // while the first frame is scored.
+            canvas
+                .saturating_mul(5 * 4)
+                .saturating_add(output * 4 * 4)
+                .saturating_add(scoring)
         } else {
             // A copy of the decode when it is turned upright or trimmed, and the resizer's
             // intermediate rows (output width by decoded height).
@@ -507,17 +519,17 @@ impl Preflight {
             // The resized image and one more copy (a filter's, or the encoder's input);
             // AVIF's encoder holds its planes and reference frames besides.
             let encoder = if f.format == Format::Avif { 16 } else { 0 };
-            info.decode_bytes(f.shrink)
+            let decoding = info
+                .decode_bytes(f.shrink)
                 .saturating_add(copy.saturating_add(rows))
-                .saturating_add(output * (2 * bpp + encoder))
-        };
-        // `quality(auto)` scores trial encodes (the first frame's, for an animation).
-        let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
-            && matches!(f.format, Format::Jpeg | Format::Webp);
-        let scoring = if auto {
-            auto_quality::memory_need(output)
-        } else {
-            0
+                .saturating_add(output * (2 * bpp + encoder));
+            // The search starts once the decoder's buffers are gone: the output and its copy,
+            // the decoded pixels (which a shared decode may still keep) and the scoring.
+            let searching = decoded
+                .saturating_mul(bpp)
+                .saturating_add(output * 2 * bpp)
+                .saturating_add(scoring);
+            decoding.max(searching)
         };
         let overlays = job
             .overlays
@@ -525,7 +537,6 @@ impl Preflight {
             .map(|(_, bytes)| overlay_need(bytes))
             .fold(0, u64::saturating_add);
         pixels
-            .saturating_add(scoring)
             .saturating_add(overlays)
             .saturating_add(source + RENDER_SLACK)
     }
@@ -1283,6 +1294,39 @@ mod tests {
     }
 
     #[test]
+    fn quality_auto_of_a_large_progressive_photo_fits_the_default_budget() {
+        // Like dragonfly.jpg of the bench corpus: 4224x3168, progressive 4:2:2, whose
+        // decoder keeps 54 MB of coefficients; at 800 wide, auto scores 800x600 pixels
+        // (72 MB). Counted as a sum they were over the 128 MiB default budget (422 for a
+        // plain photo); the search starts after the decode has ended.
+        let (w, h) = (4224usize, 3168usize);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(85).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::Sub2x1).unwrap();
+        c.set_progressive(true).unwrap();
+        let photo = c
+            .compress_to_vec(turbojpeg::Image {
+                pixels: pixels.as_slice(),
+                width: w,
+                pitch: w * 3,
+                height: h,
+                format: turbojpeg::PixelFormat::RGB,
+            })
+            .unwrap();
+        let wide = |quality| {
+            with(sized(Fit::FitIn, 800, 0), |r| {
+                r.filters.quality = Some(quality);
+            })
+        };
+        let fixed = need(&photo, &wide(Quality::Fixed(85)), JPEG);
+        let auto = need(&photo, &wide(Quality::Auto), JPEG);
+        assert!(fixed > 54 << 20, "the coefficients are counted: {fixed}");
+        assert!(auto < 128 << 20, "{auto}");
+        assert!(auto >= auto_quality::memory_need(800 * 600), "{auto}");
+    }
+
+    #[test]
     fn memory_need_follows_the_decode_the_output_and_an_animations_canvas() {
         let photo = fixture("landscape.jpg"); // 640x427 baseline 4:2:0
         let small = need(&photo, &sized(Fit::FitIn, 100, 100), JPEG);
@@ -1295,8 +1339,12 @@ mod tests {
             }),
             JPEG,
         );
-        assert_eq!(auto, full + auto_quality::memory_need(640 * 427));
-        assert!(auto_quality::memory_need(640 * 427) >= 640 * 427 * 140);
+        // The search runs after the decoder's buffers are gone: its memory replaces the
+        // decode's in the peak rather than adding to it.
+        let scoring = auto_quality::memory_need(640 * 427);
+        assert!(scoring >= 640 * 427 * 140);
+        assert!(auto > full && auto < full + scoring, "{full} {auto}");
+        assert!(auto >= scoring + 640 * 427 * 9, "{auto}");
         // A 100 px box decodes at 1/4 (160x107 RGB); the full size decodes whole and
         // keeps the output twice: at least 640x427 x (3 + 3 x 2) bytes more.
         assert!(full >= small + 640 * 427 * 8, "{small} {full}");
