@@ -106,11 +106,13 @@ fn failed(format: Format, e: impl std::fmt::Display) -> ImagingError {
 }
 
 /// Outputs of this many pixels up to `PROGRESSIVE_MAX_PIXELS` are progressive JPEGs;
-/// smaller and larger ones sequential. Below 256x256 the progressive scans' own headers
+/// smaller and larger ones sequential. In small outputs the progressive scans' own headers
 /// outweigh what they save (the same coefficients, so the same picture): on five bench
 /// photos at q80, progressive was 1.19x the sequential bytes at 48 px, 1.10x at 80 px, 1.04x
-/// at 128 px, 1.00x at 256 px and 0.996x at 300 px.
-const PROGRESSIVE_MIN_PIXELS: u32 = 256 * 256;
+/// at 128 px, 1.00x at 256x171 px and 0.996x at 300x200 px; the two cross near 50,000
+/// pixels, and W1's 300x169 to 300x200 outputs measured 1% more bytes at equal SSIMULACRA2
+/// as sequential.
+const PROGRESSIVE_MIN_PIXELS: u32 = 48 * 1024;
 /// See `PROGRESSIVE_MIN_PIXELS`.
 const PROGRESSIVE_MAX_PIXELS: u32 = 320 * 1000;
 
