@@ -1,9 +1,9 @@
 //! The header probes of every source format: any bytes are probed or refused without
 //! panicking, and a probed header gives a size the pixel limit can check and a memory
-//! estimate that does not overflow.
+//! estimate that does not overflow; registration's read of a prefix never panics either.
 #![no_main]
 
-use imgedge::imaging::probe;
+use imgedge::imaging::{oriented_size_from_prefix, probe};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -14,4 +14,7 @@ fuzz_target!(|bytes: &[u8]| {
             let _ = info.decode_bytes(shrink);
         }
     }
+    let total = bytes.len() as u64;
+    let _ = oriented_size_from_prefix(&bytes[..bytes.len() / 2], total);
+    let _ = oriented_size_from_prefix(bytes, total);
 });

@@ -3,10 +3,8 @@
 //! an error; the limits keep each run small.
 #![no_main]
 
-use std::sync::atomic::AtomicBool;
-
 use imgedge::edge::url::parse;
-use imgedge::imaging::{Format, FormatChoice, Job, Limits, memory_need, render};
+use imgedge::imaging::{Format, FormatChoice, Job, Limits, Run, preflight, render_planned};
 use libfuzzer_sys::fuzz_target;
 
 const RECIPES: [&str; 8] = [
@@ -45,18 +43,20 @@ fuzz_target!(|data: &[u8]| {
         max_output_side: 256,
         max_animation_pixels: 1 << 18,
     };
-    let cancel = AtomicBool::new(false);
     let job = Job {
-        bytes,
-        recipe: &recipe,
+        bytes: bytes.to_vec().into(),
+        recipe,
         output: OUTPUTS[usize::from(pick >> 4) % OUTPUTS.len()],
-        default_quality: imgedge::imaging::Quality::Fixed(70),        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
-        limits: &limits,
-        cancel: &cancel,
+        default_quality: imgedge::imaging::Quality::Fixed(70),
+        auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
+        limits,
         reduced: None,
-        share: None,
-        overlays: &[],
+        overlays: Vec::new(),
     };
-    let _ = memory_need(&job);
-    let _ = render(&job);
+    // As the edge runs it: one preflight of the headers, then the render it planned.
+    if let Ok(planned) = preflight(&job) {
+        let _ = planned.memory_need(&job);
+        let _ = planned.decode_need();
+        let _ = render_planned(&job, &planned, Run::default());
+    }
 });
