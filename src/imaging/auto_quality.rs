@@ -19,6 +19,7 @@ use image::{DynamicImage, GenericImageView, RgbImage};
 
 use super::ImagingError;
 use super::encode;
+use super::probe::SourceFormat;
 use super::recipe::Format;
 
 /// The scores `quality(auto)` aims for, per output format (a quality means different things
@@ -278,9 +279,9 @@ fn sample(image: &DynamicImage) -> RgbImage {
 /// reports. For `imgedge score` and the quality benchmark.
 pub fn score(reference: &[u8], distorted: &[u8]) -> Result<f64, ImagingError> {
     let read = |bytes: &[u8]| {
-        let format = match image::guess_format(bytes) {
-            Ok(image::ImageFormat::Jpeg) => Some(Format::Jpeg),
-            Ok(image::ImageFormat::WebP) => Some(Format::Webp),
+        let format = match super::probe::sniff(bytes) {
+            Some(SourceFormat::Jpeg) => Some(Format::Jpeg),
+            Some(SourceFormat::Webp) => Some(Format::Webp),
             _ => None,
         };
         match format {

@@ -825,7 +825,9 @@ fn decode_still(
         // Possibly another member's source (a larger copy, or the original).
         Some(ticket) => {
             let (decoded, used) = ticket.decoded(|source, scale, precision| {
-                let info = probe(&source.bytes)?;
+                // This job's own bytes were read by its preflight; another member's are not.
+                let own = std::ptr::eq(source.bytes.as_ptr(), job.bytes.as_ptr());
+                let info = if own { *info } else { probe(&source.bytes)? };
                 let stored = info.oriented_size();
                 // The smallest decode still at `scale` (what this source's own render
                 // would pick when `scale` is its own need).
