@@ -4,9 +4,16 @@
 //! were encoded. It is measured on a sample: the whole output up to `WHOLE_PIXELS`
 //! (800x600), otherwise a mosaic of `TILE`-pixel tiles taken on an even grid, each aligned
 //! to the 16-pixel macroblock grid, which aims `MOSAIC_AIM` higher (a mosaic scores high).
-//! The search is a secant search on quality with at most `TRIES` encodes of the sample; the
-//! answer is the lowest tried quality whose score reaches the target (else the best
-//! tried). Everything is deterministic: the same pixels give the same quality.
+//! Scoring costs more than encoding (30-40 ms for an 800x533 sample against 3 ms for its
+//! JPEG), so the search measures once and predicts: it encodes the sample at a probe
+//! quality (`PROBE_JPEG`, `PROBE_WEBP`), scores it, and takes the image's distortion
+//! (100 - score) as the bench corpus's mean curve (`MEAN_JPEG`, `MEAN_WEBP`) scaled by the
+//! factor that probe measured; the answer is the lowest quality predicted to reach the
+//! target plus a margin (`AIM_JPEG`, `AIM_WEBP`). A prediction more than `FAR` steps from
+//! the probe is probed too, and predicted again from there. The probe's bounds hold: never
+//! above a probe that reached the target, never at or below one that fell short. The
+//! chosen quality is encoded unmeasured unless it is a probe's ([`measure`] scores it;
+//! `meta/` does). Everything is deterministic: the same pixels give the same quality.
 //!
 //! AVIF output has no decoder in this build (image's `avif-native` needs a newer dav1d
 //! than Debian 12 has), so its score cannot be measured: `auto` encodes AVIF at
@@ -65,16 +72,31 @@ pub const TARGET_RANGE: std::ops::RangeInclusive<f64> = 30.0..=90.0;
 /// the last bit of a fine progressive JPEG (`render::VISIBLE_MAX_QUALITY`).
 pub const LOWEST: u8 = 30;
 pub const HIGHEST: u8 = 90;
-/// The first quality tried: where the corpus's median image reaches the default target.
-const FIRST: u8 = 75;
-/// SSIMULACRA2 points per quality step near the target, for the first prediction
-/// (JPEG and WebP on the corpus: 0.4-0.7).
-const PRIOR_SLOPE: f64 = 0.5;
-/// Predictions aim this far above the target: the score is not smooth in quality (+-0.5
-/// between neighbours), and a try that falls just short costs a whole encode.
-const AIM: f64 = 0.5;
-/// Encodes of the sample, at most.
-const TRIES: usize = 3;
+/// The quality of the first probe, per format: near where the bench photos reach the
+/// default targets (JPEG 61-83, WebP 72-82), so that predictions are short.
+const PROBE_JPEG: u8 = 75;
+const PROBE_WEBP: u8 = 80;
+/// Predictions aim this far above the target: a prediction is served without being measured,
+/// and the score is not smooth in quality (+-0.5 between neighbours in JPEG, +-1.5 in WebP).
+/// With these margins the bench photos' served scores came out at or above the target minus
+/// 0.3 (leave-one-out on the curves of `MEAN_JPEG` and `MEAN_WEBP`).
+const AIM_JPEG: f64 = 0.5;
+const AIM_WEBP: f64 = 1.0;
+/// A prediction further than this many steps from the probe is probed itself (the model is
+/// least sure far from its measurement).
+const FAR: u8 = 10;
+/// Probes (an encode, a decode and a score of the sample each), at most.
+const TRIES: usize = 2;
+/// Mean SSIMULACRA2 of the bench photos' outputs at qualities 40, 45, ..., 95 (imgedge's
+/// own renders, scored against its lossless render of the same URL): JPEG over W1
+/// (fit-in/300x200) and W2 (800 wide), WebP over W3 (fit-in/400x300). From
+/// `python3 loadtest/auto-model.py loadtest/results/quality-20261207-182747.json`.
+const MEAN_JPEG: [f64; 12] = [
+    68.46, 69.96, 71.73, 72.99, 75.02, 76.38, 78.30, 80.00, 82.16, 84.51, 87.66, 91.27,
+];
+const MEAN_WEBP: [f64; 12] = [
+    55.60, 58.34, 60.82, 62.81, 65.17, 67.05, 68.50, 70.03, 74.54, 78.32, 82.14, 84.84,
+];
 /// Side of a mosaic tile; a multiple of 16 (JPEG and WebP macroblocks).
 const TILE: u32 = 128;
 /// Outputs up to this many pixels (800x600) are scored whole; larger ones by a mosaic of
@@ -85,7 +107,7 @@ const TILE: u32 = 128;
 /// 800x533).
 const WHOLE_PIXELS: u32 = 800 * 600;
 const MOSAIC_PIXELS: u32 = 8 * TILE * TILE;
-/// What a mosaic aims above the target, on top of `AIM`.
+/// What a mosaic aims above the target, on top of `AIM_JPEG` or `AIM_WEBP`.
 const MOSAIC_AIM: f64 = 3.0;
 /// Memory per sample pixel while scoring: the sample, its encode and decode, and
 /// SSIMULACRA2's planes for both images at six scales. Measured with `imgedge score`: peak
@@ -108,17 +130,21 @@ pub const AVIF_FALLBACK: u8 = 80;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chosen {
     pub quality: u8,
-    /// SSIMULACRA2 of the sample at `quality` (the whole output up to 800x600); `None` when
-    /// it was not measured (AVIF).
+    /// SSIMULACRA2 of the sample at `quality` (the whole output up to 800x600) when a probe
+    /// measured it; `None` when `quality` was predicted and not measured ([`measure`] gives
+    /// it), or cannot be (AVIF).
     pub score: Option<f64>,
-    /// Encodes of the sample it took.
+    /// The score the model predicted for `quality` (the measured one when it was probed);
+    /// `None` for AVIF.
+    pub predicted: Option<f64>,
+    /// Probes it took (an encode and a score of the sample each).
     pub tries: usize,
 }
 
-/// The lowest quality in `LOWEST..=HIGHEST` at which `image` encoded as `format` reaches
-/// SSIMULACRA2 `target`, as far as `TRIES` encodes of its sample find; `None` for the
-/// lossless formats, where quality means nothing. Outputs larger than 800x600 aim
-/// `MOSAIC_AIM` higher (their sample is a mosaic).
+/// The lowest quality in `LOWEST..=HIGHEST` at which `image` encoded as `format` is
+/// predicted to reach SSIMULACRA2 `target`, from one probe of its sample (two when the first
+/// prediction is far from the probe); `None` for the lossless formats, where quality means
+/// nothing. Outputs larger than 800x600 aim `MOSAIC_AIM` higher (their sample is a mosaic).
 pub fn choose(
     image: &DynamicImage,
     format: Format,
@@ -136,21 +162,23 @@ pub struct Found {
     pub encoded: Option<Vec<u8>>,
 }
 
-/// [`choose`], and the encode of the chosen try when it is the output itself (the sample
-/// was the whole image, without alpha): exactly the bytes `encode::encode` gives `image`
-/// at the chosen quality, so the caller need not encode it again.
+/// [`choose`], and the probe's encode when the chosen quality is a probe's and the sample
+/// is the output itself (the whole image, without alpha): exactly the bytes
+/// `encode::encode` gives `image` at the chosen quality, so the caller need not encode it
+/// again.
 pub fn choose_encoded(
     image: &DynamicImage,
     format: Format,
     target: f64,
     cancel: Option<&AtomicBool>,
 ) -> Result<Option<Found>, ImagingError> {
-    match format {
+    let (probe, aim) = match format {
         Format::Png | Format::Gif => return Ok(None),
         Format::Avif => {
             let chosen = Chosen {
                 quality: AVIF_FALLBACK,
                 score: None,
+                predicted: None,
                 tries: 0,
             };
             return Ok(Some(Found {
@@ -158,8 +186,9 @@ pub fn choose_encoded(
                 encoded: None,
             }));
         }
-        Format::Jpeg | Format::Webp => {}
-    }
+        Format::Jpeg => (PROBE_JPEG, AIM_JPEG),
+        Format::Webp => (PROBE_WEBP, AIM_WEBP),
+    };
     let whole = image.width() * image.height() <= WHOLE_PIXELS;
     let target = if whole { target } else { target + MOSAIC_AIM };
     let sample = DynamicImage::ImageRgb8(sample(image));
@@ -167,77 +196,89 @@ pub fn choose_encoded(
     let is_output = whole && matches!(image, DynamicImage::ImageRgb8(_));
     let rgb = sample.as_rgb8().expect("the sample is RGB8");
     let reference = Ssimulacra2Reference::new(&slice(rgb)?).map_err(scoring)?;
-    let mut tried: Vec<(u8, f64)> = Vec::with_capacity(TRIES);
-    let mut encodes: Vec<Vec<u8>> = Vec::with_capacity(TRIES);
-    let mut quality = FIRST;
-    while tried.len() < TRIES {
+    let mut probes: Vec<(u8, f64, Vec<u8>)> = Vec::with_capacity(TRIES);
+    let mut quality = probe;
+    let (mut floor, mut ceiling) = (LOWEST, HIGHEST);
+    let predicted = loop {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(ImagingError::Cancelled);
         }
         let bytes = encode::encode(&sample, format, quality)?;
         let decoded = decode(&bytes, format)?;
         let score = reference.compare(&slice(&decoded)?).map_err(scoring)?;
-        tried.push((quality, score));
-        encodes.push(bytes);
-        match next(&tried, target) {
-            Some(q) => quality = q,
-            None => break,
+        probes.push((quality, score, bytes));
+        match score >= target {
+            true => ceiling = ceiling.min(quality),
+            false => floor = floor.max(quality.saturating_add(1)).min(HIGHEST),
         }
-    }
-    let reaching = tried
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, s))| *s >= target)
-        .min_by_key(|(_, (q, _))| *q);
-    let best = tried
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.1.total_cmp(&b.1.1));
-    let (at, &(quality, score)) = reaching.or(best).expect("at least one try");
+        let (next, expected) = predict(format, (quality, score), target + aim, floor, ceiling);
+        if probes.len() < TRIES && next.abs_diff(quality) > FAR {
+            quality = next;
+            continue;
+        }
+        break (next, expected);
+    };
+    let (quality, expected) = predicted;
+    // A probe at the predicted quality is served as it is, with its measured score.
+    let probed = probes.iter().position(|(q, _, _)| *q == quality);
     let chosen = Chosen {
         quality,
-        score: Some(score),
-        tries: tried.len(),
+        score: probed.map(|at| probes[at].1),
+        predicted: Some(expected),
+        tries: probes.len(),
     };
-    let encoded = is_output.then(|| encodes.swap_remove(at));
+    let encoded = probed
+        .filter(|_| is_output)
+        .map(|at| probes.swap_remove(at).2);
     Ok(Some(Found { chosen, encoded }))
 }
 
-/// The next quality to try, or `None` when the answer is known: predicted from the last
-/// two tries (the prior slope after the first), kept above every quality that fell short
-/// and below every one that reached the target.
-fn next(tried: &[(u8, f64)], target: f64) -> Option<u8> {
-    let floor = tried
-        .iter()
-        .filter(|(_, s)| *s < target)
-        .map(|(q, _)| q + 1)
-        .max()
-        .unwrap_or(LOWEST);
-    let ceiling = tried
-        .iter()
-        .filter(|(_, s)| *s >= target)
-        .map(|(q, _)| *q)
-        .min()
-        .unwrap_or(HIGHEST);
-    let &(q1, s1) = tried.last()?;
-    if floor > ceiling {
-        return None;
-    }
-    let slope = match tried.len() {
-        0 | 1 => PRIOR_SLOPE,
-        n => {
-            let (q0, s0) = tried[n - 2];
-            let slope = (s1 - s0) / (f64::from(q1) - f64::from(q0));
-            if slope.is_finite() && slope > 0.05 {
-                slope
-            } else {
-                PRIOR_SLOPE
-            }
+/// The lowest quality in `floor..=ceiling` predicted to score `aim`, and its predicted
+/// score, from one measured `(quality, score)`: the image's distortion (100 - score) is
+/// taken as the corpus mean's (`MEAN_JPEG`, `MEAN_WEBP`) scaled by one factor, the one
+/// the measurement gives (on the bench photos' curves this predicted better than a shift
+/// of the mean curve). `ceiling` when nothing in range is predicted to reach it.
+fn predict(
+    format: Format,
+    (quality, score): (u8, f64),
+    aim: f64,
+    floor: u8,
+    ceiling: u8,
+) -> (u8, f64) {
+    let mean = |q: u8| mean_score(format, q);
+    let factor = (100.0 - score).max(0.0) / (100.0 - mean(quality)).max(1.0);
+    let at = |q: u8| {
+        if q == quality {
+            score
+        } else {
+            100.0 - factor * (100.0 - mean(q))
         }
     };
-    let predicted = (f64::from(q1) + (target + AIM - s1) / slope).ceil();
-    let q = predicted.clamp(f64::from(floor), f64::from(ceiling)) as u8;
-    (!tried.iter().any(|(t, _)| *t == q)).then_some(q)
+    let floor = floor.min(ceiling);
+    (floor..=ceiling)
+        .find(|&q| at(q) >= aim)
+        .map_or((ceiling, at(ceiling)), |q| (q, at(q)))
+}
+
+/// The corpus's mean score at `quality` (linear between the table's steps of 5, and
+/// continued with its first step's slope below 40).
+fn mean_score(format: Format, quality: u8) -> f64 {
+    let table = match format {
+        Format::Webp => &MEAN_WEBP,
+        _ => &MEAN_JPEG,
+    };
+    let steps = (f64::from(quality) - 40.0) / 5.0;
+    let below = steps.floor().clamp(0.0, (table.len() - 2) as f64) as usize;
+    table[below] + (steps - below as f64) * (table[below + 1] - table[below])
+}
+
+/// SSIMULACRA2 of `image`'s sample (the whole image up to 800x600) encoded as `format` at
+/// `quality`: what [`choose`] measures for its probes, for a quality it predicted.
+pub fn measure(image: &DynamicImage, format: Format, quality: u8) -> Result<f64, ImagingError> {
+    let sample = DynamicImage::ImageRgb8(sample(image));
+    let rgb = sample.as_rgb8().expect("the sample is RGB8");
+    let bytes = encode::encode(&sample, format, quality)?;
+    score_pixels(rgb, &decode(&bytes, format)?)
 }
 
 /// The pixels the score is measured on: the whole image when it is small enough,
@@ -360,19 +401,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn next_brackets_the_target() {
-        // One try short of the target: aim up by the prior slope.
-        assert_eq!(next(&[(75, 70.0)], 72.0), Some(80));
-        // One try above: aim down.
-        assert_eq!(next(&[(75, 76.0)], 72.0), Some(68));
-        // Two tries: the secant between them, rounded up.
-        assert_eq!(next(&[(75, 76.0), (68, 71.0)], 72.0), Some(71));
-        // The answer is known once the prediction lands on a tried quality.
-        assert_eq!(next(&[(75, 76.0), (74, 71.9)], 72.0), None);
-        // Never below a quality that fell short, never above one that reached it.
-        assert_eq!(next(&[(75, 60.0)], 72.0), Some(HIGHEST));
-        assert_eq!(next(&[(75, 95.0)], 72.0), Some(LOWEST));
-        assert_eq!(next(&[(90, 60.0), (30, 10.0)], 72.0), None);
+    fn predict_scales_the_mean_curve_and_keeps_within_the_probes_bounds() {
+        let mean = |q| mean_score(Format::Jpeg, q);
+        // The table's points, linear between them, its first slope continued below 40.
+        assert_eq!(mean(75), MEAN_JPEG[7]);
+        assert!((mean(77) - (MEAN_JPEG[7] + 0.4 * (MEAN_JPEG[8] - MEAN_JPEG[7]))).abs() < 1e-9);
+        assert!((mean(35) - (2.0 * MEAN_JPEG[0] - MEAN_JPEG[1])).abs() < 1e-9);
+        // A probe on the mean curve predicts where the mean reaches the aim (80.0 at 75).
+        let (q, expected) = predict(Format::Jpeg, (70, mean(70)), 80.0, LOWEST, HIGHEST);
+        assert_eq!(q, 75);
+        assert!((expected - 80.0).abs() < 1e-9);
+        // Twice the mean's distortion: a higher quality; half of it: a lower one.
+        let (hard, _) = predict(
+            Format::Jpeg,
+            (75, 100.0 - 2.0 * (100.0 - mean(75))),
+            80.0,
+            LOWEST,
+            HIGHEST,
+        );
+        let (easy, _) = predict(
+            Format::Jpeg,
+            (75, 100.0 - 0.5 * (100.0 - mean(75))),
+            80.0,
+            LOWEST,
+            HIGHEST,
+        );
+        assert!(easy < 60 && hard == HIGHEST, "{easy} {hard}");
+        // No distortion at all: the lowest allowed quality.
+        assert_eq!(predict(Format::Webp, (80, 100.0), 72.0, 41, 80).0, 41);
+        // Never above a probe that reached the aim, never below one that fell short.
+        assert_eq!(predict(Format::Jpeg, (75, 60.0), 80.0, 76, 78).0, 78);
+        assert_eq!(predict(Format::Jpeg, (75, 99.0), 80.0, 70, 75).0, 70);
     }
 
     fn photo() -> DynamicImage {
@@ -387,12 +446,27 @@ mod tests {
             let strict = choose(&image, format, 80.0, None).unwrap().unwrap();
             let loose = choose(&image, format, 65.0, None).unwrap().unwrap();
             for (chosen, target) in [(strict, 80.0), (loose, 65.0)] {
-                assert!(chosen.tries <= TRIES, "{format:?} {chosen:?}");
-                assert!(chosen.score.unwrap() >= target, "{format:?} {chosen:?}");
-                // The photo (640x427) is scored whole: the score is that of the output.
+                assert!((1..=TRIES).contains(&chosen.tries), "{format:?} {chosen:?}");
+                // The photo (640x427) is scored whole: what `measure` gives is the
+                // output's score, the probe's when the quality was probed.
                 let bytes = encode::encode(&image, format, chosen.quality).unwrap();
                 let whole = score_pixels(&image.to_rgb8(), &decode(&bytes, format).unwrap());
-                assert_eq!(whole.unwrap(), chosen.score.unwrap());
+                let measured = measure(&image, format, chosen.quality).unwrap();
+                assert_eq!(whole.unwrap(), measured);
+                if let Some(score) = chosen.score {
+                    assert_eq!(score, measured);
+                }
+                // A prediction lands near the target (the margins absorb the model's error
+                // on this photo), and near what it predicted.
+                let predicted = chosen.predicted.unwrap();
+                assert!(
+                    measured >= target - 1.0,
+                    "{format:?} {chosen:?}: {measured}"
+                );
+                assert!(
+                    (measured - predicted).abs() < 2.5,
+                    "{format:?} {chosen:?}: {measured}"
+                );
             }
             assert!(
                 loose.quality < strict.quality,
@@ -417,6 +491,7 @@ mod tests {
             Some(Chosen {
                 quality: AVIF_FALLBACK,
                 score: None,
+                predicted: None,
                 tries: 0
             })
         );

@@ -240,12 +240,26 @@ pub fn describe_planned(
         )?;
         let info = prepared.info;
         let (quality, found) = resolve_quality(job, run, &prepared)?;
-        let chosen = found.map(|f| f.chosen);
+        let mut chosen = found.map(|f| f.chosen);
+        // A predicted quality is served unmeasured; meta/ measures it, so the score it
+        // reports is the output's (its sample's, above 800x600).
+        if let Some(c) = chosen
+            .as_mut()
+            .filter(|c| c.score.is_none() && c.predicted.is_some())
+        {
+            checkpoint(run)?;
+            c.score = Some(auto_quality::measure(
+                &prepared.image,
+                prepared.format,
+                c.quality,
+            )?);
+        }
         let auto = chosen.map(|c| {
             json!({
                 "target": job.auto_quality_target.for_format(prepared.format),
                 "quality": c.quality,
                 "score": c.score,
+                "predicted": c.predicted,
                 "tries": c.tries,
                 "measured": c.score.is_some(),
             })

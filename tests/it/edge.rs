@@ -1135,12 +1135,21 @@ async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
     let quality = meta["output"]["quality"].as_u64().unwrap();
     assert_eq!(chosen["quality"], quality);
     assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET);
-    assert!(chosen["tries"].as_u64().unwrap() <= 4, "{chosen}");
-    // Golden: what the search picks for this photo (a change to the search or the JPEG
-    // encoder shows here first).
-    assert_eq!(quality, 58, "{chosen}");
+    assert!(
+        (1..=2).contains(&chosen["tries"].as_u64().unwrap()),
+        "{chosen}"
+    );
+    // Golden: what the search picks for this photo (a change to the search, its model or
+    // the JPEG encoder shows here first).
+    assert_eq!(quality, 55, "{chosen}");
+    // The served quality is predicted from a probe, so its score may fall a little short
+    // of the target (the prediction aims 0.5 above it); meta/ reports the measured score
+    // and the prediction.
     let score = chosen["score"].as_f64().unwrap();
-    assert!(score >= auto_quality::DEFAULT_TARGET, "{chosen}");
+    let predicted = chosen["predicted"].as_f64().unwrap();
+    assert!(score >= auto_quality::DEFAULT_TARGET - 1.0, "{chosen}");
+    assert!((score - predicted).abs() < 2.5, "{chosen}");
+    assert_eq!(chosen["measured"], true);
     // The served bytes are the encode at that quality, and a 300x200 output is scored
     // whole: SSIMULACRA2 of the served JPEG against the lossless render of the same URL is
     // the score meta/ reports.
@@ -1176,7 +1185,7 @@ async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
     assert_eq!(webp["output"]["format"], "webp");
     let chosen = &webp["output"]["auto_quality"];
     assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET_WEBP);
-    assert!(chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET_WEBP);
+    assert!(chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET_WEBP - 1.5);
     let avif = b
         .get("/meta/fit-in/300x200/filters:format(avif)/p/landscape.jpg")
         .await
