@@ -10,7 +10,8 @@
 //! (100 - score) as the bench corpus's mean curve (`MEAN_JPEG`, `MEAN_WEBP`) scaled by the
 //! factor that probe measured; the answer is the lowest quality predicted to reach the
 //! target plus a margin (`AIM_JPEG`, `AIM_WEBP`). A prediction more than `FAR` steps from
-//! the probe is probed too, and predicted again from there. The probe's bounds hold: never
+//! the probe is probed too, and predicted again from both probes (the factor running
+//! linearly between them), which follows images unlike the photos (graphics). The probe's bounds hold: never
 //! above a probe that reached the target, never at or below one that fell short. The
 //! chosen quality is encoded unmeasured unless it is a probe's ([`measure`] scores it;
 //! `meta/` does). Everything is deterministic: the same pixels give the same quality.
@@ -211,7 +212,8 @@ pub fn choose_encoded(
             true => ceiling = ceiling.min(quality),
             false => floor = floor.max(quality.saturating_add(1)).min(HIGHEST),
         }
-        let (next, expected) = predict(format, (quality, score), target + aim, floor, ceiling);
+        let measured: Vec<(u8, f64)> = probes.iter().map(|(q, s, _)| (*q, *s)).collect();
+        let (next, expected) = predict(format, &measured, target + aim, floor, ceiling);
         if probes.len() < TRIES && next.abs_diff(quality) > FAR {
             quality = next;
             continue;
@@ -234,25 +236,26 @@ pub fn choose_encoded(
 }
 
 /// The lowest quality in `floor..=ceiling` predicted to score `aim`, and its predicted
-/// score, from one measured `(quality, score)`: the image's distortion (100 - score) is
-/// taken as the corpus mean's (`MEAN_JPEG`, `MEAN_WEBP`) scaled by one factor, the one
-/// the measurement gives (on the bench photos' curves this predicted better than a shift
-/// of the mean curve). `ceiling` when nothing in range is predicted to reach it.
-fn predict(
-    format: Format,
-    (quality, score): (u8, f64),
-    aim: f64,
-    floor: u8,
-    ceiling: u8,
-) -> (u8, f64) {
+/// score, from the `(quality, score)` probes measured so far: the image's distortion
+/// (100 - score) is taken as the corpus mean's (`MEAN_JPEG`, `MEAN_WEBP`) scaled by a
+/// factor, the one the probe measured (on the bench photos' curves this predicted better
+/// than a shift of the mean curve); with two probes the factor runs linearly in quality
+/// from one probe's to the other's, which follows an image whose curve has another shape
+/// than a photo's (graphics). `ceiling` when nothing in range is predicted to reach it.
+fn predict(format: Format, probes: &[(u8, f64)], aim: f64, floor: u8, ceiling: u8) -> (u8, f64) {
     let mean = |q: u8| mean_score(format, q);
-    let factor = (100.0 - score).max(0.0) / (100.0 - mean(quality)).max(1.0);
-    let at = |q: u8| {
-        if q == quality {
-            score
-        } else {
-            100.0 - factor * (100.0 - mean(q))
+    let factor_of = |&(q, s): &(u8, f64)| (100.0 - s).max(0.0) / (100.0 - mean(q)).max(1.0);
+    let factor = |q: u8| match probes {
+        [(qa, _), (qb, _)] if qa != qb => {
+            let (ka, kb) = (factor_of(&probes[0]), factor_of(&probes[1]));
+            let t = (f64::from(q) - f64::from(*qa)) / (f64::from(*qb) - f64::from(*qa));
+            (ka + t * (kb - ka)).max(0.0)
         }
+        _ => probes.last().map_or(1.0, factor_of),
+    };
+    let at = |q: u8| match probes.iter().find(|(p, _)| *p == q) {
+        Some(&(_, score)) => score,
+        None => 100.0 - factor(q) * (100.0 - mean(q)),
     };
     let floor = floor.min(ceiling);
     (floor..=ceiling)
@@ -408,30 +411,36 @@ mod tests {
         assert!((mean(77) - (MEAN_JPEG[7] + 0.4 * (MEAN_JPEG[8] - MEAN_JPEG[7]))).abs() < 1e-9);
         assert!((mean(35) - (2.0 * MEAN_JPEG[0] - MEAN_JPEG[1])).abs() < 1e-9);
         // A probe on the mean curve predicts where the mean reaches the aim (80.0 at 75).
-        let (q, expected) = predict(Format::Jpeg, (70, mean(70)), 80.0, LOWEST, HIGHEST);
+        let (q, expected) = predict(Format::Jpeg, &[(70, mean(70))], 80.0, LOWEST, HIGHEST);
         assert_eq!(q, 75);
         assert!((expected - 80.0).abs() < 1e-9);
         // Twice the mean's distortion: a higher quality; half of it: a lower one.
         let (hard, _) = predict(
             Format::Jpeg,
-            (75, 100.0 - 2.0 * (100.0 - mean(75))),
+            &[(75, 100.0 - 2.0 * (100.0 - mean(75)))],
             80.0,
             LOWEST,
             HIGHEST,
         );
         let (easy, _) = predict(
             Format::Jpeg,
-            (75, 100.0 - 0.5 * (100.0 - mean(75))),
+            &[(75, 100.0 - 0.5 * (100.0 - mean(75)))],
             80.0,
             LOWEST,
             HIGHEST,
         );
         assert!(easy < 60 && hard == HIGHEST, "{easy} {hard}");
         // No distortion at all: the lowest allowed quality.
-        assert_eq!(predict(Format::Webp, (80, 100.0), 72.0, 41, 80).0, 41);
+        assert_eq!(predict(Format::Webp, &[(80, 100.0)], 72.0, 41, 80).0, 41);
         // Never above a probe that reached the aim, never below one that fell short.
-        assert_eq!(predict(Format::Jpeg, (75, 60.0), 80.0, 76, 78).0, 78);
-        assert_eq!(predict(Format::Jpeg, (75, 99.0), 80.0, 70, 75).0, 70);
+        assert_eq!(predict(Format::Jpeg, &[(75, 60.0)], 80.0, 76, 78).0, 78);
+        assert_eq!(predict(Format::Jpeg, &[(75, 99.0)], 80.0, 70, 75).0, 70);
+        // Two probes: the factor runs from one's to the other's, so each is met exactly and
+        // a score between theirs lands between them.
+        let probes = [(60, 70.0), (80, 80.0)];
+        let (q, expected) = predict(Format::Jpeg, &probes, 75.0, 61, 80);
+        assert!((61..80).contains(&q) && expected >= 75.0, "{q} {expected}");
+        assert_eq!(predict(Format::Jpeg, &probes, 80.0, 61, 80), (80, 80.0));
     }
 
     fn photo() -> DynamicImage {
@@ -472,6 +481,35 @@ mod tests {
                 loose.quality < strict.quality,
                 "{format:?}: {loose:?} vs {strict:?}"
             );
+        }
+    }
+
+    #[test]
+    fn auto_far_from_a_photo_probes_twice_and_still_lands_near_the_target() {
+        // A smooth gradient (JPEG's easiest case) and hard-edged graphics (its hardest): far
+        // from the photos the mean curve was measured on, so the first prediction is far
+        // from the probe and a second probe decides.
+        let gradient = DynamicImage::ImageRgb8(RgbImage::from_fn(320, 240, |x, y| {
+            image::Rgb([(x * 255 / 319) as u8, (y * 255 / 239) as u8, 128])
+        }));
+        let stripes = DynamicImage::ImageRgb8(RgbImage::from_fn(320, 240, |x, y| {
+            let on = (x / 3 + y / 5) % 2 == 0;
+            image::Rgb(if on { [20, 20, 20] } else { [240, 230, 40] })
+        }));
+        for (name, image) in [("gradient", &gradient), ("stripes", &stripes)] {
+            for format in [Format::Jpeg, Format::Webp] {
+                let target = DEFAULT_TARGET;
+                let chosen = choose(image, format, target, None).unwrap().unwrap();
+                let measured = measure(image, format, chosen.quality).unwrap();
+                assert!(chosen.tries <= TRIES, "{name} {format:?} {chosen:?}");
+                // Either the target is reached, or nothing in range reaches it and the
+                // highest quality is served.
+                assert!(
+                    measured >= target - 1.0 || chosen.quality == HIGHEST,
+                    "{name} {format:?} {chosen:?}: {measured}"
+                );
+                eprintln!("{name} {format:?} {chosen:?} measured {measured:.2}");
+            }
         }
     }
 
