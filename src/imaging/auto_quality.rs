@@ -11,10 +11,11 @@
 //! factor that probe measured; the answer is the lowest quality predicted to reach the
 //! target plus a margin (`AIM_JPEG`, `AIM_WEBP`). A prediction more than `FAR` steps from
 //! the probe is probed too, and predicted again from both probes (the factor running
-//! linearly between them), which follows images unlike the photos (graphics). The probe's bounds hold: never
-//! above a probe that reached the target, never at or below one that fell short. The
-//! chosen quality is encoded unmeasured unless it is a probe's ([`measure`] scores it;
-//! `meta/` does). Everything is deterministic: the same pixels give the same quality.
+//! linearly between them), which follows images unlike the photos (graphics). The probes'
+//! bounds hold: never above a probe that reached the target, never at or below one that
+//! fell short. The chosen quality is encoded unmeasured unless it is a probe's
+//! ([`measure`] scores it; `meta/` does). Everything is deterministic: the same pixels give
+//! the same quality.
 //!
 //! AVIF output has no decoder in this build (image's `avif-native` needs a newer dav1d
 //! than Debian 12 has), so its score cannot be measured: `auto` encodes AVIF at
@@ -79,8 +80,9 @@ const PROBE_JPEG: u8 = 75;
 const PROBE_WEBP: u8 = 80;
 /// Predictions aim this far above the target: a prediction is served without being measured,
 /// and the score is not smooth in quality (+-0.5 between neighbours in JPEG, +-1.5 in WebP).
-/// With these margins the bench photos' served scores came out at or above the target minus
-/// 0.3 (leave-one-out on the curves of `MEAN_JPEG` and `MEAN_WEBP`).
+/// With these margins every bench photo's served score reached the target (worst 79.0 W1,
+/// 79.6 W2, 73.2 W3 in `loadtest/quality.py`; 79.4 / 79.5 / 72.3 when each photo was
+/// predicted from a mean curve of the others).
 const AIM_JPEG: f64 = 0.5;
 const AIM_WEBP: f64 = 1.0;
 /// A prediction further than this many steps from the probe is probed itself (the model is
