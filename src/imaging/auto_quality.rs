@@ -208,9 +208,7 @@ pub fn choose_encoded(
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(ImagingError::Cancelled);
         }
-        let bytes = encode::encode(&sample, format, quality)?;
-        let decoded = decode(&bytes, format)?;
-        let score = reference.compare(&slice(&decoded)?).map_err(scoring)?;
+        let (bytes, score) = probe_at(&reference, &sample, format, quality)?;
         probes.push((quality, score, bytes));
         match score >= target {
             true => ceiling = ceiling.min(quality),
@@ -284,8 +282,22 @@ fn mean_score(format: Format, quality: u8) -> f64 {
 pub fn measure(image: &DynamicImage, format: Format, quality: u8) -> Result<f64, ImagingError> {
     let sample = DynamicImage::ImageRgb8(sample(image));
     let rgb = sample.as_rgb8().expect("the sample is RGB8");
-    let bytes = encode::encode(&sample, format, quality)?;
-    score_pixels(rgb, &decode(&bytes, format)?)
+    let reference = Ssimulacra2Reference::new(&slice(rgb)?).map_err(scoring)?;
+    Ok(probe_at(&reference, &sample, format, quality)?.1)
+}
+
+/// The sample (an RGB8 image) encoded as `format` at `quality`, and its SSIMULACRA2 against
+/// `reference` once decoded as browsers decode it.
+fn probe_at(
+    reference: &Ssimulacra2Reference,
+    sample: &DynamicImage,
+    format: Format,
+    quality: u8,
+) -> Result<(Vec<u8>, f64), ImagingError> {
+    let bytes = encode::encode(sample, format, quality)?;
+    let decoded = decode(&bytes, format)?;
+    let score = reference.compare(&slice(&decoded)?).map_err(scoring)?;
+    Ok((bytes, score))
 }
 
 /// The pixels the score is measured on: the whole image when it is small enough,
