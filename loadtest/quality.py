@@ -3,6 +3,7 @@
 
     python3 loadtest/quality.py                 # full sweep (about 10 minutes on 2 cores)
     python3 loadtest/quality.py --quick         # 3 photos per target, quality step 10
+    python3 loadtest/quality.py --targets W3 --no-thumbor --qualities 40:95:1   # every quality
 
 For the W1 and W2 JPEG targets and the W3 WebP target of loadtest/compare.py, every server
 (imgedge from originals, imgedge from its reduced copies, sharp with its defaults, sharp
@@ -185,13 +186,22 @@ def main() -> int:
     ap.add_argument("--imgedge", type=Path, default=REPO / "target/release/imgedge")
     ap.add_argument("--no-thumbor", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (renders)")
+    ap.add_argument("--qualities", default="40:95:5", metavar="LO:HI:STEP",
+                    help="the sweep (40:95:5); 70:85:1 gives auto-model.py a finer curve")
     args = ap.parse_args()
     binary = args.imgedge.resolve()
     if not binary.exists():
         print(f"{binary} missing: run cargo build --release", file=sys.stderr)
         return 2
-    step = 10 if args.quick else 5
-    qualities = [str(q) for q in range(40, 96, step)]
+    try:
+        lo, hi, step = (int(x) for x in args.qualities.split(":"))
+        if not (1 <= lo <= hi <= 100 and step >= 1):
+            raise ValueError
+    except ValueError:
+        ap.error("--qualities wants LO:HI:STEP, 1 <= LO <= HI <= 100, STEP >= 1")
+    if args.quick:
+        step = 10
+    qualities = [str(q) for q in range(lo, hi + 1, step)]
     if str(ANCHOR_QUALITY) not in qualities:
         qualities.append(str(ANCHOR_QUALITY))
     compare.COPIES = 1
