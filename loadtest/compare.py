@@ -4,6 +4,7 @@
     python3 loadtest/compare.py                      # install peers, all workloads, ~13 min
     python3 loadtest/compare.py --quick --overload   # 1 short round per workload + overload
     python3 loadtest/compare.py --workloads W1,W3 --rounds 5 --duration 10 --skip-install
+    python3 loadtest/compare.py --workloads W2 --skip-install --imgedge-b /tmp/other/imgedge   # A/B
 
 It starts imgedge (twice: from the original, and with precomputed derivatives when the binary
 supports them), Thumbor and a small sharp server on free loopback ports, drives each workload
@@ -1215,6 +1216,9 @@ def main() -> int:
                     help="keys per original (c00/..): concurrent cold requests hit distinct originals "
                          f"({COPIES}; 1 = the bare file names)")
     ap.add_argument("--imgedge", type=Path, default=REPO / "target/release/imgedge")
+    ap.add_argument("--imgedge-b", type=Path, metavar="PATH",
+                    help="a second imgedge binary, run from the originals as 'imgedge-B' in the same "
+                         "interleaved rounds (A/B of two builds in one run)")
     ap.add_argument("--derivative-timeout", type=float, default=300,
                     help="seconds to wait for imgedge+pyramid's derivative backlog to reach 0")
     args = ap.parse_args()
@@ -1296,6 +1300,10 @@ def run(args, names: list[str], binary: Path, fleet: Fleet, work: Path, report: 
                 raise
             base_env = {}
         fleet.servers = [s for s in fleet.servers if s.name != "imgedge-probe"]
+
+    if cold_names and args.imgedge_b:
+        cold.append(fleet.start(imgedge_server(fleet, args.imgedge_b.resolve(), "imgedge-B",
+                                               {**base_env, "IMGEDGE_VARIANT_CACHE_BYTES": "0"})))
 
     if cold_names:
         if pyramid_supported:
