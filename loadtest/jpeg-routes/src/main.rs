@@ -5,15 +5,23 @@
 //! them into bytes at libjpeg-turbo q80's score, per route.
 //!
 //! ROUTES (comma-separated, default all): turbo, moz, moz_trellis, moz_prog, moz_max,
-//! jpegli420, jpegli444, jpegli420prog, jpegli444prog. BENCH_IMAGES: the corpus directory.
+//! jpegli420, jpegli444, jpegli420prog, jpegli444prog, and jpegli's own API through
+//! jpegli-sys: jpegli444raw (what jpegli444 does, as a check of this path), jpegli444dist
+//! and jpegli444distprog (`jpegli_set_distance` at the quality's distance: separate Cb and
+//! Cr tables, as cjpegli; `jpegli_set_quality` shares the Cr table for both), and
+//! jpegli444stdprog (the standard Annex K tables with adaptive quantisation).
+//! BENCH_IMAGES: the corpus directory.
 
 use std::time::Instant;
 
-use fast_ssim2::{PixelDescriptor, PixelSlice, compute_ssimulacra2};
+use fast_ssim2::{compute_ssimulacra2, PixelDescriptor, PixelSlice};
 use image::RgbImage;
+use jpegli_sys as sys;
 use mozjpeg_rs::{Encoder, TrellisConfig};
 
-const ROUTES: &str = "turbo,moz,moz_trellis,moz_prog,moz_max,jpegli420,jpegli444,jpegli420prog,jpegli444prog";
+const ROUTES: &str =
+    "turbo,moz,moz_trellis,moz_prog,moz_max,jpegli420,jpegli444,jpegli420prog,jpegli444prog,\
+jpegli444raw,jpegli444dist,jpegli444distprog,jpegli444stdprog";
 
 fn slice(i: &RgbImage) -> PixelSlice<'_> {
     let (w, h) = i.dimensions();
@@ -57,7 +65,11 @@ fn jpegli(img: &RgbImage, q: u8, route: &str) -> Vec<u8> {
     let mut c = jpegli::Compress::new(jpegli::ColorSpace::JCS_RGB);
     c.set_size(w as usize, h as usize);
     c.set_quality(f32::from(q));
-    let sub = if route.contains("420") { (2, 2) } else { (1, 1) };
+    let sub = if route.contains("420") {
+        (2, 2)
+    } else {
+        (1, 1)
+    };
     c.set_chroma_sampling_pixel_sizes(sub, sub);
     if route.ends_with("prog") {
         c.set_progressive_mode();
@@ -66,6 +78,91 @@ fn jpegli(img: &RgbImage, q: u8, route: &str) -> Vec<u8> {
     let mut started = c.start_compress(Vec::new()).unwrap();
     started.write_scanlines(img.as_raw()).unwrap();
     started.finish().unwrap()
+}
+
+// In jpegli's static library (lib/jpegli/encode.h) but not declared by jpegli-sys 0.1.
+extern "C" {
+    fn jpegli_set_distance(
+        cinfo: *mut sys::jpegli_compress_struct,
+        distance: f32,
+        force_baseline: sys::boolean,
+    );
+    fn jpegli_quality_to_distance(quality: std::os::raw::c_int) -> f32;
+    fn jpegli_use_standard_quant_tables(cinfo: *mut sys::jpegli_compress_struct);
+}
+
+/// jpegli through its C API: 4:4:4, optimised Huffman tables; `route` picks the tables.
+fn jpegli_raw(img: &RgbImage, q: u8, route: &str) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    // SAFETY: the libjpeg calling sequence on zeroed structs that outlive it; jpegli's
+    // standard error handler exits the process on error (a benchmark may).
+    unsafe {
+        let mut err: sys::jpegli_error_mgr = std::mem::zeroed();
+        let mut cinfo: sys::jpegli_compress_struct = std::mem::zeroed();
+        cinfo.common.err = sys::jpegli_std_error(&mut err);
+        sys::jpegli_create_compress(&mut cinfo);
+        let mut buf: *mut u8 = std::ptr::null_mut();
+        let mut size: std::os::raw::c_ulong = 0;
+        sys::jpegli_mem_dest(&mut cinfo, &mut buf, &mut size);
+        cinfo.image_width = w;
+        cinfo.image_height = h;
+        cinfo.input_components = 3;
+        cinfo.in_color_space = sys::J_COLOR_SPACE::JCS_RGB;
+        if route.contains("std") {
+            jpegli_use_standard_quant_tables(&mut cinfo);
+        }
+        sys::jpegli_set_defaults(&mut cinfo);
+        if route.contains("dist") {
+            jpegli_set_distance(&mut cinfo, jpegli_quality_to_distance(i32::from(q)), 0);
+        } else {
+            sys::jpegli_set_quality(&mut cinfo, i32::from(q), 0);
+        }
+        // "_c1.25": chroma table scaled by 1.25; "_h0.3": luma table scaled by 1 + 0.3 *
+        // (row + column) / 14, coarser towards high frequencies.
+        for part in route.split('_').skip(1) {
+            let (what, factor) = part.split_at(1);
+            let factor: f64 = factor.parse().expect("a factor");
+            let (table, tilt) = match what {
+                "c" => (1, false),
+                "h" => (0, true),
+                other => panic!("unknown table tweak {other}"),
+            };
+            let t = &mut *cinfo.quant_tbl_ptrs[table];
+            for (k, v) in t.quantval.iter_mut().enumerate() {
+                let scale = if tilt {
+                    1.0 + factor * ((k / 8 + k % 8) as f64) / 14.0
+                } else {
+                    factor
+                };
+                *v = (f64::from(*v) * scale).round().clamp(1.0, 255.0) as u16;
+            }
+        }
+        for c in 0..3 {
+            let comp = &mut *cinfo.comp_info.add(c);
+            comp.h_samp_factor = 1;
+            comp.v_samp_factor = 1;
+        }
+        if route.contains("prog") {
+            sys::jpegli_simple_progression(&mut cinfo);
+        }
+        cinfo.optimize_coding = 1;
+        sys::jpegli_start_compress(&mut cinfo, 1);
+        let stride = w as usize * 3;
+        for row in img.as_raw().chunks(stride) {
+            let ptr = row.as_ptr();
+            sys::jpegli_write_scanlines(&mut cinfo, &ptr, 1);
+        }
+        sys::jpegli_finish_compress(&mut cinfo);
+        let out = std::slice::from_raw_parts(buf, size as usize).to_vec();
+        sys::jpegli_destroy_compress(&mut cinfo);
+        libc_free(buf.cast());
+        out
+    }
+}
+
+extern "C" {
+    #[link_name = "free"]
+    fn libc_free(p: *mut std::ffi::c_void);
 }
 
 fn main() {
@@ -77,10 +174,16 @@ fn main() {
         let (w, h) = (full.width(), full.height());
         for (tw, th) in [(300u32, 200u32), (800, 0)] {
             let (ow, oh) = if th == 0 {
-                (tw, (f64::from(h) * f64::from(tw) / f64::from(w)).round() as u32)
+                (
+                    tw,
+                    (f64::from(h) * f64::from(tw) / f64::from(w)).round() as u32,
+                )
             } else {
                 let s = (f64::from(tw) / f64::from(w)).min(f64::from(th) / f64::from(h));
-                ((f64::from(w) * s).round() as u32, (f64::from(h) * s).round() as u32)
+                (
+                    (f64::from(w) * s).round() as u32,
+                    (f64::from(h) * s).round() as u32,
+                )
             };
             let small = full
                 .resize_exact(ow, oh, image::imageops::FilterType::Lanczos3)
@@ -90,13 +193,22 @@ fn main() {
                     let started = Instant::now();
                     let out = match route {
                         "turbo" => turbo(&small, q),
+                        r if r.starts_with("jpegli444")
+                            && r != "jpegli444"
+                            && r != "jpegli444prog" =>
+                        {
+                            jpegli_raw(&small, q, r)
+                        }
                         r if r.starts_with("jpegli") => jpegli(&small, q, r),
                         r => moz(&small, q, r),
                     };
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     let decoded = image::load_from_memory(&out).unwrap().to_rgb8();
                     let s = score(&small, &decoded);
-                    println!("{f}\t{tw}x{th}\t{route}\t{q}\t{}\t{s:.3}\t{ms:.2}", out.len());
+                    println!(
+                        "{f}\t{tw}x{th}\t{route}\t{q}\t{}\t{s:.3}\t{ms:.2}",
+                        out.len()
+                    );
                 }
             }
         }
