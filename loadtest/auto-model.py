@@ -2,7 +2,8 @@
 """Prints the mean quality-to-SSIMULACRA2 curves that `quality(auto)` predicts from
 (`MEAN_JPEG` and `MEAN_WEBP` in src/imaging/auto_quality.rs), from a run of
 loadtest/quality.py: per quality of its sweep, the mean "own" score of imgedge's renders,
-JPEG over the W1 and W2 photos, WebP over the W3 photos. A sweep by another step than 5
+JPEG over the W1 and W2 photos, WebP over the W3 photos, AVIF over the photos of the AVIF
+target (`--targets AVIF --no-thumbor`). A sweep by another step than 5
 (`loadtest/quality.py --qualities 40:95:1`) prints a longer curve, which `mean_score` would
 have to be taught.
 
@@ -20,8 +21,9 @@ def main() -> None:
         sys.exit(__doc__)
     with open(sys.argv[1], encoding="utf-8") as f:
         run = json.load(f)
-    curves: dict[str, dict[int, list[float]]] = {"JPEG": defaultdict(list), "WEBP": defaultdict(list)}
-    for target, name in (("W1", "JPEG"), ("W2", "JPEG"), ("W3", "WEBP")):
+    curves: dict[str, dict[int, list[float]]] = {
+        "JPEG": defaultdict(list), "WEBP": defaultdict(list), "AVIF": defaultdict(list)}
+    for target, name in (("W1", "JPEG"), ("W2", "JPEG"), ("W3", "WEBP"), ("AVIF", "AVIF")):
         if target not in run["targets"]:
             continue
         photos = run["targets"][target]["servers"]["imgedge"]

@@ -19,7 +19,7 @@ import argparse
 import json
 import math
 
-FORMATS = {"W1": ("jpeg", 79.0, 75), "W2": ("jpeg", 79.0, 75), "W3": ("webp", 72.0, 80)}
+FORMATS = {"W1": ("jpeg", 79.0, 75), "W2": ("jpeg", 79.0, 75), "W3": ("webp", 72.0, 80), "AVIF": ("avif", 79.0, 80)}
 LOWEST, HIGHEST, FAR, TRIES = 30, 90, 10, 2
 
 

@@ -11,7 +11,7 @@
 //   WxH          resize fit 'cover' + centre crop to exactly WxH (Thumbor's default crop)
 //   smart        crop position sharp.strategy.attention (libvips saliency: skin, saturation,
 //                luminance frequency) -- sharp's counterpart of Thumbor's detectors
-//   quality(n)   JPEG/WebP quality;   format(webp)   WebP output
+//   quality(n)   JPEG/WebP/AVIF quality;   format(webp), format(avif)   WebP, AVIF output
 //
 // Defaults chosen to mirror Thumbor/imgedge (and noted where they are sharp's own):
 //   - output format = source format unless format() is given (no Accept negotiation);
@@ -114,6 +114,9 @@ async function render(req) {
       break;
     case 'webp':
       img = img.webp({ quality });
+      break;
+    case 'avif':
+      img = img.avif({ quality });
       break;
     case 'png':
       img = img.png();

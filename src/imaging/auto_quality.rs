@@ -17,9 +17,8 @@
 //! ([`measure`] scores it; `meta/` does). Everything is deterministic: the same pixels give
 //! the same quality.
 //!
-//! AVIF output has no decoder in this build (image's `avif-native` needs a newer dav1d
-//! than Debian 12 has), so its score cannot be measured: `auto` encodes AVIF at
-//! `AVIF_FALLBACK` and says so.
+//! AVIF probes are decoded with libaom's decoder (`aom-decode`; image's `avif-native`
+//! needs a newer dav1d than Debian 12 has) and aim at the JPEG target.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,7 +35,7 @@ use super::recipe::Format;
 /// WebPs 72-77).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AutoTarget {
-    /// JPEG (and AVIF, when it can be measured): `auto_quality_target`.
+    /// JPEG and AVIF: `auto_quality_target`.
     pub jpeg: f64,
     /// WebP: `auto_quality_target_webp`.
     pub webp: f64,
@@ -78,6 +77,8 @@ pub const HIGHEST: u8 = 90;
 /// default targets (JPEG 61-83, WebP 72-82), so that predictions are short.
 const PROBE_JPEG: u8 = 75;
 const PROBE_WEBP: u8 = 80;
+/// AVIF (rav1e through ravif): the bench photos reach 79 at 75-88.
+const PROBE_AVIF: u8 = 80;
 /// Predictions aim this far above the target: a prediction is served without being measured,
 /// and the score is not smooth in quality (+-0.5 between neighbours in JPEG, +-1.5 in WebP).
 /// With these margins every bench photo's served score reached the target (worst 79.0 W1,
@@ -85,6 +86,10 @@ const PROBE_WEBP: u8 = 80;
 /// predicted from a mean curve of the others).
 const AIM_JPEG: f64 = 0.5;
 const AIM_WEBP: f64 = 1.0;
+/// AVIF's curve bends between 80 and 85, where the table is straight: at 0.5 two of the
+/// four W3 photos were served at 78.4 and 78.9, at 1.5 all at 80.1 or more (replayed by
+/// `loadtest/auto-sim.py --target AVIF` on a sweep by 1, `quality-20261208-004757.json`).
+const AIM_AVIF: f64 = 1.5;
 /// A prediction further than this many steps from the probe is probed itself (the model is
 /// least sure far from its measurement).
 const FAR: u8 = 10;
@@ -101,6 +106,12 @@ const MEAN_JPEG: [f64; 12] = [
 ];
 const MEAN_WEBP: [f64; 12] = [
     55.60, 58.34, 60.82, 62.81, 65.17, 67.05, 68.50, 70.03, 74.54, 78.32, 82.14, 84.84,
+];
+/// AVIF (imgedge's rav1e encoder, 10 bits, decoded by libaom) over the W3 photos at
+/// fit-in/400x300, from `python3 loadtest/quality.py --targets AVIF --no-thumbor`
+/// (`quality-20261208-004053.json`).
+const MEAN_AVIF: [f64; 12] = [
+    50.85, 55.26, 59.98, 63.51, 66.42, 70.06, 72.60, 74.87, 77.40, 83.02, 88.16, 93.01,
 ];
 /// Side of a mosaic tile; a multiple of 16 (JPEG and WebP macroblocks).
 const TILE: u32 = 128;
@@ -119,17 +130,25 @@ const MOSAIC_AIM: f64 = 3.0;
 /// RSS 76 MB at 800x450 and 207 MB at 1600x900, about 140 bytes per pixel.
 const SCORE_BYTES_PER_PIXEL: u64 = 150;
 
-/// The memory the search needs for an output of `pixels`, beyond the render's own.
-pub fn memory_need(pixels: u64) -> u64 {
+/// What reading an AVIF probe back adds per sample pixel: libaom's 10-bit frame (4:4:4,
+/// 6 bytes), its 16-bit RGB conversion (6) and the 8-bit copy (3).
+const AVIF_DECODE_BYTES_PER_PIXEL: u64 = 16;
+
+/// The memory the search needs for `format` output of `pixels`, beyond the render's own
+/// (nothing for the formats it does not search).
+pub fn memory_need(format: Format, pixels: u64) -> u64 {
     let sample = if pixels <= u64::from(WHOLE_PIXELS) {
         pixels
     } else {
         u64::from(MOSAIC_PIXELS)
     };
-    sample.saturating_mul(SCORE_BYTES_PER_PIXEL)
+    let per_pixel = match format {
+        Format::Jpeg | Format::Webp => SCORE_BYTES_PER_PIXEL,
+        Format::Avif => SCORE_BYTES_PER_PIXEL + AVIF_DECODE_BYTES_PER_PIXEL,
+        Format::Png | Format::Gif => 0,
+    };
+    sample.saturating_mul(per_pixel)
 }
-/// The quality `auto` gives AVIF output (see the module comment).
-pub const AVIF_FALLBACK: u8 = 80;
 
 /// What the search chose.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,11 +156,10 @@ pub struct Chosen {
     pub quality: u8,
     /// SSIMULACRA2 of the sample at `quality` (the whole output up to 800x600) when a probe
     /// measured it; `None` when `quality` was predicted and not measured ([`measure`] gives
-    /// it), or cannot be (AVIF).
+    /// it).
     pub score: Option<f64>,
-    /// The score the model predicted for `quality` (the measured one when it was probed);
-    /// `None` for AVIF.
-    pub predicted: Option<f64>,
+    /// The score the model predicted for `quality` (the measured one when it was probed).
+    pub predicted: f64,
     /// Probes it took (an encode and a score of the sample each).
     pub tries: usize,
 }
@@ -179,20 +197,9 @@ pub fn choose_encoded(
 ) -> Result<Option<Found>, ImagingError> {
     let (probe, aim) = match format {
         Format::Png | Format::Gif => return Ok(None),
-        Format::Avif => {
-            let chosen = Chosen {
-                quality: AVIF_FALLBACK,
-                score: None,
-                predicted: None,
-                tries: 0,
-            };
-            return Ok(Some(Found {
-                chosen,
-                encoded: None,
-            }));
-        }
         Format::Jpeg => (PROBE_JPEG, AIM_JPEG),
         Format::Webp => (PROBE_WEBP, AIM_WEBP),
+        Format::Avif => (PROBE_AVIF, AIM_AVIF),
     };
     let whole = image.width() * image.height() <= WHOLE_PIXELS;
     let target = if whole { target } else { target + MOSAIC_AIM };
@@ -228,7 +235,7 @@ pub fn choose_encoded(
     let chosen = Chosen {
         quality,
         score: probed.map(|at| probes[at].1),
-        predicted: Some(expected),
+        predicted: expected,
         tries: probes.len(),
     };
     let encoded = probed
@@ -268,8 +275,9 @@ fn predict(format: Format, probes: &[(u8, f64)], aim: f64, floor: u8, ceiling: u
 /// The corpus's mean score at `quality` (linear between the table's steps of 5, and
 /// continued with its first step's slope below 40).
 fn mean_score(format: Format, quality: u8) -> f64 {
-    let table = match format {
+    let table: &[f64] = match format {
         Format::Webp => &MEAN_WEBP,
+        Format::Avif => &MEAN_AVIF,
         _ => &MEAN_JPEG,
     };
     let steps = (f64::from(quality) - 40.0) / 5.0;
@@ -342,6 +350,7 @@ pub fn score(reference: &[u8], distorted: &[u8]) -> Result<f64, ImagingError> {
         let format = match super::probe::sniff(bytes) {
             Some(SourceFormat::Jpeg) => Some(Format::Jpeg),
             Some(SourceFormat::Webp) => Some(Format::Webp),
+            _ if is_avif(bytes) => Some(Format::Avif),
             _ => None,
         };
         match format {
@@ -369,7 +378,9 @@ pub fn score_pixels(a: &RgbImage, b: &RgbImage) -> Result<f64, ImagingError> {
     reference.compare(&slice(b)?).map_err(scoring)
 }
 
-/// Decodes a trial encode as browsers do: libjpeg-turbo for JPEG, libwebp for WebP.
+/// Decodes a trial encode as browsers do: libjpeg-turbo for JPEG, libwebp for WebP,
+/// libaom for AVIF (Chrome and Firefox decode AVIF with dav1d; both follow the AV1
+/// specification's exact decoding process, so the pixels are the same).
 fn decode(bytes: &[u8], format: Format) -> Result<RgbImage, ImagingError> {
     let failed =
         |e: String| ImagingError::Encode(format!("decoding its own output to score it: {e}"));
@@ -382,7 +393,8 @@ fn decode(bytes: &[u8], format: Format) -> Result<RgbImage, ImagingError> {
             }
             (image.width as u32, image.height as u32, image.pixels)
         }
-        _ => {
+        Format::Avif => avif_rgb(bytes).map_err(failed)?,
+        Format::Webp => {
             let image = webp::Decoder::new(bytes)
                 .decode()
                 .ok_or_else(|| failed("libwebp could not decode it".to_owned()))?;
@@ -395,8 +407,62 @@ fn decode(bytes: &[u8], format: Format) -> Result<RgbImage, ImagingError> {
             };
             (image.width(), image.height(), pixels)
         }
+        other => return Err(failed(format!("{} is not scored", other.name()))),
     };
     RgbImage::from_raw(width, height, pixels).ok_or_else(|| failed("short pixel buffer".to_owned()))
+}
+
+/// An AVIF file's pixels as RGB8 (alpha dropped), by libaom's decoder on the calling
+/// thread, converted with the matrix and range its header names.
+fn avif_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+    use aom_decode::avif::{Avif, Image};
+    let mut avif =
+        Avif::decode(bytes, &aom_decode::Config { threads: 1 }).map_err(|e| e.to_string())?;
+    let image = avif.convert().map_err(|e| e.to_string())?;
+    let size = |w: usize, h: usize| (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0));
+    match image {
+        Image::RGB8(img) => {
+            let (w, h) = size(img.width(), img.height());
+            Ok((w, h, img.pixels().flat_map(|p| [p.r, p.g, p.b]).collect()))
+        }
+        Image::RGBA8(img) => {
+            let (w, h) = size(img.width(), img.height());
+            Ok((w, h, img.pixels().flat_map(|p| [p.r, p.g, p.b]).collect()))
+        }
+        // rav1e writes 10 bits; libaom's conversion gives them at 16 bits, rounded to the
+        // 8 bits a browser displays here.
+        Image::RGB16(img) => {
+            let (w, h) = size(img.width(), img.height());
+            Ok((
+                w,
+                h,
+                img.pixels()
+                    .flat_map(|p| [to8(p.r), to8(p.g), to8(p.b)])
+                    .collect(),
+            ))
+        }
+        Image::RGBA16(img) => {
+            let (w, h) = size(img.width(), img.height());
+            Ok((
+                w,
+                h,
+                img.pixels()
+                    .flat_map(|p| [to8(p.r), to8(p.g), to8(p.b)])
+                    .collect(),
+            ))
+        }
+        Image::Gray8(_) | Image::Gray16(_) => Err("grey AVIF output is not scored".to_owned()),
+    }
+}
+
+/// A 16-bit sample rounded to 8 bits.
+fn to8(v: u16) -> u8 {
+    ((u32::from(v) + 128) / 257) as u8
+}
+
+/// Whether `bytes` start as an AVIF file (an ISO-BMFF `ftyp` box of brand avif or avis).
+fn is_avif(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && &bytes[4..8] == b"ftyp" && matches!(&bytes[8..12], b"avif" | b"avis")
 }
 
 fn slice(image: &RgbImage) -> Result<PixelSlice<'_>, ImagingError> {
@@ -467,7 +533,7 @@ mod tests {
     #[test]
     fn auto_reaches_the_target_at_a_lower_quality_for_an_easier_target() {
         let image = photo();
-        for format in [Format::Jpeg, Format::Webp] {
+        for format in [Format::Jpeg, Format::Webp, Format::Avif] {
             let strict = choose(&image, format, 80.0, None).unwrap().unwrap();
             let loose = choose(&image, format, 65.0, None).unwrap().unwrap();
             for (chosen, target) in [(strict, 80.0), (loose, 65.0)] {
@@ -483,7 +549,7 @@ mod tests {
                 }
                 // A prediction lands near the target (the margins absorb the model's error
                 // on this photo), and near what it predicted.
-                let predicted = chosen.predicted.unwrap();
+                let predicted = chosen.predicted;
                 assert!(
                     measured >= target - 1.0,
                     "{format:?} {chosen:?}: {measured}"
@@ -530,25 +596,17 @@ mod tests {
     }
 
     #[test]
-    fn auto_is_deterministic_and_skips_what_it_cannot_measure() {
+    fn auto_is_deterministic_and_skips_lossless_formats() {
         let image = photo();
-        let first = choose(&image, Format::Jpeg, DEFAULT_TARGET, None).unwrap();
-        for _ in 0..3 {
-            assert_eq!(
-                choose(&image, Format::Jpeg, DEFAULT_TARGET, None).unwrap(),
-                first
-            );
+        for format in [Format::Jpeg, Format::Avif] {
+            let first = choose(&image, format, DEFAULT_TARGET, None).unwrap();
+            assert!(first.is_some_and(|c| c.tries >= 1), "{format:?} {first:?}");
+            for _ in 0..2 {
+                assert_eq!(choose(&image, format, DEFAULT_TARGET, None).unwrap(), first);
+            }
         }
         assert_eq!(choose(&image, Format::Png, 70.0, None).unwrap(), None);
-        assert_eq!(
-            choose(&image, Format::Avif, 70.0, None).unwrap(),
-            Some(Chosen {
-                quality: AVIF_FALLBACK,
-                score: None,
-                predicted: None,
-                tries: 0
-            })
-        );
+        assert_eq!(choose(&image, Format::Gif, 70.0, None).unwrap(), None);
         let cancelled = AtomicBool::new(true);
         assert!(matches!(
             choose(&image, Format::Jpeg, 70.0, Some(&cancelled)),
@@ -565,6 +623,14 @@ mod tests {
         assert!((score(&png, &png).unwrap() - 100.0).abs() < 1e-6);
         let (c, f) = (score(&png, &coarse).unwrap(), score(&png, &fine).unwrap());
         assert!(c < f && f < 100.0, "q20 {c:.1}, q90 {f:.1}");
+        // AVIF (10 bits, read back by libaom and rounded to 8): a fine encode keeps the
+        // colours (scored high), a coarse one loses detail.
+        let avif = |q| score(&png, &encode::encode(&image, Format::Avif, q).unwrap()).unwrap();
+        let (c, f) = (avif(20), avif(90));
+        assert!(
+            c < f && f > 85.0 && f < 100.0,
+            "AVIF q20 {c:.1}, q90 {f:.1}"
+        );
         let other = encode::encode(&image.thumbnail(100, 100), Format::Png, 100).unwrap();
         assert!(matches!(
             score(&png, &other),

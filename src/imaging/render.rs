@@ -22,7 +22,7 @@ use serde_json::json;
 
 use moxcms::ColorProfile;
 
-use super::auto_quality::{self, AutoTarget, Chosen, Found};
+use super::auto_quality::{self, AutoTarget, Found};
 use super::decode::{self, Decoded, Precision};
 use super::geometry::{self, Anchor, Size};
 use super::probe::{SourceFormat, SourceInfo, probe};
@@ -240,42 +240,36 @@ pub fn describe_planned(
         )?;
         let info = prepared.info;
         let (quality, found) = resolve_quality(job, run, &prepared)?;
-        let mut chosen = found.map(|f| f.chosen);
         // A predicted quality is served unmeasured; meta/ measures it, so the score it
         // reports is the output's (its sample's, above 800x600).
-        if let Some(c) = chosen
-            .as_mut()
-            .filter(|c| c.score.is_none() && c.predicted.is_some())
-        {
-            checkpoint(run)?;
-            c.score = Some(auto_quality::measure(
-                &prepared.image,
-                prepared.format,
-                c.quality,
-            )?);
-        }
-        let auto = chosen.map(|c| {
+        let chosen = match found.map(|f| f.chosen) {
+            Some(c) => {
+                let score = match c.score {
+                    Some(score) => score,
+                    None => {
+                        checkpoint(run)?;
+                        auto_quality::measure(&prepared.image, prepared.format, c.quality)?
+                    }
+                };
+                Some((c, score))
+            }
+            None => None,
+        };
+        let target = job.auto_quality_target.for_format(prepared.format);
+        let auto = chosen.map(|(c, score)| {
             json!({
-                "target": job.auto_quality_target.for_format(prepared.format),
+                "target": target,
                 "quality": c.quality,
-                "score": c.score,
+                "score": score,
                 "predicted": c.predicted,
                 "tries": c.tries,
-                "measured": c.score.is_some(),
+                "measured": true,
             })
         });
         steps.push(match chosen {
-            Some(Chosen {
-                score: Some(score), ..
-            }) => format!(
-                "encode {} at quality {quality} (auto: SSIMULACRA2 {score:.1}, target {})",
+            Some((_, score)) => format!(
+                "encode {} at quality {quality} (auto: SSIMULACRA2 {score:.1}, target {target})",
                 prepared.format.name(),
-                job.auto_quality_target.for_format(prepared.format)
-            ),
-            Some(Chosen { score: None, .. }) => format!(
-                "encode {} at quality {quality} (auto: not measured for {}, fixed fallback)",
-                prepared.format.name(),
-                prepared.format.name()
             ),
             None => format!("encode {} at quality {quality}", prepared.format.name()),
         });
@@ -327,9 +321,10 @@ fn resolve_quality(
                 job.auto_quality_target.for_format(prepared.format),
                 run.cancel,
             )?;
+            // `None` for the lossless formats, which ignore the quality.
             let quality = found
                 .as_ref()
-                .map_or(auto_quality::AVIF_FALLBACK, |f| f.chosen.quality);
+                .map_or(auto_quality::HIGHEST, |f| f.chosen.quality);
             Ok((quality, found))
         }
     }
@@ -500,10 +495,9 @@ impl Preflight {
                 (u64::from(s.width), u64::from(s.height) * u64::from(s.width))
             });
         // `quality(auto)` scores trial encodes (the first frame's, for an animation).
-        let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto
-            && matches!(f.format, Format::Jpeg | Format::Webp);
+        let auto = job.recipe.filters.quality.unwrap_or(job.default_quality) == Quality::Auto;
         let scoring = if auto {
-            auto_quality::memory_need(output)
+            auto_quality::memory_need(f.format, output)
         } else {
             0
         };
@@ -1339,7 +1333,10 @@ mod tests {
         let auto = need(&photo, &wide(Quality::Auto), JPEG);
         assert!(fixed > 54 << 20, "the coefficients are counted: {fixed}");
         assert!(auto < 128 << 20, "{auto}");
-        assert!(auto >= auto_quality::memory_need(800 * 600), "{auto}");
+        assert!(
+            auto >= auto_quality::memory_need(Format::Jpeg, 800 * 600),
+            "{auto}"
+        );
     }
 
     #[test]
@@ -1357,7 +1354,7 @@ mod tests {
         );
         // The search runs after the decoder's buffers are gone: its memory replaces the
         // decode's in the peak rather than adding to it.
-        let scoring = auto_quality::memory_need(640 * 427);
+        let scoring = auto_quality::memory_need(Format::Jpeg, 640 * 427);
         assert!(scoring >= 640 * 427 * 140);
         assert!(auto > full && auto < full + scoring, "{full} {auto}");
         assert!(auto >= scoring + 640 * 427 * 9, "{auto}");

@@ -1177,7 +1177,7 @@ async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
         .await;
     assert!(capped.body.len() <= cap, "{} > {cap}", capped.body.len());
 
-    // WebP too; AVIF says it did not measure.
+    // WebP and AVIF too (AVIF aims at the JPEG target).
     let webp = b
         .get("/meta/fit-in/300x200/filters:format(webp)/p/landscape.jpg")
         .await
@@ -1190,10 +1190,31 @@ async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
         .get("/meta/fit-in/300x200/filters:format(avif)/p/landscape.jpg")
         .await
         .json();
-    assert_eq!(avif["output"]["auto_quality"]["measured"], false);
-    assert_eq!(
-        avif["output"]["quality"],
-        u64::from(auto_quality::AVIF_FALLBACK)
+    let chosen = &avif["output"]["auto_quality"];
+    assert_eq!(avif["output"]["format"], "avif");
+    assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET);
+    assert_eq!(chosen["measured"], true);
+    assert_eq!(avif["output"]["quality"], chosen["quality"]);
+    assert!(chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET - 1.5);
+    // The served AVIF is the encode at that quality, and its score (decoded by libaom) is
+    // the one meta/ reports.
+    let served = b
+        .get("/fit-in/300x200/filters:format(avif)/p/landscape.jpg")
+        .await;
+    let explicit = b
+        .get(&format!(
+            "/fit-in/300x200/filters:quality({}):format(avif)/p/landscape.jpg",
+            chosen["quality"]
+        ))
+        .await;
+    assert_eq!(served.body, explicit.body);
+    let lossless = b
+        .get("/fit-in/300x200/filters:format(png)/p/landscape.jpg")
+        .await;
+    let measured = auto_quality::score(&lossless.body, &served.body).unwrap();
+    assert!(
+        (measured - chosen["score"].as_f64().unwrap()).abs() < 1e-6,
+        "{measured} {chosen}"
     );
     // Lossless output has no quality to choose.
     let png = b
