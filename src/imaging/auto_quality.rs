@@ -379,8 +379,8 @@ pub fn score_pixels(a: &RgbImage, b: &RgbImage) -> Result<f64, ImagingError> {
 }
 
 /// Decodes a trial encode as browsers do: libjpeg-turbo for JPEG, libwebp for WebP,
-/// libaom for AVIF (Chrome and Firefox decode AVIF with dav1d; both follow the AV1
-/// specification's exact decoding process, so the pixels are the same).
+/// libaom for AVIF (Chrome and Firefox use dav1d; AV1 decoding is bit-exact, so the YUV
+/// samples are the same, and only the conversion to RGB may round a unit differently).
 fn decode(bytes: &[u8], format: Format) -> Result<RgbImage, ImagingError> {
     let failed =
         |e: String| ImagingError::Encode(format!("decoding its own output to score it: {e}"));
