@@ -125,6 +125,14 @@ for _base in ("W1", "W2", "W3"):
         _base + "A", re.sub(r"quality\(\d+\)", "quality(auto)", _wl.template), _wl.files, _wl.w,
         _wl.h, _wl.cold, _wl.connections, describe=_wl.describe.replace(" q8", " quality(auto) (was q8")
         .replace(", ", "), ", 1), imgedge_only=True)
+# AVIF output (imgedge only: Thumbor 7.8 has no AVIF encoder): W3 as AVIF at a fixed 80, and
+# with quality(auto), whose probes are AVIF encodes read back by libaom. Not in the default set.
+WORKLOADS["W3AVIF"] = Workload(
+    "W3AVIF", "fit-in/{w}x{h}/filters:quality(80):format(avif)/", MEDIUM, 400, 300, True, 4,
+    describe="fit-in 400x300 -> AVIF q80, medium JPEGs, cold", imgedge_only=True)
+WORKLOADS["W3AVIFA"] = Workload(
+    "W3AVIFA", "fit-in/{w}x{h}/filters:quality(auto):format(avif)/", MEDIUM, 400, 300, True, 4,
+    describe="fit-in 400x300 -> AVIF quality(auto), medium JPEGs, cold", imgedge_only=True)
 DEFAULT_WORKLOADS = "W1,W2,W3,W4,W5,W6,W7"
 
 
