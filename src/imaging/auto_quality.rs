@@ -419,40 +419,35 @@ fn avif_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
     let mut avif =
         Avif::decode(bytes, &aom_decode::Config { threads: 1 }).map_err(|e| e.to_string())?;
     let image = avif.convert().map_err(|e| e.to_string())?;
-    let size = |w: usize, h: usize| (u32::try_from(w).unwrap_or(0), u32::try_from(h).unwrap_or(0));
-    match image {
-        Image::RGB8(img) => {
-            let (w, h) = size(img.width(), img.height());
-            Ok((w, h, img.pixels().flat_map(|p| [p.r, p.g, p.b]).collect()))
+    // rav1e writes 10 bits; libaom's conversion gives them at 16 bits, rounded to the 8
+    // bits a browser displays here.
+    let (w, h, pixels): (usize, usize, Vec<u8>) = match image {
+        Image::RGB8(i) => (
+            i.width(),
+            i.height(),
+            i.pixels().flat_map(|p| [p.r, p.g, p.b]).collect(),
+        ),
+        Image::RGBA8(i) => (
+            i.width(),
+            i.height(),
+            i.pixels().flat_map(|p| [p.r, p.g, p.b]).collect(),
+        ),
+        Image::RGB16(i) => (
+            i.width(),
+            i.height(),
+            i.pixels().flat_map(|p| [p.r, p.g, p.b].map(to8)).collect(),
+        ),
+        Image::RGBA16(i) => (
+            i.width(),
+            i.height(),
+            i.pixels().flat_map(|p| [p.r, p.g, p.b].map(to8)).collect(),
+        ),
+        Image::Gray8(_) | Image::Gray16(_) => {
+            return Err("grey AVIF output is not scored".to_owned());
         }
-        Image::RGBA8(img) => {
-            let (w, h) = size(img.width(), img.height());
-            Ok((w, h, img.pixels().flat_map(|p| [p.r, p.g, p.b]).collect()))
-        }
-        // rav1e writes 10 bits; libaom's conversion gives them at 16 bits, rounded to the
-        // 8 bits a browser displays here.
-        Image::RGB16(img) => {
-            let (w, h) = size(img.width(), img.height());
-            Ok((
-                w,
-                h,
-                img.pixels()
-                    .flat_map(|p| [to8(p.r), to8(p.g), to8(p.b)])
-                    .collect(),
-            ))
-        }
-        Image::RGBA16(img) => {
-            let (w, h) = size(img.width(), img.height());
-            Ok((
-                w,
-                h,
-                img.pixels()
-                    .flat_map(|p| [to8(p.r), to8(p.g), to8(p.b)])
-                    .collect(),
-            ))
-        }
-        Image::Gray8(_) | Image::Gray16(_) => Err("grey AVIF output is not scored".to_owned()),
-    }
+    };
+    let side = |n: usize| u32::try_from(n).map_err(|_| "too large".to_owned());
+    Ok((side(w)?, side(h)?, pixels))
 }
 
 /// A 16-bit sample rounded to 8 bits.
