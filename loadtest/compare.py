@@ -5,6 +5,7 @@
     python3 loadtest/compare.py --quick --overload   # 1 short round per workload + overload
     python3 loadtest/compare.py --workloads W1,W3 --rounds 5 --duration 10 --skip-install
     python3 loadtest/compare.py --workloads W2 --skip-install --imgedge-b /tmp/other/imgedge   # A/B
+    python3 loadtest/compare.py --workloads W3 --skip-install --imgedge-b-env IMGEDGE_WEBP_SHARP_YUV=true
 
 It starts imgedge (twice: from the original, and with precomputed derivatives when the binary
 supports them), Thumbor and a small sharp server on free loopback ports, drives each workload
@@ -1227,6 +1228,9 @@ def main() -> int:
     ap.add_argument("--imgedge-b", type=Path, metavar="PATH",
                     help="a second imgedge binary, run from the originals as 'imgedge-B' in the same "
                          "interleaved rounds (A/B of two builds in one run)")
+    ap.add_argument("--imgedge-b-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for 'imgedge-B' only (repeatable); without --imgedge-b, imgedge-B "
+                         "is the same binary: an A/B of settings, e.g. IMGEDGE_WEBP_SHARP_YUV=true")
     ap.add_argument("--derivative-timeout", type=float, default=300,
                     help="seconds to wait for imgedge+pyramid's derivative backlog to reach 0")
     args = ap.parse_args()
@@ -1309,9 +1313,10 @@ def run(args, names: list[str], binary: Path, fleet: Fleet, work: Path, report: 
             base_env = {}
         fleet.servers = [s for s in fleet.servers if s.name != "imgedge-probe"]
 
-    if cold_names and args.imgedge_b:
-        cold.append(fleet.start(imgedge_server(fleet, args.imgedge_b.resolve(), "imgedge-B",
-                                               {**base_env, "IMGEDGE_VARIANT_CACHE_BYTES": "0"})))
+    if cold_names and (args.imgedge_b or args.imgedge_b_env):
+        b_env = dict(pair.split("=", 1) for pair in args.imgedge_b_env)
+        cold.append(fleet.start(imgedge_server(fleet, (args.imgedge_b or binary).resolve(), "imgedge-B",
+                                               {**base_env, "IMGEDGE_VARIANT_CACHE_BYTES": "0", **b_env})))
 
     if cold_names:
         if pyramid_supported:

@@ -4,6 +4,7 @@
     python3 loadtest/quality.py                 # full sweep (about 10 minutes on 2 cores)
     python3 loadtest/quality.py --quick         # 3 photos per target, quality step 10
     python3 loadtest/quality.py --targets W3 --no-thumbor --qualities 40:95:1   # every quality
+    python3 loadtest/quality.py --targets W3 --no-thumbor --imgedge-env IMGEDGE_WEBP_SHARP_YUV=true
 
 For the W1 and W2 JPEG targets and the W3 WebP target of loadtest/compare.py, every server
 (imgedge from originals, imgedge from its reduced copies, sharp with its defaults, sharp
@@ -192,6 +193,8 @@ def main() -> int:
     ap.add_argument("--targets", default="W1,W2,W3")
     ap.add_argument("--imgedge", type=Path, default=REPO / "target/release/imgedge")
     ap.add_argument("--no-thumbor", action="store_true")
+    ap.add_argument("--imgedge-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every imgedge server (repeatable), e.g. IMGEDGE_WEBP_SHARP_YUV=true")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (renders)")
     ap.add_argument("--qualities", default="40:95:5", metavar="LO:HI:STEP",
                     help="the sweep (40:95:5); 70:85:1 gives auto-model.py a finer curve")
@@ -216,10 +219,14 @@ def main() -> int:
     fleet = Fleet(work)
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "qualities": qualities, "targets": {}}
     try:
-        orig = fleet.start(compare.imgedge_server(fleet, binary, "imgedge", {"IMGEDGE_DERIVATIVE_SIZES": ""}))
+        extra = dict(pair.split("=", 1) for pair in args.imgedge_env)
+        report["imgedge_env"] = extra
+        orig = fleet.start(compare.imgedge_server(
+            fleet, binary, "imgedge", {"IMGEDGE_DERIVATIVE_SIZES": "", **extra}))
         auto = fleet.start(compare.imgedge_server(
-            fleet, binary, "imgedge+auto", {"IMGEDGE_DERIVATIVE_SIZES": "", "IMGEDGE_DEFAULT_QUALITY": "auto"}))
-        copies = fleet.start(compare.imgedge_server(fleet, binary, "imgedge+copies", {}))
+            fleet, binary, "imgedge+auto",
+            {"IMGEDGE_DERIVATIVE_SIZES": "", "IMGEDGE_DEFAULT_QUALITY": "auto", **extra}))
+        copies = fleet.start(compare.imgedge_server(fleet, binary, "imgedge+copies", extra))
         ok, msg = compare.wait_for_derivatives(copies, 300)
         log(f"imgedge+copies: {msg}")
         peers = []

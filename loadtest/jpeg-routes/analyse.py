@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Bytes at libjpeg-turbo q80's SSIMULACRA2, per route and target, from jpeg-routes rows."""
+"""Bytes at the anchor's q80 SSIMULACRA2, per route and target, from jpeg-routes rows.
+
+The anchor is libjpeg-turbo (`turbo`) where it was run, else libwebp's defaults (`webp`)."""
 import collections
 import sys
 
@@ -21,16 +23,17 @@ def bytes_at(sweep, target):
     return float("nan")
 
 
-for t in ["300x200", "800x0"]:
+for t in sorted({t for (_, t, _) in rows}, key=lambda t: int(t.split("x")[0])):
+    anchor_route = "turbo" if any(m == "turbo" for (_, tt, m) in rows if tt == t) else "webp"
     routes = sorted({m for (_, tt, m) in rows if tt == t})
     files = sorted({f for (f, tt, _) in rows if tt == t})
     total, anchor = collections.Counter(), 0
     for f in files:
-        base = {q: (b, s) for q, b, s in rows[(f, t, "turbo")]}
+        base = {q: (b, s) for q, b, s in rows[(f, t, anchor_route)]}
         anchor += base[80][0]
         for m in routes:
             total[m] += bytes_at(rows[(f, t, m)], base[80][1])
-    print(f"{t}: {len(files)} photos, libjpeg-turbo q80 {anchor:,} bytes")
+    print(f"{t}: {len(files)} photos, {anchor_route} q80 {anchor:,} bytes")
     for m in routes:
         ms = sum(times[(t, m)]) / len(times[(t, m)])
         print(f"  {m:16s} {total[m] / anchor:.3f}x bytes at equal score, {ms:.2f} ms per encode")

@@ -10,6 +10,12 @@
 //! and jpegli444distprog (`jpegli_set_distance` at the quality's distance: separate Cb and
 //! Cr tables, as cjpegli; `jpegli_set_quality` shares the Cr table for both), and
 //! jpegli444stdprog (the standard Annex K tables with adaptive quantisation).
+//! WebP routes (libwebp through the webp crate, decoded by libwebp as browsers do): `webp`
+//! (method 4, libwebp's defaults: what imgedge and sharp use) and `webp_<option>_...` with
+//! options `m<method>`, `sns<strength>`, `f<filter strength>`, `sh<filter sharpness>`, `af`
+//! (autofilter), `syuv` (sharp RGB->YUV), `seg<segments>`, `pre` (segment smoothing), `p<passes>`.
+//! SIZES (comma-separated `WxH`, `Wx0` for a width; default `300x200,800x0`).
+//! QSTEP: the sweep's step over 30..=95 (default 5; the anchor's 80 must be on it).
 //! BENCH_IMAGES: the corpus directory.
 
 use std::time::Instant;
@@ -160,6 +166,44 @@ fn jpegli_raw(img: &RgbImage, q: u8, route: &str) -> Vec<u8> {
     }
 }
 
+/// libwebp with `route`'s options over its defaults (see the module comment).
+fn webp(img: &RgbImage, q: u8, route: &str) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let mut config = webp::WebPConfig::new().unwrap();
+    config.quality = f32::from(q);
+    config.method = 4;
+    for part in route.split('_').skip(1) {
+        let digits = part.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+        let name = &part[..part.len() - digits.len()];
+        let n = || digits.parse::<i32>().expect("a number");
+        match name {
+            "m" => config.method = n(),
+            "sns" => config.sns_strength = n(),
+            "f" => config.filter_strength = n(),
+            "sh" => config.filter_sharpness = n(),
+            "af" => config.autofilter = 1,
+            "syuv" => config.use_sharp_yuv = 1,
+            "seg" => config.segments = n(),
+            "pre" => config.preprocessing = 1,
+            "p" => config.pass = n(),
+            other => panic!("unknown WebP option {other}"),
+        }
+    }
+    webp::Encoder::from_rgb(img.as_raw(), w, h)
+        .encode_advanced(&config)
+        .unwrap()
+        .to_vec()
+}
+
+fn decode(out: &[u8]) -> RgbImage {
+    if out.starts_with(b"RIFF") {
+        let d = webp::Decoder::new(out).decode().unwrap();
+        assert!(!d.is_alpha());
+        return RgbImage::from_raw(d.width(), d.height(), d.to_vec()).unwrap();
+    }
+    image::load_from_memory(out).unwrap().to_rgb8()
+}
+
 extern "C" {
     #[link_name = "free"]
     fn libc_free(p: *mut std::ffi::c_void);
@@ -168,11 +212,20 @@ extern "C" {
 fn main() {
     let dir = std::env::var("BENCH_IMAGES").unwrap_or_else(|_| "/work/shared/bench-images".into());
     let routes = std::env::var("ROUTES").unwrap_or_else(|_| ROUTES.into());
+    let sizes = std::env::var("SIZES").unwrap_or_else(|_| "300x200,800x0".into());
+    let sizes: Vec<(u32, u32)> = sizes
+        .split(',')
+        .map(|s| {
+            let (a, b) = s.split_once('x').expect("WxH");
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let qstep: usize = std::env::var("QSTEP").map_or(5, |s| s.parse().expect("QSTEP: a step"));
     let files: Vec<String> = std::env::args().skip(1).collect();
     for f in &files {
         let full = image::open(format!("{dir}/{f}")).unwrap();
         let (w, h) = (full.width(), full.height());
-        for (tw, th) in [(300u32, 200u32), (800, 0)] {
+        for &(tw, th) in &sizes {
             let (ow, oh) = if th == 0 {
                 (
                     tw,
@@ -189,7 +242,7 @@ fn main() {
                 .resize_exact(ow, oh, image::imageops::FilterType::Lanczos3)
                 .to_rgb8();
             for route in routes.split(',') {
-                for q in (30..=95).step_by(5) {
+                for q in (30..=95).step_by(qstep) {
                     let started = Instant::now();
                     let out = match route {
                         "turbo" => turbo(&small, q),
@@ -200,10 +253,11 @@ fn main() {
                             jpegli_raw(&small, q, r)
                         }
                         r if r.starts_with("jpegli") => jpegli(&small, q, r),
+                        r if r.starts_with("webp") => webp(&small, q, r),
                         r => moz(&small, q, r),
                     };
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
-                    let decoded = image::load_from_memory(&out).unwrap().to_rgb8();
+                    let decoded = decode(&out);
                     let s = score(&small, &decoded);
                     println!(
                         "{f}\t{tw}x{th}\t{route}\t{q}\t{}\t{s:.3}\t{ms:.2}",
