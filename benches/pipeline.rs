@@ -177,6 +177,7 @@ fn job(bytes: &[u8], recipe: &imaging::Recipe, reduced: Option<Original>, limits
         .choice,
         default_quality: imgedge::imaging::Quality::Fixed(80),
         auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
+        tuning: imgedge::imaging::Tuning::default(),
         limits: limits.clone(),
         reduced,
         overlays: Vec::new(),
@@ -233,6 +234,7 @@ fn render(c: &mut Criterion) {
 }
 
 fn auto(c: &mut Criterion) {
+    use imgedge::imaging::Tuning;
     use imgedge::imaging::auto_quality::{AutoTarget, choose};
     let targets: [(&str, &[&str], u32, u32, Format); 3] = [
         ("w1", &LARGE[..2], 300, 200, Format::Jpeg),
@@ -262,9 +264,15 @@ fn auto(c: &mut Criterion) {
             });
             group.bench_function(BenchmarkId::new(format!("{name}_auto"), file), |b| {
                 b.iter(|| {
-                    let chosen = choose(&image, format, aim.for_format(format), None)
-                        .unwrap()
-                        .unwrap();
+                    let chosen = choose(
+                        &image,
+                        format,
+                        aim.for_format(format),
+                        Tuning::default(),
+                        None,
+                    )
+                    .unwrap()
+                    .unwrap();
                     encode(&image, format, chosen.quality).unwrap()
                 })
             });

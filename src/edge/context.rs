@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::edge::access::Signing;
 use crate::edge::negotiate::Policy;
 use crate::imaging::auto_quality::AutoTarget;
-use crate::imaging::{self, DecodeShare, Quality};
+use crate::imaging::{self, DecodeShare, Quality, Tuning};
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
@@ -51,6 +51,7 @@ pub struct Settings {
     /// Used when a URL has no `quality(...)`.
     pub default_quality: Quality,
     pub auto_quality_target: AutoTarget,
+    pub tuning: Tuning,
     /// Reduced copies are built, so renders may start from one.
     pub derivatives: bool,
     pub cdn_base_url: String,
@@ -72,6 +73,9 @@ impl Settings {
             auto_quality_target: AutoTarget {
                 jpeg: config.auto_quality_target,
                 webp: config.auto_quality_target_webp,
+            },
+            tuning: Tuning {
+                webp_sharp_yuv: config.webp_sharp_yuv,
             },
             derivatives: config.derivatives_enabled(),
             cdn_base_url: config.cdn_base_url(),

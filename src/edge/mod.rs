@@ -446,6 +446,7 @@ async fn run_job<T: Send + 'static>(
         output: choice,
         default_quality: edge.settings.default_quality,
         auto_quality_target: edge.settings.auto_quality_target,
+        tuning: edge.settings.tuning,
         limits: edge.imaging_limits.clone(),
         reduced,
         overlays,

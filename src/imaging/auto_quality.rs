@@ -7,8 +7,9 @@
 //! Scoring costs more than encoding (30-40 ms for an 800x533 sample against 3 ms for its
 //! JPEG), so the search measures once and predicts: it encodes the sample at a probe
 //! quality (`PROBE_JPEG`, `PROBE_WEBP`), scores it, and takes the image's distortion
-//! (100 - score) as the bench corpus's mean curve (`MEAN_JPEG`, `MEAN_WEBP`) scaled by the
-//! factor that probe measured; the answer is the lowest quality predicted to reach the
+//! (100 - score) as the bench corpus's mean curve (`MEAN_JPEG`, `MEAN_WEBP`, or
+//! `MEAN_WEBP_SHARP_YUV` with that tuning) scaled by the factor that probe measured; the
+//! answer is the lowest quality predicted to reach the
 //! target plus a margin (`AIM_JPEG`, `AIM_WEBP`). A prediction more than `FAR` steps from
 //! the probe is probed too, and predicted again from both probes (the factor running
 //! linearly between them), which follows images unlike the photos (graphics). The probes'
@@ -26,7 +27,7 @@ use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
 use image::{DynamicImage, GenericImageView, RgbImage};
 
 use super::ImagingError;
-use super::encode;
+use super::encode::{self, Tuning};
 use super::probe::SourceFormat;
 use super::recipe::Format;
 
@@ -107,6 +108,14 @@ const MEAN_JPEG: [f64; 12] = [
 const MEAN_WEBP: [f64; 12] = [
     55.60, 58.34, 60.82, 62.81, 65.17, 67.05, 68.50, 70.03, 74.54, 78.32, 82.14, 84.84,
 ];
+/// WebP with `webp_sharp_yuv` over the same photos: higher at every quality, and bent
+/// differently (with the plain table its predictions served 71.3 at worst against the 72
+/// target). From `python3 loadtest/quality.py --targets W3 --no-thumbor --imgedge-env
+/// IMGEDGE_WEBP_SHARP_YUV=true --qualities 30:95:1` (`quality-20261208-025416.json`), every
+/// fifth quality of the sweep.
+const MEAN_WEBP_SHARP_YUV: [f64; 12] = [
+    57.43, 59.87, 61.87, 64.73, 66.71, 68.56, 69.79, 72.08, 77.14, 80.59, 84.75, 88.38,
+];
 /// AVIF (imgedge's rav1e encoder, 10 bits, decoded by libaom) over the W3 photos at
 /// fit-in/400x300, from `python3 loadtest/quality.py --targets AVIF --no-thumbor`
 /// (`quality-20261208-004053.json`).
@@ -172,9 +181,10 @@ pub fn choose(
     image: &DynamicImage,
     format: Format,
     target: f64,
+    tuning: Tuning,
     cancel: Option<&AtomicBool>,
 ) -> Result<Option<Chosen>, ImagingError> {
-    Ok(choose_encoded(image, format, target, cancel)?.map(|found| found.chosen))
+    Ok(choose_encoded(image, format, target, tuning, cancel)?.map(|found| found.chosen))
 }
 
 /// What [`choose_encoded`] found.
@@ -187,12 +197,13 @@ pub struct Found {
 
 /// [`choose`], and the probe's encode when the chosen quality is a probe's and the sample
 /// is the output itself (the whole image, without alpha): exactly the bytes
-/// `encode::encode` gives `image` at the chosen quality, so the caller need not encode it
-/// again.
+/// `encode::encode_tuned` gives `image` at the chosen quality with `tuning`, so the caller
+/// need not encode it again.
 pub fn choose_encoded(
     image: &DynamicImage,
     format: Format,
     target: f64,
+    tuning: Tuning,
     cancel: Option<&AtomicBool>,
 ) -> Result<Option<Found>, ImagingError> {
     let (probe, aim) = match format {
@@ -215,14 +226,15 @@ pub fn choose_encoded(
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(ImagingError::Cancelled);
         }
-        let (bytes, score) = probe_at(&reference, &sample, format, quality)?;
+        let (bytes, score) = probe_at(&reference, &sample, format, quality, tuning)?;
         probes.push((quality, score, bytes));
         match score >= target {
             true => ceiling = ceiling.min(quality),
             false => floor = floor.max(quality.saturating_add(1)).min(HIGHEST),
         }
         let measured: Vec<(u8, f64)> = probes.iter().map(|(q, s, _)| (*q, *s)).collect();
-        let (next, expected) = predict(format, &measured, target + aim, floor, ceiling);
+        let table = mean_table(format, tuning);
+        let (next, expected) = predict(table, &measured, target + aim, floor, ceiling);
         if probes.len() < TRIES && next.abs_diff(quality) > FAR {
             quality = next;
             continue;
@@ -251,8 +263,8 @@ pub fn choose_encoded(
 /// than a shift of the mean curve); with two probes the factor runs linearly in quality
 /// from one probe's to the other's, which follows an image whose curve has another shape
 /// than a photo's (graphics). `ceiling` when nothing in range is predicted to reach it.
-fn predict(format: Format, probes: &[(u8, f64)], aim: f64, floor: u8, ceiling: u8) -> (u8, f64) {
-    let mean = |q: u8| mean_score(format, q);
+fn predict(table: &[f64], probes: &[(u8, f64)], aim: f64, floor: u8, ceiling: u8) -> (u8, f64) {
+    let mean = |q: u8| mean_score(table, q);
     let factor_of = |&(q, s): &(u8, f64)| (100.0 - s).max(0.0) / (100.0 - mean(q)).max(1.0);
     let factor = |q: u8| match probes {
         [(qa, _), (qb, _)] if qa != qb => {
@@ -272,14 +284,19 @@ fn predict(format: Format, probes: &[(u8, f64)], aim: f64, floor: u8, ceiling: u
         .map_or((ceiling, at(ceiling)), |q| (q, at(q)))
 }
 
-/// The corpus's mean score at `quality` (linear between the table's steps of 5, and
-/// continued with its first step's slope below 40).
-fn mean_score(format: Format, quality: u8) -> f64 {
-    let table: &[f64] = match format {
+/// The corpus's mean curve for `format` encoded with `tuning`, at qualities 40, 45, ..., 95.
+fn mean_table(format: Format, tuning: Tuning) -> &'static [f64] {
+    match format {
+        Format::Webp if tuning.webp_sharp_yuv => &MEAN_WEBP_SHARP_YUV,
         Format::Webp => &MEAN_WEBP,
         Format::Avif => &MEAN_AVIF,
         _ => &MEAN_JPEG,
-    };
+    }
+}
+
+/// A mean curve's score at `quality` (linear between the table's steps of 5, and
+/// continued with its first step's slope below 40).
+fn mean_score(table: &[f64], quality: u8) -> f64 {
     let steps = (f64::from(quality) - 40.0) / 5.0;
     let below = steps.floor().clamp(0.0, (table.len() - 2) as f64) as usize;
     table[below] + (steps - below as f64) * (table[below + 1] - table[below])
@@ -287,11 +304,16 @@ fn mean_score(format: Format, quality: u8) -> f64 {
 
 /// SSIMULACRA2 of `image`'s sample (the whole image up to 800x600) encoded as `format` at
 /// `quality`: what [`choose`] measures for its probes, for a quality it predicted.
-pub fn measure(image: &DynamicImage, format: Format, quality: u8) -> Result<f64, ImagingError> {
+pub fn measure(
+    image: &DynamicImage,
+    format: Format,
+    quality: u8,
+    tuning: Tuning,
+) -> Result<f64, ImagingError> {
     let sample = DynamicImage::ImageRgb8(sample(image));
     let rgb = sample.as_rgb8().expect("the sample is RGB8");
     let reference = Ssimulacra2Reference::new(&slice(rgb)?).map_err(scoring)?;
-    Ok(probe_at(&reference, &sample, format, quality)?.1)
+    Ok(probe_at(&reference, &sample, format, quality, tuning)?.1)
 }
 
 /// The sample (an RGB8 image) encoded as `format` at `quality`, and its SSIMULACRA2 against
@@ -301,8 +323,9 @@ fn probe_at(
     sample: &DynamicImage,
     format: Format,
     quality: u8,
+    tuning: Tuning,
 ) -> Result<(Vec<u8>, f64), ImagingError> {
-    let bytes = encode::encode(sample, format, quality)?;
+    let bytes = encode::encode_tuned(sample, format, quality, tuning)?;
     let decoded = decode(&bytes, format)?;
     let score = reference.compare(&slice(&decoded)?).map_err(scoring)?;
     Ok((bytes, score))
@@ -482,25 +505,25 @@ mod tests {
 
     #[test]
     fn predict_scales_the_mean_curve_and_keeps_within_the_probes_bounds() {
-        let mean = |q| mean_score(Format::Jpeg, q);
+        let mean = |q| mean_score(&MEAN_JPEG, q);
         // The table's points, linear between them, its first slope continued below 40.
         assert_eq!(mean(75), MEAN_JPEG[7]);
         assert!((mean(77) - (MEAN_JPEG[7] + 0.4 * (MEAN_JPEG[8] - MEAN_JPEG[7]))).abs() < 1e-9);
         assert!((mean(35) - (2.0 * MEAN_JPEG[0] - MEAN_JPEG[1])).abs() < 1e-9);
         // A probe on the mean curve predicts where the mean reaches the aim (80.0 at 75).
-        let (q, expected) = predict(Format::Jpeg, &[(70, mean(70))], 80.0, LOWEST, HIGHEST);
+        let (q, expected) = predict(&MEAN_JPEG, &[(70, mean(70))], 80.0, LOWEST, HIGHEST);
         assert_eq!(q, 75);
         assert!((expected - 80.0).abs() < 1e-9);
         // Twice the mean's distortion: a higher quality; half of it: a lower one.
         let (hard, _) = predict(
-            Format::Jpeg,
+            &MEAN_JPEG,
             &[(75, 100.0 - 2.0 * (100.0 - mean(75)))],
             80.0,
             LOWEST,
             HIGHEST,
         );
         let (easy, _) = predict(
-            Format::Jpeg,
+            &MEAN_JPEG,
             &[(75, 100.0 - 0.5 * (100.0 - mean(75)))],
             80.0,
             LOWEST,
@@ -508,16 +531,23 @@ mod tests {
         );
         assert!(easy < 60 && hard == HIGHEST, "{easy} {hard}");
         // No distortion at all: the lowest allowed quality.
-        assert_eq!(predict(Format::Webp, &[(80, 100.0)], 72.0, 41, 80).0, 41);
+        assert_eq!(predict(&MEAN_WEBP, &[(80, 100.0)], 72.0, 41, 80).0, 41);
         // Never above a probe that reached the aim, never below one that fell short.
-        assert_eq!(predict(Format::Jpeg, &[(75, 60.0)], 80.0, 76, 78).0, 78);
-        assert_eq!(predict(Format::Jpeg, &[(75, 99.0)], 80.0, 70, 75).0, 70);
+        assert_eq!(predict(&MEAN_JPEG, &[(75, 60.0)], 80.0, 76, 78).0, 78);
+        assert_eq!(predict(&MEAN_JPEG, &[(75, 99.0)], 80.0, 70, 75).0, 70);
         // Two probes: the factor runs from one's to the other's, so each is met exactly and
         // a score between theirs lands between them.
         let probes = [(60, 70.0), (80, 80.0)];
-        let (q, expected) = predict(Format::Jpeg, &probes, 75.0, 61, 80);
+        let (q, expected) = predict(&MEAN_JPEG, &probes, 75.0, 61, 80);
         assert!((61..80).contains(&q) && expected >= 75.0, "{q} {expected}");
-        assert_eq!(predict(Format::Jpeg, &probes, 80.0, 61, 80), (80, 80.0));
+        assert_eq!(predict(&MEAN_JPEG, &probes, 80.0, 61, 80), (80, 80.0));
+        // Sharp WebP conversion has its own curve.
+        let sharp = Tuning {
+            webp_sharp_yuv: true,
+        };
+        assert_eq!(mean_table(Format::Webp, sharp), MEAN_WEBP_SHARP_YUV);
+        assert_eq!(mean_table(Format::Webp, Tuning::default()), MEAN_WEBP);
+        assert_eq!(mean_table(Format::Jpeg, sharp), MEAN_JPEG);
     }
 
     fn photo() -> DynamicImage {
@@ -529,15 +559,19 @@ mod tests {
     fn auto_reaches_the_target_at_a_lower_quality_for_an_easier_target() {
         let image = photo();
         for format in [Format::Jpeg, Format::Webp, Format::Avif] {
-            let strict = choose(&image, format, 80.0, None).unwrap().unwrap();
-            let loose = choose(&image, format, 65.0, None).unwrap().unwrap();
+            let strict = choose(&image, format, 80.0, Tuning::default(), None)
+                .unwrap()
+                .unwrap();
+            let loose = choose(&image, format, 65.0, Tuning::default(), None)
+                .unwrap()
+                .unwrap();
             for (chosen, target) in [(strict, 80.0), (loose, 65.0)] {
                 assert!((1..=TRIES).contains(&chosen.tries), "{format:?} {chosen:?}");
                 // The photo (640x427) is scored whole: what `measure` gives is the
                 // output's score, the probe's when the quality was probed.
                 let bytes = encode::encode(&image, format, chosen.quality).unwrap();
                 let whole = score_pixels(&image.to_rgb8(), &decode(&bytes, format).unwrap());
-                let measured = measure(&image, format, chosen.quality).unwrap();
+                let measured = measure(&image, format, chosen.quality, Tuning::default()).unwrap();
                 assert_eq!(whole.unwrap(), measured);
                 if let Some(score) = chosen.score {
                     assert_eq!(score, measured);
@@ -576,8 +610,10 @@ mod tests {
         for (name, image) in [("gradient", &gradient), ("stripes", &stripes)] {
             for format in [Format::Jpeg, Format::Webp] {
                 let target = DEFAULT_TARGET;
-                let chosen = choose(image, format, target, None).unwrap().unwrap();
-                let measured = measure(image, format, chosen.quality).unwrap();
+                let chosen = choose(image, format, target, Tuning::default(), None)
+                    .unwrap()
+                    .unwrap();
+                let measured = measure(image, format, chosen.quality, Tuning::default()).unwrap();
                 assert!(chosen.tries <= TRIES, "{name} {format:?} {chosen:?}");
                 // Either the target is reached, or nothing in range reaches it and the
                 // highest quality is served.
@@ -594,19 +630,93 @@ mod tests {
     fn auto_is_deterministic_and_skips_lossless_formats() {
         let image = photo();
         for format in [Format::Jpeg, Format::Avif] {
-            let first = choose(&image, format, DEFAULT_TARGET, None).unwrap();
+            let first = choose(&image, format, DEFAULT_TARGET, Tuning::default(), None).unwrap();
             assert!(first.is_some_and(|c| c.tries >= 1), "{format:?} {first:?}");
             for _ in 0..2 {
-                assert_eq!(choose(&image, format, DEFAULT_TARGET, None).unwrap(), first);
+                assert_eq!(
+                    choose(&image, format, DEFAULT_TARGET, Tuning::default(), None).unwrap(),
+                    first
+                );
             }
         }
-        assert_eq!(choose(&image, Format::Png, 70.0, None).unwrap(), None);
-        assert_eq!(choose(&image, Format::Gif, 70.0, None).unwrap(), None);
+        assert_eq!(
+            choose(&image, Format::Png, 70.0, Tuning::default(), None).unwrap(),
+            None
+        );
+        assert_eq!(
+            choose(&image, Format::Gif, 70.0, Tuning::default(), None).unwrap(),
+            None
+        );
         let cancelled = AtomicBool::new(true);
         assert!(matches!(
-            choose(&image, Format::Jpeg, 70.0, Some(&cancelled)),
+            choose(
+                &image,
+                Format::Jpeg,
+                70.0,
+                Tuning::default(),
+                Some(&cancelled)
+            ),
             Err(ImagingError::Cancelled)
         ));
+    }
+
+    #[test]
+    fn sharp_yuv_keeps_colour_edges_and_auto_serves_what_it_measured() {
+        let sharp = Tuning {
+            webp_sharp_yuv: true,
+        };
+        // Saturated colour edges (red text-like strokes on blue, a green grid on magenta):
+        // where 4:2:0 chroma bleeds and the sharp conversion earns its cost.
+        let edges = DynamicImage::ImageRgb8(RgbImage::from_fn(240, 160, |x, y| {
+            let stroke = (x / 2 + y / 7) % 5 == 0 || (x % 11 < 2 && y % 13 < 9);
+            let grid = x % 16 == 0 || y % 16 == 0;
+            image::Rgb(match (y < 80, stroke || grid) {
+                (true, true) => [230, 20, 30],
+                (true, false) => [20, 40, 210],
+                (false, true) => [30, 220, 40],
+                (false, false) => [210, 30, 200],
+            })
+        }));
+        let image = photo();
+        // The strokes lose their colour without it (-27 against 11 at quality 80); the
+        // photo gains a little.
+        for (name, image, gain) in [("edges", &edges, 30.0), ("photo", &image, 0.0)] {
+            let rgb = image.to_rgb8();
+            let at = |tuning| {
+                let bytes = encode::encode_tuned(image, Format::Webp, 80, tuning).unwrap();
+                let score = score_pixels(&rgb, &decode(&bytes, Format::Webp).unwrap()).unwrap();
+                (bytes, score)
+            };
+            let (plain, plain_score) = at(Tuning::default());
+            let (sharpened, sharp_score) = at(sharp);
+            assert_ne!(plain, sharpened, "{name}");
+            assert!(
+                sharp_score > plain_score + gain,
+                "{name}: {sharp_score} vs {plain_score}"
+            );
+            // JPEG and AVIF do not depend on it.
+            for format in [Format::Jpeg, Format::Avif] {
+                assert_eq!(
+                    encode::encode_tuned(image, format, 80, sharp).unwrap(),
+                    encode::encode(image, format, 80).unwrap()
+                );
+            }
+        }
+        // quality(auto) probes with the same conversion it serves: a served probe is the
+        // sharp encode, and the measured score is that of the sharp output.
+        let target = DEFAULT_TARGET_WEBP;
+        let found = choose_encoded(&image, Format::Webp, target, sharp, None)
+            .unwrap()
+            .unwrap();
+        let quality = found.chosen.quality;
+        let served = encode::encode_tuned(&image, Format::Webp, quality, sharp).unwrap();
+        if let Some(encoded) = &found.encoded {
+            assert_eq!(encoded, &served);
+        }
+        let measured = measure(&image, Format::Webp, quality, sharp).unwrap();
+        let whole = score_pixels(&image.to_rgb8(), &decode(&served, Format::Webp).unwrap());
+        assert_eq!(whole.unwrap(), measured);
+        assert!(measured >= target - 1.0, "{found:?}: {measured}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub(crate) fn conformance_image(name: &str) -> Vec<u8> {
 use std::time::Duration;
 
 pub use decode::Precision;
+pub use encode::Tuning;
 pub use geometry::Size;
 pub use probe::{SourceFormat, SourceInfo, oriented_size_from_prefix, probe};
 pub use pyramid::{

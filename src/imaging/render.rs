@@ -46,6 +46,8 @@ pub struct Job {
     pub default_quality: Quality,
     /// The SSIMULACRA2 scores `quality(auto)` aims for.
     pub auto_quality_target: AutoTarget,
+    /// The operator's encoder choices.
+    pub tuning: encode::Tuning,
     pub limits: Limits,
     /// Set when `bytes` are a reduced copy of the original (a pyramid level): planning,
     /// crops and format negotiation then follow the original, as if the copy were a
@@ -157,8 +159,10 @@ pub fn render_planned(job: &Job, preflight: &Preflight, run: Run) -> Result<Enco
         let bytes = match (prepared.frames.take(), searched) {
             (Some(frames), _) => animate(job, run, &prepared, frames, quality, &mut timings)?,
             // `quality(auto)` already encoded the output at the quality it chose.
-            (None, Some(first)) => encode::fit_within(image, format, quality, max_bytes, first)?,
-            (None, None) => encode::encode_within(image, format, quality, max_bytes)?,
+            (None, Some(first)) => {
+                encode::fit_within(image, format, quality, max_bytes, job.tuning, first)?
+            }
+            (None, None) => encode::encode_within(image, format, quality, max_bytes, job.tuning)?,
         };
         timings.encode += started.elapsed().saturating_sub(timings.transform_frames);
         Ok(Encoded {
@@ -248,7 +252,12 @@ pub fn describe_planned(
                     Some(score) => score,
                     None => {
                         checkpoint(run)?;
-                        auto_quality::measure(&prepared.image, prepared.format, c.quality)?
+                        auto_quality::measure(
+                            &prepared.image,
+                            prepared.format,
+                            c.quality,
+                            job.tuning,
+                        )?
                     }
                 };
                 Some((c, score))
@@ -319,6 +328,7 @@ fn resolve_quality(
                 &prepared.image,
                 prepared.format,
                 job.auto_quality_target.for_format(prepared.format),
+                job.tuning,
                 run.cancel,
             )?;
             // `None` for the lossless formats, which ignore the quality.
@@ -1236,6 +1246,7 @@ mod tests {
             output,
             default_quality: Quality::Fixed(85),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits: limits.clone(),
             reduced: None,
             overlays: Vec::new(),
@@ -1279,6 +1290,7 @@ mod tests {
             output,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits,
             reduced: None,
             overlays: overlays.to_vec(),
@@ -1678,6 +1690,7 @@ mod tests {
             output: AUTO,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits: limits.clone(),
             reduced: None,
             overlays: Vec::new(),
@@ -1721,6 +1734,7 @@ mod tests {
             output: AUTO,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits: limits.clone(),
             reduced: None,
             overlays: Vec::new(),
@@ -1743,6 +1757,7 @@ mod tests {
             output: AUTO_WEBP,
             default_quality: Quality::Fixed(80),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits: limits.clone(),
             reduced: None,
             overlays: Vec::new(),
@@ -1788,6 +1803,7 @@ mod tests {
                 output,
                 default_quality: Quality::Fixed(quality),
                 auto_quality_target: auto_quality::AutoTarget::default(),
+                tuning: encode::Tuning::default(),
                 limits: limits.clone(),
                 reduced: None,
                 overlays: Vec::new(),
@@ -1897,6 +1913,7 @@ mod tests {
             output: AUTO,
             default_quality: Quality::Fixed(85),
             auto_quality_target: auto_quality::AutoTarget::default(),
+            tuning: encode::Tuning::default(),
             limits: limits.clone(),
             reduced: None,
             overlays: Vec::new(),
@@ -2011,6 +2028,7 @@ mod tests {
                     output,
                     default_quality: Quality::Fixed(80),
                     auto_quality_target: auto_quality::AutoTarget::default(),
+                    tuning: encode::Tuning::default(),
                     limits: limits.clone(),
                     reduced: None,
                     overlays: Vec::new(),

@@ -1110,6 +1110,46 @@ async fn client_hints_pick_the_size_and_vary_keeps_shared_caches_safe() {
 /// quality and score `meta/` reports are those of the served bytes, and `max_bytes` still
 /// caps it.
 #[tokio::test]
+async fn webp_sharp_yuv_is_an_operator_choice_that_keeps_more_of_the_picture() {
+    use imgedge::imaging::auto_quality;
+    let plain = TestServer::start().await;
+    let sharp = TestServer::start_with(|c| c.webp_sharp_yuv = true).await;
+    for s in [&plain, &sharp] {
+        s.add("p/landscape.jpg", "landscape.jpg", Visibility::Public)
+            .await;
+    }
+    let path = "/fit-in/300x200/filters:format(webp)/p/landscape.jpg";
+    let lossless = plain
+        .get("/fit-in/300x200/filters:format(png)/p/landscape.jpg")
+        .await;
+    // The same resize on both (the lossless renders are equal); only the WebP encode's
+    // colour conversion differs, and it scores higher against those pixels.
+    assert_eq!(
+        sharp
+            .get("/fit-in/300x200/filters:format(png)/p/landscape.jpg")
+            .await
+            .body,
+        lossless.body
+    );
+    let (a, b) = (plain.get(path).await, sharp.get(path).await);
+    for r in [&a, &b] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), "image/webp");
+    }
+    assert_ne!(a.body, b.body);
+    let score = |bytes: &[u8]| auto_quality::score(&lossless.body, bytes).unwrap();
+    assert!(
+        score(&b.body) > score(&a.body),
+        "{} vs {}",
+        score(&b.body),
+        score(&a.body)
+    );
+    // JPEG output is untouched.
+    let jpeg = "/fit-in/300x200/p/landscape.jpg";
+    assert_eq!(plain.get(jpeg).await.body, sharp.get(jpeg).await.body);
+}
+
+#[tokio::test]
 async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
     use imgedge::imaging::{Quality, auto_quality};
     let a = TestServer::start().await;
