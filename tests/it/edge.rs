@@ -1235,7 +1235,10 @@ async fn quality_auto_is_deterministic_measured_and_capped_by_max_bytes() {
     assert_eq!(chosen["target"], auto_quality::DEFAULT_TARGET);
     assert_eq!(chosen["measured"], true);
     assert_eq!(avif["output"]["quality"], chosen["quality"]);
-    assert!(chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET - 1.5);
+    assert!(
+        chosen["score"].as_f64().unwrap() >= auto_quality::DEFAULT_TARGET - 1.5,
+        "{chosen}"
+    );
     // The served AVIF is the encode at that quality, and its score (decoded by libaom) is
     // the one meta/ reports.
     let served = b
