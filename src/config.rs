@@ -217,7 +217,7 @@ pub struct Config {
     #[serde(deserialize_with = "flex")]
     pub auto_avif: bool,
     /// Still WebP output with libwebp's sharp RGB to YUV conversion: fewer bytes at equal
-    /// SSIMULACRA2 (0.94-0.96x on the bench photos) for 1.45x the WebP encode time.
+    /// SSIMULACRA2 (0.91-0.96x on the bench photos) for 1.45x the WebP encode time.
     #[serde(deserialize_with = "flex")]
     pub webp_sharp_yuv: bool,
     /// Grace period for draining in-flight requests at shutdown, in milliseconds.

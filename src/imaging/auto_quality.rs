@@ -9,14 +9,13 @@
 //! quality (`PROBE_JPEG`, `PROBE_WEBP`), scores it, and takes the image's distortion
 //! (100 - score) as the bench corpus's mean curve (`MEAN_JPEG`, `MEAN_WEBP`, or
 //! `MEAN_WEBP_SHARP_YUV` with that tuning) scaled by the factor that probe measured; the
-//! answer is the lowest quality predicted to reach the
-//! target plus a margin (`AIM_JPEG`, `AIM_WEBP`). A prediction more than `FAR` steps from
-//! the probe is probed too, and predicted again from both probes (the factor running
-//! linearly between them), which follows images unlike the photos (graphics). The probes'
-//! bounds hold: never above a probe that reached the target, never at or below one that
-//! fell short. The chosen quality is encoded unmeasured unless it is a probe's
-//! ([`measure`] scores it; `meta/` does). Everything is deterministic: the same pixels give
-//! the same quality.
+//! answer is the lowest quality predicted to reach the target plus a margin (`AIM_JPEG`,
+//! `AIM_WEBP`). A prediction more than `FAR` steps from the probe is probed too, and
+//! predicted again from both probes (the factor running linearly between them), which
+//! follows images unlike the photos (graphics). The probes' bounds hold: never above a
+//! probe that reached the target, never at or below one that fell short. The chosen
+//! quality is encoded unmeasured unless it is a probe's ([`measure`] scores it; `meta/`
+//! does). Everything is deterministic: the same pixels give the same quality.
 //!
 //! AVIF probes are decoded with libaom's decoder (`aom-decode`; image's `avif-native`
 //! needs a newer dav1d than Debian 12 has) and aim at the JPEG target.

@@ -31,9 +31,9 @@ const MAX_TRIES: u32 = 6;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tuning {
     /// WebP: libwebp's sharp RGB to YUV conversion (`webp_sharp_yuv`), which picks the luma
-    /// that best survives 4:2:0 chroma at edges: on the bench photos at 400x300 it needs
-    /// 0.94-0.96x the bytes at equal SSIMULACRA2, for 1.45x the encode time (see README,
-    /// "Smaller images").
+    /// that best survives 4:2:0 chroma at edges: at 400x300 it needs 0.91x the bytes at
+    /// equal SSIMULACRA2 on the W3 photos (0.96x over eleven bench photos), for 1.45x the
+    /// encode time (see README, "Smaller images").
     pub webp_sharp_yuv: bool,
 }
 
