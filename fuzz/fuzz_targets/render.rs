@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         output: OUTPUTS[usize::from(pick >> 4) % OUTPUTS.len()],
         default_quality: imgedge::imaging::Quality::Fixed(70),
         auto_quality_target: imgedge::imaging::auto_quality::AutoTarget::default(),
+        tuning: imgedge::imaging::Tuning::default(),
         limits,
         reduced: None,
         overlays: Vec::new(),
