@@ -218,6 +218,7 @@ pub fn choose_encoded(
     let is_output = whole && matches!(image, DynamicImage::ImageRgb8(_));
     let rgb = sample.as_rgb8().expect("the sample is RGB8");
     let reference = Ssimulacra2Reference::new(&slice(rgb)?).map_err(scoring)?;
+    let table = mean_table(format, tuning);
     let mut probes: Vec<(u8, f64, Vec<u8>)> = Vec::with_capacity(TRIES);
     let mut quality = probe;
     let (mut floor, mut ceiling) = (LOWEST, HIGHEST);
@@ -232,7 +233,6 @@ pub fn choose_encoded(
             false => floor = floor.max(quality.saturating_add(1)).min(HIGHEST),
         }
         let measured: Vec<(u8, f64)> = probes.iter().map(|(q, s, _)| (*q, *s)).collect();
-        let table = mean_table(format, tuning);
         let (next, expected) = predict(table, &measured, target + aim, floor, ceiling);
         if probes.len() < TRIES && next.abs_diff(quality) > FAR {
             quality = next;
